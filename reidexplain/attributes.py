@@ -1,0 +1,363 @@
+"""Attribute vocabularies: which semantic attributes an explanation is made of.
+
+An :class:`AttributeSchema` fixes the order of ``M`` binary attributes, their readable labels, the
+share of positive identities in the source dataset, and the groups that belong together (the upper-body
+colours, the lower-body colours, ...). Three schemas ship with the library, following AMD-SPEC section 8:
+
+* :data:`MARKET1501` (26 attributes, the annotation of Lin et al. without the 4-class age),
+* :data:`DUKEMTMC` (23 attributes),
+* :data:`SHARED` (the 18 attributes both datasets annotate, for cross-domain runs).
+
+Example:
+    >>> from reidexplain.attributes import get_schema
+    >>> schema = get_schema("market1501")
+    >>> len(schema), schema.names[:3]
+    (26, ('backpack', 'bag', 'clothes'))
+    >>> schema.label("up")
+    'short sleeves'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = [
+    "AttributeSchema",
+    "MARKET1501",
+    "DUKEMTMC",
+    "SHARED",
+    "get_schema",
+    "list_schemas",
+    "project_labels",
+]
+
+
+@dataclass(frozen=True)
+class AttributeSchema:
+    """An ordered vocabulary of binary attributes.
+
+    Args:
+        name: Short identifier of the schema (``"market1501"``).
+        names: Attribute names in the fixed order used by labels, contributions and maps.
+        labels: Readable label per attribute, shown in plots (``"backpack"``, ``"long hair"``).
+        positive_ratios: Fraction in ``[0, 1]`` of identities for which the attribute is present.
+        groups: Named groups of attributes (for example ``"upper_color"``).
+        one_hot_groups: Names of the groups of which every person has exactly one member (a person has
+            one upper-body colour). Used by the synthetic data and the optional colour prior.
+
+    Example:
+        >>> schema = AttributeSchema("toy", ("hat", "bag"), ("hat", "bag"), (0.1, 0.3))
+        >>> schema.index("bag")
+        1
+    """
+
+    name: str
+    names: tuple[str, ...]
+    labels: tuple[str, ...]
+    positive_ratios: tuple[float, ...]
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    one_hot_groups: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        m = len(self.names)
+        if m == 0:
+            raise ValueError("AttributeSchema: `names` must not be empty")
+        if len(set(self.names)) != m:
+            raise ValueError(f"AttributeSchema: `names` has duplicates: {self.names}")
+        if len(self.labels) != m or len(self.positive_ratios) != m:
+            raise ValueError(
+                f"AttributeSchema: expected {m} labels and positive_ratios, got "
+                f"{len(self.labels)} and {len(self.positive_ratios)}"
+            )
+        for group, members in self.groups.items():
+            unknown = [a for a in members if a not in self.names]
+            if unknown:
+                raise ValueError(f"AttributeSchema: group {group!r} names unknown attributes {unknown}")
+        for group in self.one_hot_groups:
+            if group not in self.groups:
+                raise ValueError(f"AttributeSchema: one-hot group {group!r} is not in `groups`")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def index(self, name: str) -> int:
+        """Position of attribute ``name`` in the schema order."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"attribute {name!r} is not in schema {self.name!r}: {self.names}") from None
+
+    def label(self, name: str) -> str:
+        """Readable label of attribute ``name``."""
+        return self.labels[self.index(name)]
+
+    def group_of(self, name: str) -> str | None:
+        """The group attribute ``name`` belongs to, or ``None``."""
+        for group, members in self.groups.items():
+            if name in members:
+                return group
+        return None
+
+    def ratios(self) -> torch.Tensor:
+        """Positive ratios as a float tensor of shape ``(M,)``."""
+        return torch.tensor(self.positive_ratios, dtype=torch.float32)
+
+    @classmethod
+    def generic(cls, num_attributes: int) -> AttributeSchema:
+        """A schema of ``num_attributes`` unnamed attributes (``attr_0``, ``attr_1``, ...)."""
+        if num_attributes < 1:
+            raise ValueError(f"num_attributes must be >= 1, got {num_attributes}")
+        names = tuple(f"attr_{i}" for i in range(num_attributes))
+        return cls(f"generic{num_attributes}", names, names, tuple([0.5] * num_attributes))
+
+    @classmethod
+    def from_names(cls, names: Sequence[str], name: str = "custom") -> AttributeSchema:
+        """A schema from a list of attribute names; labels equal names, ratios unknown (0.5)."""
+        names = tuple(str(n) for n in names)
+        return cls(name, names, names, tuple([0.5] * len(names)))
+
+
+def _schema(name: str, rows: Sequence[tuple[str, str, float]], groups: dict[str, tuple[str, ...]],
+            one_hot: tuple[str, ...]) -> AttributeSchema:
+    return AttributeSchema(
+        name=name,
+        names=tuple(r[0] for r in rows),
+        labels=tuple(r[1] for r in rows),
+        positive_ratios=tuple(r[2] / 100.0 for r in rows),
+        groups=groups,
+        one_hot_groups=one_hot,
+    )
+
+
+# Market-1501 (Lin et al.), alphabetical order of the annotation file. Ratios: share of positive
+# identities (AMD-SPEC section 8). For the two-valued attributes the annotation stores 1/2 and "2" is
+# the positive class: up = short sleeves, down = short lower-body clothing, clothes = pants (vs dress
+# or skirt), hair = long hair, gender = female.
+_MARKET_ROWS = [
+    ("backpack", "backpack", 26.5),
+    ("bag", "shoulder bag", 24.6),
+    ("clothes", "pants (not dress/skirt)", 85.4),
+    ("down", "short lower-body clothing", 60.9),
+    ("downblack", "lower black", 39.0),
+    ("downblue", "lower blue", 16.4),
+    ("downbrown", "lower brown", 9.19),
+    ("downgray", "lower gray", 16.4),
+    ("downgreen", "lower green", 1.86),
+    ("downpink", "lower pink", 3.86),
+    ("downpurple", "lower purple", 0.27),
+    ("downwhite", "lower white", 7.72),
+    ("downyellow", "lower yellow", 1.33),
+    ("gender", "female", 42.6),
+    ("hair", "long hair", 32.6),
+    ("handbag", "handbag", 11.5),
+    ("hat", "hat", 2.66),
+    ("up", "short sleeves", 94.8),
+    ("upblack", "upper black", 15.0),
+    ("upblue", "upper blue", 6.13),
+    ("upgray", "upper gray", 11.5),
+    ("upgreen", "upper green", 7.46),
+    ("uppurple", "upper purple", 3.99),
+    ("upred", "upper red", 10.4),
+    ("upwhite", "upper white", 30.4),
+    ("upyellow", "upper yellow", 4.79),
+]
+
+# DukeMTMC-reID (23 attributes). The spec lists names only; the ratios below are our estimates of the
+# published annotation statistics (a winter dataset: dark clothes, long tops, boots) and are used only
+# to draw synthetic persons. Positive classes: boots = wears boots, shoes = light shoes,
+# top = long upper-body clothing (coat), gender = female.
+_DUKE_ROWS = [
+    ("backpack", "backpack", 38.0),
+    ("bag", "shoulder bag", 15.0),
+    ("boots", "boots", 22.0),
+    ("downblack", "lower black", 52.0),
+    ("downblue", "lower blue", 26.0),
+    ("downbrown", "lower brown", 4.0),
+    ("downgray", "lower gray", 8.0),
+    ("downgreen", "lower green", 1.5),
+    ("downred", "lower red", 2.5),
+    ("downwhite", "lower white", 6.0),
+    ("gender", "female", 36.0),
+    ("handbag", "handbag", 6.0),
+    ("hat", "hat", 11.0),
+    ("shoes", "light shoes", 20.0),
+    ("top", "long top", 12.0),
+    ("upblack", "upper black", 44.0),
+    ("upblue", "upper blue", 8.0),
+    ("upbrown", "upper brown", 6.0),
+    ("upgray", "upper gray", 13.0),
+    ("upgreen", "upper green", 3.0),
+    ("uppurple", "upper purple", 1.0),
+    ("upred", "upper red", 7.0),
+    ("upwhite", "upper white", 18.0),
+]
+
+_SHARED_NAMES = (
+    "backpack", "bag", "downblack", "downblue", "downbrown", "downgray", "downgreen", "downwhite",
+    "gender", "handbag", "hat", "upblack", "upblue", "upgray", "upgreen", "uppurple", "upred", "upwhite",
+)
+
+
+def _color_groups(names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    upper = tuple(n for n in names if n.startswith("up") and n != "up")
+    lower = tuple(n for n in names if n.startswith("down") and n != "down")
+    return {"upper_color": upper, "lower_color": lower}
+
+
+def _market() -> AttributeSchema:
+    names = [r[0] for r in _MARKET_ROWS]
+    groups = _color_groups(names)
+    groups.update(
+        carried=("backpack", "bag", "handbag"),
+        body=("gender", "hair", "hat"),
+        garment_shape=("up", "down", "clothes"),
+    )
+    return _schema("market1501", _MARKET_ROWS, groups, ("upper_color", "lower_color"))
+
+
+def _duke() -> AttributeSchema:
+    names = [r[0] for r in _DUKE_ROWS]
+    groups = _color_groups(names)
+    groups.update(
+        carried=("backpack", "bag", "handbag"),
+        body=("gender", "hat"),
+        garment_shape=("top", "boots", "shoes"),
+    )
+    return _schema("dukemtmc", _DUKE_ROWS, groups, ("upper_color", "lower_color"))
+
+
+def _shared() -> AttributeSchema:
+    market = dict((r[0], r) for r in _MARKET_ROWS)
+    rows = [market[n] for n in _SHARED_NAMES]
+    groups = _color_groups(_SHARED_NAMES)
+    groups.update(carried=("backpack", "bag", "handbag"), body=("gender", "hat"))
+    # Not one-hot: a person whose colour only the full schemas name (upper yellow) has none here.
+    return _schema("shared", rows, groups, ())
+
+
+MARKET1501: AttributeSchema = _market()
+"""Market-1501 attribute schema (M = 26)."""
+DUKEMTMC: AttributeSchema = _duke()
+"""DukeMTMC-reID attribute schema (M = 23)."""
+SHARED: AttributeSchema = _shared()
+"""The 18 attributes shared by Market-1501 and DukeMTMC-reID, for cross-domain runs."""
+
+_REGISTRY: dict[str, AttributeSchema] = {
+    "market1501": MARKET1501,
+    "market": MARKET1501,
+    "dukemtmc": DUKEMTMC,
+    "duke": DUKEMTMC,
+    "dukemtmc-reid": DUKEMTMC,
+    "shared": SHARED,
+}
+_BY_WIDTH = {26: MARKET1501, 23: DUKEMTMC, 18: SHARED}
+
+
+def list_schemas() -> list[str]:
+    """Canonical names of the built-in schemas.
+
+    Example:
+        >>> list_schemas()
+        ['dukemtmc', 'market1501', 'shared']
+    """
+    return sorted({s.name for s in _REGISTRY.values()})
+
+
+def get_schema(
+    spec: str | AttributeSchema | Sequence[str] | None = None, num_attributes: int | None = None
+) -> AttributeSchema:
+    """Resolve a schema from a name, a schema, a list of attribute names, or a width.
+
+    Args:
+        spec: ``"market1501"``/``"market"``, ``"dukemtmc"``/``"duke"``, ``"shared"``, an
+            :class:`AttributeSchema`, a list of names, or ``None`` to infer from ``num_attributes``.
+        num_attributes: Label width; with ``spec=None``, 26, 23 and 18 map to the built-in schemas and
+            any other width to generic names. With another ``spec``, checked against its width.
+
+    Returns:
+        The schema.
+
+    Raises:
+        ValueError: Unknown name, or a width that does not match the schema.
+
+    Example:
+        >>> get_schema(None, num_attributes=18).name
+        'shared'
+        >>> get_schema(["hat", "bag"]).names
+        ('hat', 'bag')
+    """
+    if spec is None:
+        if num_attributes is None:
+            raise ValueError("get_schema: give `spec` or `num_attributes`")
+        schema = _BY_WIDTH.get(int(num_attributes)) or AttributeSchema.generic(int(num_attributes))
+    elif isinstance(spec, AttributeSchema):
+        schema = spec
+    elif isinstance(spec, str):
+        key = spec.lower()
+        if key not in _REGISTRY:
+            raise ValueError(f"unknown attribute schema {spec!r}; expected one of {list_schemas()}")
+        schema = _REGISTRY[key]
+    elif isinstance(spec, Sequence):
+        schema = AttributeSchema.from_names(spec)
+    else:
+        raise TypeError(
+            f"attributes must be None, a schema name, an AttributeSchema or a list of names, "
+            f"got {type(spec).__name__}"
+        )
+    if num_attributes is not None and len(schema) != int(num_attributes):
+        raise ValueError(
+            f"attribute labels have width {num_attributes} but schema {schema.name!r} has "
+            f"{len(schema)} attributes"
+        )
+    return schema
+
+
+def project_labels(
+    labels: torch.Tensor,
+    source: str | AttributeSchema,
+    target: str | AttributeSchema,
+    fill: float | None = None,
+) -> torch.Tensor:
+    """Re-express attribute labels of one schema in another, matching attributes by name.
+
+    Args:
+        labels: ``(..., M_source)`` labels in the order of ``source``.
+        source: Schema of ``labels``.
+        target: Schema to project onto.
+        fill: Value for target attributes that ``source`` lacks. ``None`` (default) raises instead.
+
+    Returns:
+        ``(..., M_target)`` tensor of the same dtype.
+
+    Raises:
+        ValueError: Width mismatch, or a target attribute missing from ``source`` with ``fill=None``.
+
+    Example:
+        >>> import torch
+        >>> y = torch.zeros(26); y[MARKET1501.index("hat")] = 1
+        >>> z = project_labels(y, "market1501", "shared")
+        >>> z.shape, int(z[SHARED.index("hat")])
+        (torch.Size([18]), 1)
+    """
+    src, tgt = get_schema(source), get_schema(target)
+    if labels.shape[-1] != len(src):
+        raise ValueError(
+            f"labels: expected last dimension {len(src)} (schema {src.name!r}), got {labels.shape[-1]}"
+        )
+    missing = [n for n in tgt.names if n not in src]
+    if missing and fill is None:
+        raise ValueError(
+            f"schema {src.name!r} has no attributes {missing} of {tgt.name!r}; pass `fill` to use a default"
+        )
+    out = torch.full((*labels.shape[:-1], len(tgt)), float(fill or 0), dtype=labels.dtype,
+                     device=labels.device)
+    for j, name in enumerate(tgt.names):
+        if name in src:
+            out[..., j] = labels[..., src.index(name)]
+    return out
