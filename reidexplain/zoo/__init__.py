@@ -1,0 +1,29 @@
+"""Reference ReID models: a registry, :class:`ReIDNet`, a trainer and cached reference models.
+
+Example:
+    >>> from reidexplain.zoo import create_model, list_models
+    >>> list_models("reidnet_*")
+    ['reidnet_resnet18', 'reidnet_resnet34', 'reidnet_resnet50', 'reidnet_small']
+    >>> create_model("reidnet_small").embedding_dim
+    128
+"""
+
+from __future__ import annotations
+
+from reidexplain.zoo.losses import batch_hard_triplet_loss, label_smoothing_cross_entropy
+from reidexplain.zoo.registry import create_model, is_model, list_models, register_model
+from reidexplain.zoo.reidnet import GeM, ReIDNet, SmallBackbone
+from reidexplain.zoo.training import train_reid_model
+
+__all__ = [
+    "register_model",
+    "create_model",
+    "list_models",
+    "is_model",
+    "ReIDNet",
+    "GeM",
+    "SmallBackbone",
+    "train_reid_model",
+    "label_smoothing_cross_entropy",
+    "batch_hard_triplet_loss",
+]
