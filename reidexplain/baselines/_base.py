@@ -1,0 +1,241 @@
+"""Shared machinery of the pair baselines: the pair-distance forward function and the base explainer.
+
+Captum explains a scalar per example. For a pair ``(a, b)`` that scalar is the distance ``d(f(a), e_b)``
+with the partner's embedding ``e_b = f(b)`` held fixed, so the attribution of ``a`` says which pixels of
+``a`` move it away from (positive) or towards (negative) ``b``. Both sides of a pair are explained in
+one Captum call: the inputs are ``cat(a, b)`` and the fixed partners ``cat(e_b, e_a)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._checks import check_embeddings, check_pair
+from ..attribution import PairAttribution
+from ..distance import check_metric, pair_distance
+
+__all__ = ["PairDistance", "PairExplainer", "model_device", "preserved_model_state"]
+
+
+class PairDistance(nn.Module):
+    """Forward function ``(images, partner_embeddings) -> (B,)`` distances, for Captum.
+
+    Pass the partner embeddings through Captum's ``additional_forward_args``: Captum then repeats them
+    alongside the inputs it expands (integration steps, perturbations), and does not attribute to them.
+
+    Args:
+        model: The target model, ``(B,3,H,W) -> (B,D)``. It is wrapped, never copied or modified.
+        metric: ``"euclidean"`` (not squared, epsilon inside the root) or ``"cosine"``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: unknown ``metric``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 2, 5))
+        >>> x = torch.rand(2, 3, 4, 2)
+        >>> partner = model(torch.rand(2, 3, 4, 2)).detach()
+        >>> PairDistance(model)(x, partner).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, model: nn.Module, metric: str = "euclidean") -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.metric = check_metric(metric)
+
+    def forward(self, images: torch.Tensor, partner_embeddings: torch.Tensor) -> torch.Tensor:
+        """Distances ``d(model(images[i]), partner_embeddings[i])``, shape ``(B,)``."""
+        emb = check_embeddings(self.model(images), images.shape[0])
+        if partner_embeddings.shape != emb.shape:
+            raise ValueError(
+                f"partner_embeddings: expected shape {tuple(emb.shape)} (one per image), "
+                f"got {tuple(partner_embeddings.shape)}"
+            )
+        return pair_distance(emb, partner_embeddings, self.metric)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer; the CPU for a model without either.
+
+    Example:
+        >>> from torch import nn
+        >>> model_device(nn.Linear(2, 2))
+        device(type='cpu')
+    """
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block, then restore every submodule's ``training`` flag.
+
+    Flags are restored module by module, so a model the user left partly in train mode comes back
+    exactly as it was. Parameters' ``requires_grad`` flags are never touched by the explainers.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Dropout(), nn.Linear(2, 2)).train()
+        >>> with preserved_model_state(model):
+        ...     model.training
+        False
+        >>> model.training
+        True
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+class PairExplainer:
+    """Base class of the pair baselines: explain ``d(f(a), f(b))`` on both images of each pair.
+
+    A subclass sets ``method`` and implements :meth:`_attribute`, which gets ``(2B,3,H,W)`` inputs and
+    the ``(2B,D)`` fixed partner embeddings and returns Captum's raw attribution. The base class checks
+    the pair, moves it to the model's device, keeps the model frozen and in eval mode, reduces the raw
+    attribution to one ``(B,1,H,W)`` map per image (sum over colour channels, upsampled when the method
+    works at a lower resolution) and builds the :class:`~reidexplain.attribution.PairAttribution`.
+
+    Args:
+        model: Target model ``(B,3,H,W) -> (B,D)``.
+        metric: ``"euclidean"`` or ``"cosine"``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from reidexplain.baselines import SaliencyPair
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 4, 6))
+        >>> result = SaliencyPair(model).explain((torch.rand(3, 8, 4), torch.rand(3, 8, 4)))
+        >>> result.method, tuple(result.maps[0].shape)
+        ('saliency', (1, 1, 8, 4))
+    """
+
+    method: str = "pair_explainer"
+    #: Whether the method differentiates the distance (inputs then require gradients).
+    uses_gradients: bool = True
+
+    def __init__(self, model: nn.Module, metric: str = "euclidean") -> None:
+        self.forward_func = PairDistance(model, metric)
+        self.model = model
+        self.metric = self.forward_func.metric
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={type(self.model).__name__}, metric={self.metric!r})"
+
+    # ------------------------------------------------------------------ to implement
+    def _attribute(self, inputs: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+        """Raw Captum attribution of ``forward_func(inputs, partners)``; ``(2B, C, h, w)``."""
+        raise NotImplementedError
+
+    def _extras(self, inputs: torch.Tensor, partners: torch.Tensor) -> dict[str, Any]:
+        """Method-specific extras computed after :meth:`_attribute` (same inputs); ``{}`` by default."""
+        return {}
+
+    # ------------------------------------------------------------------ shared logic
+    def explain(
+        self,
+        pair: tuple[torch.Tensor, torch.Tensor],
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> PairAttribution:
+        """Explain the distance of each pair ``(a_i, b_i)``: a map of ``a_i`` and one of ``b_i``.
+
+        Args:
+            pair: ``(images_a, images_b)``, each ``(B,3,H,W)``, or a single pair of ``(3,H,W)`` images.
+            batch_size: Explain at most this many pairs per Captum call (``None``: all at once).
+            progress: Show a progress bar over the chunks of ``batch_size`` pairs.
+
+        Returns:
+            A :class:`~reidexplain.attribution.PairAttribution` with ``maps`` ``(B,1,H,W)`` each, the
+            target distance, and the raw attributions in ``extras["raw"]``.
+
+        Raises:
+            TypeError: ``pair`` is not a tuple of two tensors.
+            ValueError: wrong shapes, or ``batch_size`` below 1.
+        """
+        a, b = check_pair(pair)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+        device = model_device(self.model)
+        a, b = a.to(device), b.to(device)
+        step = batch_size or a.shape[0]
+        starts = range(0, a.shape[0], step)
+        parts = [
+            self._explain_batch(a[i : i + step], b[i : i + step])
+            for i in tqdm(starts, desc=self.method, disable=not progress or len(starts) < 2)
+        ]
+        return parts[0] if len(parts) == 1 else _concatenate(parts)
+
+    def _explain_batch(self, a: torch.Tensor, b: torch.Tensor) -> PairAttribution:
+        batch = a.shape[0]
+        inputs = torch.cat([a, b]).detach()
+        # Our own copy of the images: asking for its gradient touches nothing of the caller's.
+        inputs.requires_grad_(self.uses_gradients)
+        with preserved_model_state(self.model):
+            with torch.no_grad():
+                emb = check_embeddings(self.model(inputs), inputs.shape[0])
+            partners = torch.cat([emb[batch:], emb[:batch]]).detach()
+            with torch.set_grad_enabled(self.uses_gradients):
+                raw = self._attribute(inputs, partners)
+                extras = self._extras(inputs, partners)
+        raw = raw.detach()
+        maps = self._to_maps(raw, tuple(a.shape[-2:]))
+        extras["raw"] = (raw[:batch], raw[batch:])
+        return PairAttribution(
+            method=self.method,
+            images=(inputs[:batch].detach(), inputs[batch:].detach()),
+            distance=pair_distance(emb[:batch], emb[batch:], self.metric).detach(),
+            maps=(maps[:batch], maps[batch:]),
+            extras=extras,
+        )
+
+    def _to_maps(self, raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Sum over channels and bring a ``(N,C,h,w)`` attribution to ``(N,1,H,W)``."""
+        if raw.dim() != 4:
+            raise ValueError(
+                f"{self.method}: expected a (N,C,h,w) attribution to turn into image maps, "
+                f"got shape {tuple(raw.shape)}"
+            )
+        maps = raw.sum(dim=1, keepdim=True)
+        if tuple(maps.shape[-2:]) != size:
+            maps = torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        return maps
+
+
+def _concatenate(parts: list[PairAttribution]) -> PairAttribution:
+    """Join the results of consecutive chunks of pairs into one :class:`PairAttribution`."""
+
+    def cat_pair(get: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(torch.cat([get(p)[i] for p in parts]) for i in range(2))  # type: ignore[return-value]
+
+    extras: dict[str, Any] = {}
+    for key, value in parts[0].extras.items():
+        if isinstance(value, tuple) and all(isinstance(v, torch.Tensor) for v in value):
+            extras[key] = cat_pair(lambda p, key=key: p.extras[key])
+        else:
+            extras[key] = value
+    return PairAttribution(
+        method=parts[0].method,
+        images=cat_pair(lambda p: p.images),
+        distance=torch.cat([p.distance for p in parts]),
+        maps=cat_pair(lambda p: p.maps),
+        extras=extras,
+    )
