@@ -10,6 +10,15 @@ from ._base import PairExplainer, model_device, preserved_model_state
 
 __all__ = ["GradCAMPair", "find_last_spatial_layer"]
 
+# Pooling keeps a (B,C,h,w) shape but is not a feature layer (a part-pooled (6,1) map, say).
+_POOLING = (
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd,
+)
+
 
 def find_last_spatial_layer(model: nn.Module, example: torch.Tensor) -> str:
     """Name of the last module (in execution order) whose output is a spatial ``(B,C,h,w)`` map.
@@ -18,7 +27,8 @@ def find_last_spatial_layer(model: nn.Module, example: torch.Tensor) -> str:
     temporary forward hooks on every submodule; the hooks are removed before returning. Modules called
     more than once in a forward pass (a ReLU reused inside a block) are skipped because a layer
     attribution on them is ambiguous; a block that ends with such a module is chosen instead. Outputs of
-    size ``1x1`` (global pooling) are not spatial.
+    size ``1x1`` and torch's pooling layers are skipped: Grad-CAM wants the last feature map, not a
+    pooled one.
 
     Args:
         model: Target model.
@@ -44,7 +54,10 @@ def find_last_spatial_layer(model: nn.Module, example: torch.Tensor) -> str:
         def hook(module: nn.Module, args: object, output: object) -> None:
             counts[name] = counts.get(name, 0) + 1
             spatial = (
-                isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-2] * output.shape[-1] > 1
+                not isinstance(module, _POOLING)
+                and isinstance(output, torch.Tensor)
+                and output.dim() == 4
+                and output.shape[-2] * output.shape[-1] > 1
             )
             calls.append((name, spatial))
 
