@@ -193,6 +193,7 @@ class _ReIDFolder(Dataset):
         return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)  # numpy and 0-d tensor indices from custom samplers
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
         index = index % len(self)
