@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from reidexplain.zoo._sampler import _PKBatches
+from reidexplain.data.sampler import PKSampler
 from reidexplain.zoo.losses import batch_hard_triplet_loss, label_smoothing_cross_entropy
 
 __all__ = ["train_reid_model", "dataset_pids", "model_device"]
@@ -155,7 +155,7 @@ def train_reid_model(
         model: The model to train (modified in place).
         dataset: Map-style dataset of dicts with ``"image"`` ``(3,H,W)`` and ``"pid"`` (or tuples
             ``(image, pid, ...)``); a ``.pids`` attribute avoids reading every item to build batches.
-        epochs: Passes over the data (one pass sees every image about once).
+        epochs: Passes over the identities: an epoch visits every identity once, with ``k`` images.
         p: Identities per batch.
         k: Images per identity in a batch.
         lr: Peak Adam learning rate (reached after the warm-up, then cosine decay to 0).
@@ -208,7 +208,7 @@ def train_reid_model(
     # Sorted pid values: a pid's position in it is its class label 0..P-1.
     pid_values = torch.tensor(sorted(labels_of))
 
-    sampler = _PKBatches(pids, p, k, seed=seed)
+    sampler = PKSampler(pids, p=p, k=k, seed=seed)
     loader = DataLoader(
         dataset, batch_sampler=sampler, collate_fn=_collate_images_pids, num_workers=num_workers
     )
@@ -230,6 +230,7 @@ def train_reid_model(
         for epoch in range(epochs):
             sums = {"loss": 0.0, "ce": 0.0, "triplet": 0.0}
             batches, started = 0, time.perf_counter()
+            sampler.set_epoch(epoch)
             for images, batch_pids in loader:
                 targets = torch.searchsorted(pid_values, batch_pids).to(device)
                 images = _augment(images.to(device), pad if pad is not None else images.shape[2] // 16,
