@@ -6,7 +6,7 @@ synthetic renderer can re-render a person with one attribute flipped (same pose,
 which measures what each attribute does to the model's distance. Three functions use it:
 
 * :func:`counterfactual_effects` -- the change of the pair distance when one attribute of image ``a``
-  is flipped: :math:`\Delta_k = |d(a^{(k)}, b) - d(a, b)|`;
+  is flipped: $\Delta_k = |d(a^{(k)}, b) - d(a, b)|$;
 * :func:`causal_agreement` -- Spearman rank correlation, per pair, between an explainer's
   per-attribute contributions and those effects (higher is better);
 * :func:`attribute_sensitivity` -- which attributes the model uses at all: the mean embedding
@@ -57,9 +57,10 @@ def spearman_correlation(
     Ranks are computed among the valid entries of a row, ties get their average rank, and the result is
     the Pearson correlation of the ranks:
 
-    .. math::
-        \rho = \frac{\sum_k (r_k - \bar r)(s_k - \bar s)}
-                    {\sqrt{\sum_k (r_k - \bar r)^2 \sum_k (s_k - \bar s)^2}}
+    $$
+    \rho = \frac{\sum_k (r_k - \bar r)(s_k - \bar s)}
+        {\sqrt{\sum_k (r_k - \bar r)^2 \sum_k (s_k - \bar s)^2}}
+    $$
 
     Args:
         x: ``(B,M)`` scores.
@@ -169,8 +170,9 @@ def counterfactual_effects(
 ) -> torch.Tensor:
     r"""Change of each pair's distance when one attribute of image ``a`` is flipped.
 
-    .. math::
-        \Delta_{ik} = \big| d(a_i^{(k)}, b_i) - d(a_i, b_i) \big|
+    $$
+    \Delta_{ik} = \big| d(a_i^{(k)}, b_i) - d(a_i, b_i) \big|
+    $$
 
     where ``a_i^{(k)}`` is ``a_i`` re-rendered with attribute ``k`` flipped and everything else (pose,
     camera, light) unchanged, and ``b_i`` the fixed partner. The renderer is not called here: pass its
@@ -264,9 +266,10 @@ def attribute_sensitivity(
 ) -> AttributeSensitivity:
     r"""Which attributes does the model use? Flip effects relative to the same-person noise floor.
 
-    .. math::
-        \mathrm{ratio}_k = \frac{\operatorname{mean}_n\, d\big(f(x_n), f(x_n^{(k)})\big)}
-                                {\operatorname{mean}_j\, d\big(f(x_j), f(x'_j)\big)}
+    $$
+    \mathrm{ratio}_k = \frac{\operatorname{mean}_n\, d\big(f(x_n), f(x_n^{(k)})\big)}
+        {\operatorname{mean}_j\, d\big(f(x_j), f(x'_j)\big)}
+    $$
 
     with ``x_n^{(k)}`` the render of person ``n`` with only attribute ``k`` flipped (same pose, camera,
     light) and ``(x_j, x'_j)`` two photos of the same person (different nuisance). The denominator is

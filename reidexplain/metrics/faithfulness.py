@@ -127,8 +127,9 @@ def deletion_curve(
     With ``P = H*W`` pixels ranked by decreasing map value (ties: row-major order) and
     ``k_t = floor(t P / T)`` for ``t = 0..T``:
 
-    .. math::
-        D_t = d\big(a \odot (1 - M_t) + \beta \odot M_t,\; b\big),
+    $$
+    D_t = d\big(a \odot (1 - M_t) + \beta \odot M_t,\; b\big),
+    $$
 
     where ``M_t`` marks the ``k_t`` top-ranked pixels (all channels) and ``beta`` is the baseline
     image. ``D_0 = d(a, b)``; with the partner baseline ``D_T = d(b, b) = 0``.
@@ -178,8 +179,9 @@ def insertion_curve(
 ) -> torch.Tensor:
     r"""Distance to the partner while the pixels of ``a`` are revealed on the baseline, most relevant first.
 
-    .. math::
-        I_t = d\big(\beta \odot (1 - M_t) + a \odot M_t,\; b\big),
+    $$
+    I_t = d\big(\beta \odot (1 - M_t) + a \odot M_t,\; b\big),
+    $$
 
     with ``M_t`` as in :func:`deletion_curve`. ``I_T = d(a, b)``; with the partner baseline
     ``I_0 = d(b, b) = 0``. For a distance that is a sum over pixels, ``D_t + I_t = d(a, b)`` with the
@@ -216,8 +218,9 @@ def insertion_curve(
 def curve_auc(curve: torch.Tensor, normalize: str = "none") -> torch.Tensor:
     r"""Area under curves sampled at ``T + 1`` evenly spaced fractions ``0, 1/T, .., 1`` (trapezoid rule).
 
-    .. math::
-        \mathrm{AUC} = \frac{1}{T} \Big( \sum_{t=0}^{T} c_t - \frac{c_0 + c_T}{2} \Big)
+    $$
+    \mathrm{AUC} = \frac{1}{T} \Big( \sum_{t=0}^{T} c_t - \frac{c_0 + c_T}{2} \Big)
+    $$
 
     Args:
         curve: ``(B, T + 1)`` with ``T >= 1``.

@@ -98,8 +98,9 @@ def pointing_game(
 ) -> torch.Tensor:
     r"""Pointing game: 1 if the map's maximum lies inside the (dilated) mask, else 0.
 
-    .. math::
-        \mathrm{hit}_i = \mathbb{1}\left[\arg\max_p h_i(p) \in \mathrm{dilate}(m_i, \tau)\right]
+    $$
+    \mathrm{hit}_i = \mathbb{1}\left[\arg\max_p h_i(p) \in \mathrm{dilate}(m_i, \tau)\right]
+    $$
 
     The maximum is the most *positive* value (signed maps are not made absolute: a negative
     attribution argues against the distance). Ties between maximal pixels, common with flat or clipped
@@ -157,8 +158,9 @@ pointing_game.higher_is_better = True  # type: ignore[attr-defined]
 def relevance_mass(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     r"""Relevance mass accuracy: the fraction of the map's positive mass that lies inside the mask.
 
-    .. math::
-        \mathrm{RMA}_i = \frac{\sum_{p \in m_i} \max(h_i(p), 0)}{\sum_p \max(h_i(p), 0)}
+    $$
+    \mathrm{RMA}_i = \frac{\sum_{p \in m_i} \max(h_i(p), 0)}{\sum_p \max(h_i(p), 0)}
+    $$
 
     Only the positive part of a signed map counts (the evidence *for* the distance); a map with no
     positive value scores 0 (it points nowhere). Unlike the pointing game it rewards maps that put all
