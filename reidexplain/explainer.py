@@ -1,0 +1,418 @@
+"""The user's entry point: :class:`Explainer` fits an AMD interpreter to any embedding model and explains.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from reidexplain import Explainer
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    >>> data = [(torch.rand(6, 3, 16, 8), torch.randint(0, 2, (6, 4)))]
+    >>> explainer = Explainer(model).fit(data, epochs=2, progress=False)
+    >>> attribution = explainer.explain((data[0][0][0], data[0][0][1]))
+    >>> attribution.contributions.shape, attribution.maps[0].shape
+    (torch.Size([1, 4]), torch.Size([1, 4, 16, 8]))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_images, check_pair
+from .attributes import AttributeSchema, get_schema
+from .attribution import PairAttribution
+from .distance import check_metric, pair_distance
+from .interpreter._batch import unpack_batch
+from .interpreter._build import build_interpreter
+from .interpreter._evaluate import component_distance_matrices, embed_loader, score_query_gallery
+from .interpreter.network import Components, component_embeddings
+from .interpreter.split import split_model
+from .interpreter.training import TrainingConfig, fit_interpreter
+
+__all__ = ["Explainer", "MatrixExplanation", "NotFittedError", "FORMAT_VERSION"]
+
+logger = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+class NotFittedError(RuntimeError):
+    """The explainer was used before :meth:`Explainer.fit` or :meth:`Explainer.load`.
+
+    Example:
+        >>> issubclass(NotFittedError, RuntimeError)
+        True
+    """
+
+
+@dataclass
+class MatrixExplanation:
+    """AMD quantities for every query x gallery pair.
+
+    Attributes:
+        distance: ``(Q,G)`` target distances.
+        reconstructed: ``(Q,G)`` interpreter distances ``d_hat``.
+        contributions: ``(Q,G,M)`` per-attribute contributions ``c_k = d_k / M`` (sum: ``d_hat``).
+        attribute_names: The ``M`` names.
+
+    Example:
+        >>> import torch
+        >>> m = MatrixExplanation(torch.ones(1, 2), torch.ones(1, 2), torch.full((1, 2, 4), 0.25), ("a",) * 4)
+        >>> m.shares.sum(-1)
+        tensor([[1., 1.]])
+    """
+
+    distance: torch.Tensor
+    reconstructed: torch.Tensor
+    contributions: torch.Tensor
+    attribute_names: tuple[str, ...]
+
+    @property
+    def shares(self) -> torch.Tensor:
+        """``(Q,G,M)`` shares of ``d_hat`` per attribute; they sum to 1 over ``M``."""
+        return self.contributions / self.contributions.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+class Explainer:
+    """Explain an embedding model's pair distances with AMD (Attribute-guided Metric Distillation).
+
+    The target model is never modified: a frozen copy (eval mode) is explained, on ``device``. Defaults
+    of :meth:`fit` were chosen by measurement (see ``docs/how-amd-works.md``).
+
+    Args:
+        model: Any ``nn.Module`` mapping ``(B,3,H,W)`` images to ``(B,D)`` embeddings (in eval mode).
+        attributes: ``None`` (inferred from the label width at :meth:`fit`: 26 -> Market-1501,
+            23 -> DukeMTMC, 18 -> shared, other widths -> generic names), a schema name, an
+            :class:`~reidexplain.attributes.AttributeSchema` or a list of attribute names.
+        metric: ``"euclidean"`` (not squared) or ``"cosine"``: the distance the model is used with.
+        feature_layer: ``"auto"`` (the last spatial feature map), a module name, a module of ``model``,
+            or ``None`` for black-box mode (the interpreter learns its own trunk and head).
+        device: Where the copy and the interpreter run. Default: the model's device.
+        hidden: Width of the decomposition head's middle layer (AMD: 256).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``; a bad ``feature_layer`` or ``attributes`` type.
+        ValueError: unknown ``metric`` or schema name.
+
+    Example:
+        >>> from torch import nn
+        >>> explainer = Explainer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), attributes="market1501")
+        >>> explainer.is_fitted, len(explainer.schema)
+        (False, 26)
+    """
+
+    def __init__(self, model: nn.Module, attributes: str | AttributeSchema | Sequence[str] | None = None,
+                 metric: str = "euclidean", feature_layer: str | nn.Module | None = "auto",
+                 device: torch.device | str | None = None, hidden: int = 256) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        if feature_layer is not None and not isinstance(feature_layer, (str, nn.Module)):
+            raise TypeError(
+                f"feature_layer: expected a module name, an nn.Module, 'auto' or None, got {type(feature_layer).__name__}"
+            )
+        self.model = model
+        self.metric = check_metric(metric)
+        self.feature_layer = feature_layer
+        self._schema = None if attributes is None else get_schema(attributes)
+        if device is None:
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.device = torch.device(device)
+        self.hidden = int(hidden)
+        self.split = None
+        self.interpreter = None
+        self.config = TrainingConfig()
+        self.history: list[dict[str, float]] = []
+        self.input_size: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def schema(self) -> AttributeSchema | None:
+        """The attribute schema (``None`` until known)."""
+        return self._schema
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        """Names of the ``M`` attributes."""
+        self._require_fitted("attribute_names")
+        return self._schema.names
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether an interpreter is ready (after :meth:`fit` or :meth:`load`)."""
+        return self.interpreter is not None
+
+    @property
+    def mode(self) -> str | None:
+        """``"gray-box"`` or ``"black-box"`` once fitted, else ``None``."""
+        if self.split is None:
+            return None
+        return "gray-box" if self.split.gray_box else "black-box"
+
+    def __repr__(self) -> str:
+        how = self.split.describe() if self.split is not None else "not fitted"
+        name = self._schema.name if self._schema is not None else "inferred at fit"
+        return f"Explainer({type(self.model).__name__}, attributes={name!r}, metric={self.metric!r}, {how})"
+
+    def _require_fitted(self, what: str) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"Explainer.{what}: the interpreter is not fitted; call fit(loader) first "
+                                 "or Explainer.load(path, model)")
+
+    def _setup(self, probe: torch.Tensor, num_attributes: int) -> None:
+        if self._schema is None:
+            self._schema = get_schema(None, num_attributes=num_attributes)
+        self.split = split_model(self.model, probe, self.feature_layer, self.device)
+        logger.info("AMD: %s", self.split.describe())
+        self.interpreter = build_interpreter(self.split, len(self._schema), self.hidden)
+        self.input_size = (int(probe.shape[-2]), int(probe.shape[-1]))
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, loader: Iterable, epochs: int | None = None, lr: float = 1e-4, progress: bool = True,
+            seed: int = 0, **config: Any) -> Explainer:
+        """Fit the interpreter to the target on ``loader``.
+
+        Args:
+            loader: Re-iterable batches: dicts with ``"image"`` ``(B,3,H,W)`` and ``"attributes"``
+                ``(B,M)`` (optional ``"pid"``, ``"camid"``), or tuples ``(images, attributes)`` /
+                ``(images, pids, attributes)``. Labels 0/1; -1/+1 and the 1/2 of ``.mat`` files are
+                converted with a warning. Identity-balanced (PK) batches give same-person pairs too.
+            epochs: Passes over the loader. Default ``None``: about ``config.target_steps`` (600)
+                optimiser steps, at most 60 epochs.
+            lr: Learning rate of the trunk; the decomposition head uses 10x (AMD-SPEC 5: 1e-4).
+            progress: Show a progress bar with the running loss and ADRE.
+            seed: Seed of everything random inside the call.
+            **config: Other :class:`~reidexplain.interpreter.TrainingConfig` fields
+                (``distillation_weight``, ``weight_decay``, ``flip``, ``max_seconds``, ...).
+
+        Returns:
+            ``self``, fitted; :attr:`history` holds the per-epoch losses and ADRE.
+
+        Raises:
+            ValueError: empty loader, labels of the wrong width or not binary, a model output that is
+                not finite ``(B,D)``.
+            TypeError: unknown ``config`` keys, bad batch formats, a model output that is not a tensor.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            >>> data = [{"image": torch.rand(4, 3, 8, 4), "attributes": torch.randint(0, 2, (4, 3))}]
+            >>> len(Explainer(net).fit(data, epochs=3, progress=False).history)
+            3
+        """
+        fields = {f.name for f in dataclasses.fields(TrainingConfig)}
+        unknown = sorted(set(config) - fields)
+        if unknown:
+            raise TypeError(f"fit: unknown options {unknown}; expected TrainingConfig fields {sorted(fields)}")
+        self.config = dataclasses.replace(TrainingConfig(), epochs=epochs, lr=lr, **config)
+        first = next(iter(loader), None)
+        if first is None:
+            raise ValueError("loader: it yielded no batches (empty dataset?)")
+        width = None if self._schema is None else len(self._schema)
+        batch = unpack_batch(first, width)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            self._setup(batch.images[: min(4, batch.images.shape[0])], batch.attributes.shape[1])
+        self.history = fit_interpreter(self.split, self.interpreter, loader, len(self._schema), self.metric,
+                                       self.config, progress=progress, seed=seed)
+        return self
+
+    # ------------------------------------------------------------------ explain
+    def embed(self, images: torch.Tensor, batch_size: int = 64) -> Components:
+        """Per-image target embeddings, component embeddings ``e_k`` and low-resolution maps.
+
+        Args:
+            images: ``(N,3,H,W)`` or ``(3,H,W)``.
+            batch_size: Images per forward pass.
+
+        Returns:
+            A :class:`~reidexplain.interpreter.Components` on the explainer's device.
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+            TypeError, ValueError: ``images`` is not an image batch.
+        """
+        self._require_fitted("embed")
+        images = check_images(images, "images")
+        self.interpreter.eval()
+        parts = []
+        with torch.no_grad():
+            for chunk in images.split(batch_size):
+                parts.append(component_embeddings(self.split, self.interpreter, chunk.to(self.device)))
+        return Components(*(torch.cat(t) for t in zip(*parts, strict=True)))
+
+    def explain(self, pair: tuple[torch.Tensor, torch.Tensor], batch_size: int = 32) -> PairAttribution:
+        """Explain the target's distance between ``image_a`` and ``image_b`` (or ``B`` such pairs).
+
+        Costs about two target forward passes plus the head on ``M`` masked maps per image (the trunk
+        runs ``M`` more times for a model split with a hook).
+
+        Args:
+            pair: ``(image_a, image_b)``, each ``(3,H,W)`` or ``(B,3,H,W)``, of the same shape.
+            batch_size: Pairs per forward pass.
+
+        Returns:
+            A :class:`~reidexplain.attribution.PairAttribution` with ``method="amd"``: ``distance`` and
+            ``reconstructed`` ``(B,)``, ``contributions`` ``(B,M)`` summing to ``reconstructed``, and maps
+            ``(B,M,H,W)`` (bilinear upsampling of the attribute maps); ``extras["maps_lowres"]`` holds
+            the ``(B,M,h,w)`` maps, ``extras["component_distances"]`` the ``d_k``.
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+            TypeError, ValueError: not a pair of image batches of equal shape.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            >>> ex = Explainer(net).fit([(torch.rand(4, 3, 8, 4), torch.eye(4))], epochs=1, progress=False)
+            >>> a = ex.explain((torch.rand(3, 8, 4), torch.rand(3, 8, 4)))
+            >>> torch.allclose(a.contributions.sum(1), a.reconstructed)
+            True
+        """
+        self._require_fitted("explain")
+        a, b = check_pair(pair, "pair")
+        n = a.shape[0]
+        out = self.embed(torch.cat([a, b]), batch_size=2 * batch_size)
+        emb, comps, low = out.embeddings, out.components, out.maps
+        distance = pair_distance(emb[:n], emb[n:], self.metric)
+        dk = pair_distance(comps[:n], comps[n:], self.metric)
+        up = F.interpolate(low, size=a.shape[-2:], mode="bilinear", align_corners=False).clamp_min(0)
+        return PairAttribution(
+            method="amd", images=(a.to(self.device), b.to(self.device)), distance=distance,
+            maps=(up[:n], up[n:]), attribute_names=self._schema.names, reconstructed=dk.mean(dim=1),
+            contributions=dk / dk.shape[1], attribute_labels=self._schema.labels,
+            extras={"maps_lowres": (low[:n], low[n:]), "component_distances": dk, "mode": self.mode,
+                    "feature_layer": self.split.feature_layer},
+        )
+
+    def explain_matrix(self, query_images: torch.Tensor, gallery_images: torch.Tensor,
+                       batch_size: int = 64) -> MatrixExplanation:
+        """AMD quantities for every query x gallery pair, from per-image embeddings computed once.
+
+        Args:
+            query_images: ``(Q,3,H,W)``.
+            gallery_images: ``(G,3,H,W)``.
+            batch_size: Images per forward pass.
+
+        Returns:
+            A :class:`MatrixExplanation` (``(Q,G)`` distances, ``(Q,G,M)`` contributions).
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            >>> ex = Explainer(net).fit([(torch.rand(4, 3, 8, 4), torch.eye(4))], epochs=1, progress=False)
+            >>> ex.explain_matrix(torch.rand(2, 3, 8, 4), torch.rand(5, 3, 8, 4)).contributions.shape
+            torch.Size([2, 5, 4])
+        """
+        q = self.embed(query_images, batch_size)
+        g = self.embed(gallery_images, batch_size)
+        d, dk = component_distance_matrices(q.embeddings, q.components, g.embeddings, g.components, self.metric)
+        return MatrixExplanation(d, dk.mean(dim=-1), dk / dk.shape[-1], self._schema.names)
+
+    def contributions_matrix(self, query_images: torch.Tensor, gallery_images: torch.Tensor,
+                             batch_size: int = 64) -> torch.Tensor:
+        """The ``(Q,G,M)`` contributions of :meth:`explain_matrix`.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            >>> ex = Explainer(net).fit([(torch.rand(4, 3, 8, 4), torch.eye(4))], epochs=1, progress=False)
+            >>> ex.contributions_matrix(torch.rand(1, 3, 8, 4), torch.rand(3, 3, 8, 4)).shape
+            torch.Size([1, 3, 4])
+        """
+        return self.explain_matrix(query_images, gallery_images, batch_size).contributions
+
+    # ------------------------------------------------------------------ evaluate
+    def evaluate(self, query_loader: Iterable, gallery_loader: Iterable, progress: bool = True) -> dict[str, float]:
+        """Explanation and retrieval metrics over all query x gallery pairs (an image with itself excluded).
+
+        Args:
+            query_loader: Batches as for :meth:`fit`; pids and camids are needed for the retrieval scores.
+            gallery_loader: Same; may be the same object as ``query_loader``.
+            progress: Show progress bars.
+
+        Returns:
+            ``x_map_e``, ``x_map_c``, ``adre`` (percent), ``num_pairs``, and with pids:
+            ``rank1_target``, ``rank5_target``, ``map_target``, ``rank1_interpreter``,
+            ``rank5_interpreter``, ``map_interpreter`` (percent; Market-1501 protocol: gallery images with
+            the query's pid and camera are ignored; without camids, every query is treated as coming from
+            a camera of its own, so only an image with itself is ignored).
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+            ValueError: empty loaders, labels of the wrong width.
+        """
+        self._require_fitted("evaluate")
+        m = len(self._schema)
+        query = embed_loader(self.split, self.interpreter, query_loader, m, progress, "query")
+        gallery = query if gallery_loader is query_loader else embed_loader(
+            self.split, self.interpreter, gallery_loader, m, progress, "gallery")
+        scores, dist, recon = score_query_gallery(query, gallery, self.metric, progress)
+        if query["pids"] is not None and gallery["pids"] is not None:
+            from .metrics.retrieval import evaluate_retrieval
+
+            qc, gc = query["camids"], gallery["camids"]
+            if qc is None or gc is None:
+                qc, gc = _camids_without_cameras(query, gallery)
+            for name, mat in (("target", dist), ("interpreter", recon)):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    r = evaluate_retrieval(mat, query["pids"], gallery["pids"], qc, gc, ranks=(1, 5))
+                scores.update({f"rank1_{name}": r["rank1"], f"rank5_{name}": r["rank5"], f"map_{name}": r["mAP"]})
+        return scores
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | Path) -> None:
+        """Write the fitted interpreter to one file (``torch.save`` of a plain dict).
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+        """
+        self._require_fitted("save")
+        from .interpreter._checkpoint import checkpoint_dict
+
+        torch.save(checkpoint_dict(self, FORMAT_VERSION), Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module,
+             attributes: str | AttributeSchema | Sequence[str] | None = None,
+             device: torch.device | str | None = None) -> Explainer:
+        """Load an interpreter saved by :meth:`save` for ``model`` (re-split and checked).
+
+        Args:
+            path: File written by :meth:`save`.
+            model: The target model it was fitted to (same architecture).
+            attributes: Optional: the schema the caller expects; must equal the saved one.
+            device: Where to run. Default: the model's device.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not an interpreter file, another format version, another schema, or a model of
+                another architecture.
+        """
+        from .interpreter._checkpoint import restore
+
+        return restore(cls, Path(path), model, attributes, device, FORMAT_VERSION)
+
+
+def _camids_without_cameras(query: dict, gallery: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Camera ids that make the retrieval protocol ignore only an image matched with itself."""
+    q = torch.arange(query["embeddings"].shape[0])
+    g = torch.full((gallery["embeddings"].shape[0],), -1, dtype=torch.long)
+    same = (query["fingerprints"][:, None, :] == gallery["fingerprints"][None, :, :]).all(-1)
+    qi, gi = same.nonzero(as_tuple=True)
+    g[gi] = q[qi]
+    return q, g

@@ -1,0 +1,278 @@
+"""The AMD training loop: distil a frozen target's pair distances into attribute contributions.
+
+Every batch gives ``B(B-1)/2`` unordered pairs ``i < j``. Because every distance and every loss term is
+symmetric in ``(i, j)``, their mean equals the mean over the ``B(B-1)`` ordered pairs ``i != j`` of
+AMD-SPEC section 4, at half the cost. The loss is
+
+.. math:: L = w_{md} L_{md} + w_{ap} L_{ap}
+
+with :func:`~reidexplain.interpreter.losses.metric_distillation_loss` and
+:func:`~reidexplain.interpreter.losses.attribute_prior_loss`; Adam with weight decay and a linear
+warm-up (AMD-SPEC section 5).
+
+Example:
+    >>> TrainingConfig().distillation_weight
+    50.0
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..distance import pair_distance
+from ._batch import iter_batches
+from .losses import attribute_prior_loss, metric_distillation_loss
+from .network import AMDInterpreter, component_embeddings
+from .split import TargetSplit
+
+__all__ = ["TrainingConfig", "pair_losses", "fit_interpreter", "default_epochs"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingConfig:
+    """Hyper-parameters of :func:`fit_interpreter`; defaults chosen by measurement (see the docs).
+
+    Attributes:
+        epochs: Passes over the loader; ``None`` picks :func:`default_epochs`.
+        lr: Adam learning rate of the trunk (AMD-SPEC 5: 1e-4).
+        head_lr_factor: The decomposition (and black-box embedding) head learns ``head_lr_factor`` times
+            faster: it starts from zero, the trunk from the target's weights.
+        weight_decay: Adam weight decay.
+        warmup: Fraction of the steps with a linear warm-up of the learning rate.
+        warmup_start: Learning-rate factor at the first step of the warm-up.
+        distillation_weight: Weight ``w_md`` of the distillation loss.
+        prior_weight: Weight ``w_ap`` of the attribute prior (its terms carry 2/10/10 already).
+        flip: Random horizontal flips (attributes are left-right symmetric).
+        target_steps: Optimiser steps aimed at when ``epochs`` is ``None``.
+        max_epochs: Upper bound of the automatic epochs.
+        max_seconds: Stop after this many seconds (checked after every step); ``None``: no limit.
+
+    Example:
+        >>> TrainingConfig(epochs=3).lr
+        0.0001
+    """
+
+    epochs: int | None = None
+    lr: float = 1e-4
+    head_lr_factor: float = 10.0
+    weight_decay: float = 5e-4
+    warmup: float = 0.15
+    warmup_start: float = 0.01
+    distillation_weight: float = 50.0
+    prior_weight: float = 1.0
+    flip: bool = True
+    target_steps: int = 600
+    max_epochs: int = 60
+    max_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a plain dict (saved with the interpreter)."""
+        return asdict(self)
+
+
+def default_epochs(batches_per_epoch: int | None, config: TrainingConfig) -> int:
+    """Epochs giving about ``config.target_steps`` optimiser steps, between 1 and ``config.max_epochs``.
+
+    Example:
+        >>> default_epochs(20, TrainingConfig(target_steps=600))
+        30
+    """
+    if not batches_per_epoch:
+        return max(1, min(config.max_epochs, 10))
+    return int(max(1, min(config.max_epochs, math.ceil(config.target_steps / batches_per_epoch))))
+
+
+def pair_losses(embeddings: torch.Tensor, components: torch.Tensor, attributes: torch.Tensor,
+                metric: str, config: TrainingConfig) -> dict[str, torch.Tensor]:
+    """Losses over all pairs ``i < j`` of a batch.
+
+    Args:
+        embeddings: ``(B,D)`` target embeddings (constants).
+        components: ``(B,M,D')`` component embeddings.
+        attributes: ``(B,M)`` 0/1 labels.
+        metric: ``"euclidean"`` or ``"cosine"``.
+        config: Loss weights.
+
+    Returns:
+        ``{"loss", "distillation", "prior", "distance", "reconstructed"}``; the last two are the ``(P,)``
+        pair distances.
+
+    Example:
+        >>> import torch
+        >>> e = torch.rand(3, 4); comps = e[:, None].expand(3, 2, 4)
+        >>> out = pair_losses(e, comps, torch.tensor([[0, 1], [0, 1], [1, 1]]), "euclidean", TrainingConfig())
+        >>> round(float(out["distillation"]), 6)
+        0.0
+    """
+    b = embeddings.shape[0]
+    i, j = torch.triu_indices(b, b, offset=1, device=embeddings.device)
+    d = pair_distance(embeddings[i], embeddings[j], metric)
+    dk = pair_distance(components[i], components[j], metric)
+    d_hat = dk.mean(dim=1)
+    shares = dk / dk.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    exclusive = attributes[i] != attributes[j]
+    md = metric_distillation_loss(d, d_hat)
+    ap = attribute_prior_loss(shares, exclusive)
+    loss = config.distillation_weight * md + config.prior_weight * ap
+    return {"loss": loss, "distillation": md.detach(), "prior": ap.detach(), "distance": d.detach(),
+            "reconstructed": d_hat.detach()}
+
+
+def _calibrate(split: TargetSplit, interpreter: AMDInterpreter, images: torch.Tensor, metric: str) -> None:
+    """Black box: scale the own head so that ``d_hat`` starts at the target's mean distance."""
+    head = interpreter.embedding_head
+    if head is None or bool(head.calibrated) or metric != "euclidean" or images.shape[0] < 2:
+        return
+    with torch.no_grad():
+        out = component_embeddings(split, interpreter, images)
+        b = images.shape[0]
+        i, j = torch.triu_indices(b, b, offset=1, device=images.device)
+        d = pair_distance(out.embeddings[i], out.embeddings[j], metric).mean()
+        d_hat = pair_distance(out.components[i], out.components[j], metric).mean(dim=1).mean()
+        if d > 0 and d_hat > 0:
+            head.log_scale.add_(torch.log(d / d_hat))
+        head.calibrated.fill_(True)
+
+
+def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    coin = torch.rand(images.shape[0], generator=generator) < 0.5
+    coin = coin.to(images.device)[:, None, None, None]
+    return torch.where(coin, images.flip(-1), images)
+
+
+def _optimizer(interpreter: AMDInterpreter, config: TrainingConfig) -> torch.optim.Optimizer:
+    trunk = [p for p in interpreter.trunk.parameters() if p.requires_grad]
+    rest = [p for n, p in interpreter.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
+    groups = [{"params": trunk, "lr": config.lr},
+              {"params": rest, "lr": config.lr * config.head_lr_factor}]
+    return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=config.weight_decay)
+
+
+def fit_interpreter(split: TargetSplit, interpreter: AMDInterpreter, loader: Iterable,
+                    num_attributes: int, metric: str = "euclidean",
+                    config: TrainingConfig | None = None, progress: bool = True,
+                    seed: int = 0) -> list[dict[str, float]]:
+    """Train ``interpreter`` on ``loader``; returns the per-epoch history.
+
+    The best epoch (lowest mean loss) is kept; ``Ctrl-C`` stops training cleanly and also keeps the best
+    completed epoch (or the current state when none has completed). Batches with fewer than two images
+    are skipped; a batch of a single identity trains on its pairs.
+
+    Args:
+        split: The split target (frozen).
+        interpreter: The network to train, on ``split.device``.
+        loader: An iterable of batches (see :func:`reidexplain.interpreter._batch.unpack_batch`).
+        num_attributes: ``M``.
+        metric: Distance of the target.
+        config: Hyper-parameters. Default: :class:`TrainingConfig`.
+        progress: Show a tqdm bar with the running loss and ADRE.
+        seed: Seed of the flips and of torch's global generator inside the call (restored afterwards).
+
+    Returns:
+        One dict per completed epoch: ``epoch``, ``loss``, ``distillation``, ``prior``, ``adre`` (percent),
+        ``steps``, ``seconds``; an interrupted run adds ``{"interrupted": 1.0}`` to its last entry.
+
+    Raises:
+        ValueError: the loader yields no batch or no batch with two images.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from reidexplain.interpreter.split import split_model
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> split = split_model(net, torch.rand(2, 3, 8, 4))
+        >>> interp = AMDInterpreter(split.make_trunk(), 4, 2, hidden=8)
+        >>> data = [(torch.rand(4, 3, 8, 4), torch.randint(0, 2, (4, 2)))]
+        >>> history = fit_interpreter(split, interp, data, 2, config=TrainingConfig(epochs=2), progress=False)
+        >>> len(history)
+        2
+    """
+    config = config or TrainingConfig()
+    device = split.device
+    try:
+        batches_per_epoch = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        batches_per_epoch = None
+    epochs = config.epochs if config.epochs is not None else default_epochs(batches_per_epoch, config)
+    if epochs < 1:
+        raise ValueError(f"epochs: expected >= 1, got {epochs}")
+    if isinstance(loader, Iterator) and epochs > 1:
+        raise TypeError("loader: a one-shot iterator cannot be read for several epochs; pass a DataLoader "
+                        "or a list of batches")
+    total = epochs * batches_per_epoch if batches_per_epoch else None
+    warmup_steps = max(1, int(config.warmup * (total or config.target_steps)))
+    optimizer = _optimizer(interpreter, config)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, config.warmup_start + (1 - config.warmup_start) * s / warmup_steps))
+    generator = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    start = time.perf_counter()
+    bar = tqdm(total=total, disable=not progress, desc="AMD fit", unit="batch", dynamic_ncols=True)
+    devices = [device] if device.type == "cuda" else []
+    interpreter.train()
+    steps = 0
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for epoch in range(epochs):
+                sums = {"loss": 0.0, "distillation": 0.0, "prior": 0.0, "adre": 0.0}
+                n = 0
+                for batch in iter_batches(loader, num_attributes):
+                    if batch.images.shape[0] < 2:
+                        bar.update(1)
+                        continue
+                    images = batch.images.to(device)
+                    if config.flip:
+                        images = _flip(images, generator)
+                    _calibrate(split, interpreter, images, metric)
+                    out = component_embeddings(split, interpreter, images)
+                    losses = pair_losses(out.embeddings, out.components, batch.attributes.to(device), metric, config)
+                    optimizer.zero_grad(set_to_none=True)
+                    losses["loss"].backward()
+                    optimizer.step()
+                    schedule.step()
+                    steps += 1
+                    d, d_hat = losses["distance"], losses["reconstructed"]
+                    adre = float(((d - d_hat).abs() / d.clamp_min(1e-12)).mean()) * 100
+                    for key in ("loss", "distillation", "prior"):
+                        sums[key] += float(losses[key].detach())
+                    sums["adre"] += adre
+                    n += 1
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / n:.3f}", adre=f"{sums['adre'] / n:.1f}%")
+                    if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+                        break
+                if n == 0:
+                    raise ValueError("loader: no batch had two or more images; AMD needs pairs")
+                entry = {"epoch": float(epoch + 1), **{k: v / n for k, v in sums.items()},
+                         "steps": float(steps), "seconds": time.perf_counter() - start}
+                history.append(entry)
+                if best is None or entry["loss"] < best[0]:
+                    best = (entry["loss"], {k: v.detach().clone() for k, v in interpreter.state_dict().items()})
+                if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+                    logger.info("AMD fit: time limit of %.0f s reached after %d epochs", config.max_seconds, epoch + 1)
+                    break
+    except KeyboardInterrupt:
+        logger.warning("AMD fit interrupted after %d steps; keeping the best completed epoch", steps)
+        if history:
+            history[-1]["interrupted"] = 1.0
+        else:
+            history.append({"epoch": 0.0, "steps": float(steps), "interrupted": 1.0,
+                            "seconds": time.perf_counter() - start})
+    finally:
+        bar.close()
+        interpreter.eval()
+    if best is not None:
+        interpreter.load_state_dict(best[1])
+    return history
