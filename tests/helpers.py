@@ -54,3 +54,131 @@ def baseline_images(n: int = 2, seed: int = 0, size: tuple[int, int] = (32, 16))
     """Seeded random images ``(n,3,H,W)`` in ``[0,1]``."""
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, *size, generator=gen)
+
+
+# ---------------------------------------------------------------------------------------- AMD explainer
+
+
+def amd_sequential_net(seed: int = 0, dim: int = 12) -> nn.Sequential:
+    """A seeded ``nn.Sequential`` CNN ``(B,3,32,16) -> (B,dim)`` (feature map 16 x 8 x 4)."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, dim),
+    )
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+class AMDTimmToy(nn.Module):
+    """timm-style toy: ``forward_features`` (B,16,h,w) and ``forward_head`` (pool + BN-neck)."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, dim, 3, stride=2, padding=1), nn.ReLU())
+        self.bnneck = nn.BatchNorm1d(dim)
+        self.dropout = nn.Dropout(0.3)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.bnneck(self.dropout(f.mean(dim=(2, 3))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class AMDCustomNet(nn.Module):
+    """A model with a custom forward (no Sequential, no forward_head): split with a hook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.block = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.proj = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.relu(self.block(torch.relu(self.stem(x))))
+        return self.proj(f.amax(dim=(2, 3)) + f.mean(dim=(2, 3)))
+
+
+class AMDFlatNet(nn.Module):
+    """No spatial feature map at all (an MLP on pixels): black-box only."""
+
+    def __init__(self, size: tuple[int, int] = (32, 16)) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * size[0] * size[1], 24), nn.ReLU(), nn.Linear(24, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+class AMDTupleNet(nn.Module):
+    """Returns ``(embedding, logits)`` even in eval mode: the explainer must say how to select."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.conv(x).mean(dim=(2, 3))
+        return f, f * 2
+
+
+class AMDNanNet(nn.Module):
+    """Returns NaN embeddings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3)) * float("nan")
+
+
+def amd_batches(num_ids: int = 4, per_id: int = 4, num_attributes: int = 5, size: tuple[int, int] = (32, 16),
+                batch_size: int = 8, seed: int = 0, fmt: str = "dict") -> list:
+    """Seeded batches of persons whose attributes (per identity) colour horizontal bands of the image.
+
+    Attribute ``k`` brightens band ``k`` of the image, so that models see the attributes. ``fmt``:
+    ``"dict"`` (``image``, ``pid``, ``camid``, ``attributes``), ``"pair"`` ``(images, attributes)`` or
+    ``"triple"`` ``(images, pids, attributes)``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    h, w = size
+    attrs = (torch.rand(num_ids, num_attributes, generator=gen) < 0.5).float()
+    colours = torch.rand(num_ids, 3, 1, 1, generator=gen)
+    images, labels, pids, camids = [], [], [], []
+    band = max(1, h // num_attributes)
+    for pid in range(num_ids):
+        for k in range(per_id):
+            img = 0.3 * colours[pid] + 0.2 * torch.rand(3, h, w, generator=gen)
+            for a in range(num_attributes):
+                if attrs[pid, a]:
+                    img[:, a * band:(a + 1) * band] += 0.5
+            images.append(img.clamp(0, 1))
+            labels.append(attrs[pid])
+            pids.append(pid)
+            camids.append(k % 2)
+    order = torch.randperm(len(images), generator=gen)
+    x = torch.stack(images)[order]
+    y = torch.stack(labels)[order]
+    p = torch.tensor(pids)[order]
+    c = torch.tensor(camids)[order]
+    out = []
+    for s in range(0, len(x), batch_size):
+        sl = slice(s, s + batch_size)
+        if fmt == "dict":
+            out.append({"image": x[sl], "pid": p[sl], "camid": c[sl], "attributes": y[sl]})
+        elif fmt == "pair":
+            out.append((x[sl], y[sl]))
+        else:
+            out.append((x[sl], p[sl], y[sl]))
+    return out
