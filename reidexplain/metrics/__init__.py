@@ -9,6 +9,7 @@ from reidexplain.metrics.causal import (
     counterfactual_effects,
     spearman_correlation,
 )
+from reidexplain.metrics.explanation import adre, average_precision, x_map_common, x_map_exclusive
 from reidexplain.metrics.faithfulness import (
     curve_auc,
     deletion_auc,
@@ -45,4 +46,8 @@ __all__ = [
     "attribute_sensitivity",
     "AttributeSensitivity",
     "spearman_correlation",
+    "x_map_exclusive",
+    "x_map_common",
+    "adre",
+    "average_precision",
 ]
