@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .._checks import check_images
 from ._metric_checks import as_tensor, check_heatmaps
 
-__all__ = ["gaussian_blur", "perturbation_curve", "BASELINES"]
+__all__ = ["gaussian_blur", "patch_means", "perturbation_curve", "BASELINES"]
 
 BASELINES = ("partner", "blur", "mean", "zero")
 
@@ -102,6 +102,42 @@ def _check_positive_int(value: object, name: str) -> int:
     return value
 
 
+def _check_patch_size(patch_size: object) -> tuple[int, int]:
+    sizes = patch_size if isinstance(patch_size, (tuple, list)) else (patch_size, patch_size)
+    if len(sizes) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
+        raise ValueError(f"`patch_size`: expected an int >= 1 or a pair of them, got {patch_size!r}")
+    return int(sizes[0]), int(sizes[1])
+
+
+def patch_means(heat: torch.Tensor, patch_h: int, patch_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean map value of each ``patch_h x patch_w`` patch (edge patches may be smaller).
+
+    Args:
+        heat: ``(B,H,W)`` maps.
+        patch_h: Patch height in pixels.
+        patch_w: Patch width in pixels.
+
+    Returns:
+        ``(scores (B, P), patch_of_pixel (H*W,))``: the patches' mean values in row-major patch order,
+        and the patch index of every pixel (row-major).
+
+    Example:
+        >>> scores, index = patch_means(torch.arange(6.0).view(1, 2, 3), 2, 2)
+        >>> scores, index
+        (tensor([[2.0000, 3.5000]]), tensor([0, 0, 1, 0, 0, 1]))
+    """
+    batch, height, width = heat.shape
+    grid_h, grid_w = -(-height // patch_h), -(-width // patch_w)
+    pad = (0, grid_w * patch_w - width, 0, grid_h * patch_h - height)
+    # Sum and count separately, so that the cropped patches at the border are plain means too.
+    sums = F.pad(heat, pad).view(batch, grid_h, patch_h, grid_w, patch_w).sum(dim=(2, 4))
+    ones = F.pad(torch.ones_like(heat[:1]), pad).view(1, grid_h, patch_h, grid_w, patch_w).sum(dim=(2, 4))
+    rows = torch.arange(height, device=heat.device) // patch_h
+    cols = torch.arange(width, device=heat.device) // patch_w
+    patch_of_pixel = (rows[:, None] * grid_w + cols[None, :]).flatten()
+    return (sums / ones).flatten(1), patch_of_pixel
+
+
 def perturbation_curve(
     distance_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -113,6 +149,7 @@ def perturbation_curve(
     blur_sigma: float | None,
     progress: bool,
     insertion: bool,
+    patch_size: int | tuple[int, int] = 1,
 ) -> torch.Tensor:
     if not callable(distance_fn):
         raise TypeError(f"`distance_fn`: expected a callable (images, index) -> (N,), got {type(distance_fn).__name__}")
@@ -130,13 +167,15 @@ def perturbation_curve(
     # Deletion pastes the baseline over the image; insertion pastes the image over the baseline.
     canvas, paste = (base, images) if insertion else (images, base)
 
-    num_pixels = height * width
-    flat = heat.reshape(batch, num_pixels).to(images.device)
+    patch_h, patch_w = _check_patch_size(patch_size)
+    patch_scores, patch_of_pixel = patch_means(heat.to(images.device), patch_h, patch_w)
+    num_patches = patch_scores.shape[1]
     # Stable sort: ties keep row-major order, so curves are deterministic for flat maps too.
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(num_pixels, device=order.device).expand(batch, -1))
-    num_changed = torch.arange(steps + 1, device=order.device) * num_pixels // steps
+    order = torch.argsort(patch_scores, dim=1, descending=True, stable=True)
+    patch_rank = torch.empty_like(order)
+    patch_rank.scatter_(1, order, torch.arange(num_patches, device=order.device).expand(batch, -1))
+    rank = patch_rank[:, patch_of_pixel]  # (B, H*W): the rank of the patch each pixel belongs to
+    num_changed = torch.arange(steps + 1, device=order.device) * num_patches // steps
 
     total = batch * (steps + 1)
     curve = torch.empty(total, dtype=torch.float32)

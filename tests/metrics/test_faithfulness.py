@@ -40,18 +40,20 @@ def _additive_distance(b: torch.Tensor, weight: torch.Tensor):
     return dist
 
 
-def _ref_curve(dist, a, heat, base, steps, insertion):
+def _ref_curve(dist, a, heat, base, steps, insertion, patch=(1, 1)):
+    ph, pw = patch
+    patches = [[(r, c) for r in range(pr, min(pr + ph, H)) for c in range(pc, min(pc + pw, W))]
+               for pr in range(0, H, ph) for pc in range(0, W, pw)]
     out = np.zeros((a.shape[0], steps + 1))
     for i in range(a.shape[0]):
-        values = heat[i].flatten().tolist()
-        # Decreasing map value, ties by pixel index: what a stable descending sort gives.
-        order = sorted(range(H * W), key=lambda p: (-values[p], p))
+        values = [float(np.mean([heat[i, r, c].item() for r, c in pixels])) for pixels in patches]
+        # Decreasing mean map value, ties by patch index: what a stable descending sort gives.
+        order = sorted(range(len(patches)), key=lambda p: (-values[p], p))
         for t in range(steps + 1):
-            chosen = order[: t * H * W // steps]
             img = (base[i] if insertion else a[i]).clone()
-            for p in chosen:
-                r, c = divmod(p, W)
-                img[:, r, c] = a[i, :, r, c] if insertion else base[i, :, r, c]
+            for p in order[: t * len(patches) // steps]:
+                for r, c in patches[p]:
+                    img[:, r, c] = a[i, :, r, c] if insertion else base[i, :, r, c]
             out[i, t] = dist(img[None], torch.tensor([i])).item()
     return out
 
@@ -77,6 +79,20 @@ def test_curves_match_brute_force(baseline, insertion):
     got = fn(dist, a, heat[:, None], partner=b, steps=5, baseline=baseline, batch_size=4)
     ref = _ref_curve(dist, a, heat, base, 5, insertion)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("patch", [(2, 2), (4, 3), (1, 4)])
+def test_patch_curves_match_brute_force(patch):
+    a, b, weight = _pair(12)
+    heat = torch.randn(3, H, W, generator=torch.Generator().manual_seed(13))
+    dist = _additive_distance(b, weight)
+    size = patch[0] if patch[0] == patch[1] else patch
+    for insertion, fn in ((False, deletion_curve), (True, insertion_curve)):
+        got = fn(dist, a, heat, partner=b, steps=3, patch_size=size)
+        np.testing.assert_allclose(got.numpy(), _ref_curve(dist, a, heat, b, 3, insertion, patch), rtol=1e-5)
+    # patch_size=1 is the pixel-wise default
+    torch.testing.assert_close(deletion_curve(dist, a, heat, partner=b, steps=3, patch_size=(1, 1)),
+                               deletion_curve(dist, a, heat, partner=b, steps=3))
 
 
 def test_partner_curves_end_points_and_complement():
@@ -181,6 +197,10 @@ def test_errors():
         deletion_curve(dist, a, heat, partner=b, steps=0)
     with pytest.raises(ValueError, match="steps"):
         deletion_curve(dist, a, heat, partner=b, steps=True)
+    with pytest.raises(ValueError, match="patch_size"):
+        deletion_curve(dist, a, heat, partner=b, patch_size=0)
+    with pytest.raises(ValueError, match="patch_size"):
+        deletion_curve(dist, a, heat, partner=b, patch_size=(2, 2, 2))
     with pytest.raises(ValueError, match="batch_size.*>= 1"):
         insertion_curve(dist, a, heat, partner=b, batch_size=0)
     with pytest.raises(ValueError, match="baseline.*'blur'"):
