@@ -52,8 +52,13 @@ def attention_activation(z: torch.Tensor) -> torch.Tensor:
         >>> attention_activation(torch.tensor([-1.0, 0.0, 3.0]))
         tensor([0.3679, 1.0000, 2.0000])
     """
-    # Clamp each branch to its own domain so that the unused branch cannot produce inf or NaN gradients.
-    return torch.where(z < 0, torch.exp(z.clamp(max=0)), torch.sqrt(1 + z.clamp(min=0)))
+    # Feed each branch only its own domain, so that the unused branch cannot produce inf or NaN
+    # gradients. torch.where rather than clamp: clamp's gradient is 0 at the boundary, and z = 0 is
+    # exactly where training starts (the last convolution is initialised to zero).
+    negative = z < 0
+    zero = torch.zeros_like(z)
+    return torch.where(negative, torch.exp(torch.where(negative, z, zero)),
+                       torch.sqrt(1 + torch.where(negative, zero, z)))
 
 
 class AttributeDecomposition(nn.Module):

@@ -412,7 +412,11 @@ def split_model(model: nn.Module, probe: torch.Tensor, feature_layer: str | nn.M
             logger.warning("the model has no spatial feature map (B,C,h,w) with h*w > 1: AMD runs as a black "
                            "box (its own trunk and head; lower fidelity expected)")
             return TargetSplit(target, "none", None, None, None, None, dim)
-        named_output = _layer_output(target, layer_name, probe)
+        try:
+            named_output = _layer_output(target, layer_name, probe)
+        except ValueError as err:
+            logger.warning("no usable feature layer (%s): AMD runs as a black box", err)
+            return TargetSplit(target, "none", None, None, None, None, dim)
     elif layer_name == "forward_features":
         raise ValueError("feature_layer: 'forward_features' does not give a spatial (B,C,h,w) map whose "
                          "forward_head reproduces the model output")
