@@ -1,0 +1,306 @@
+"""Drawing one pedestrian from an :class:`Identity` and a :class:`Nuisance`.
+
+Body geometry is written in body units (0 = top of the head, 1 = soles, x = 0 the body axis, +x the
+side the person faces in side view) and mapped to pixels by the nuisance's scale, shift and mirror.
+Every shape declares the identity fields it depends on (``deps``: geometry or colour) and the values it
+needs to exist (``needs``); the canvas turns these into masks (see ``_canvas.py``). The draw order is
+fixed and never depends on an attribute, which is what makes a counterfactual render change pixels only
+inside the flipped attribute's masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from reidexplain.attributes import AttributeSchema
+from reidexplain.data._canvas import Canvas, Region, rgb
+from reidexplain.data._domains import PALETTE
+from reidexplain.data._identity import Identity, Nuisance, field_of
+
+
+class MaskTags:
+    """Mask indices (schema positions) of each :class:`Identity` field, for one schema."""
+
+    def __init__(self, schema: AttributeSchema) -> None:
+        index: dict[str, list[int]] = {}
+        for k, name in enumerate(schema.names):
+            index.setdefault(field_of(name, schema), []).append(k)
+        self._index = index
+        self._cache: dict[tuple[str, ...], np.uint64] = {}
+
+    def of(self, fields: Sequence[str]) -> np.uint64:
+        """Mask bits of the schema attributes that read any of ``fields``."""
+        key = tuple(fields)
+        if key not in self._cache:
+            self._cache[key] = Canvas.bit_mask([k for f in key for k in self._index.get(f, ())])
+        return self._cache[key]
+
+
+def garment_rgb(name: str, tint: Sequence[float], saturation: float) -> np.ndarray:
+    color = np.clip(np.asarray(PALETTE[name]) * np.asarray(tint), 0.0, 1.0)
+    gray = color.mean()
+    return np.clip(gray + saturation * (color - gray), 0.0, 1.0)
+
+
+def shoe_rgb(ident: Identity) -> np.ndarray:
+    t = ident.shoe_tone
+    if ident.light_shoes:
+        return np.array([0.80 + 0.15 * t, 0.80 + 0.13 * t, 0.78 + 0.10 * t])
+    return np.array([0.07 + 0.2 * t, 0.06 + 0.12 * t, 0.06 + 0.06 * t])
+
+
+class PersonPainter:
+    """Draws ``ident`` seen through ``nuis`` on ``canvas``; masks indexed by ``tags``."""
+
+    def __init__(self, canvas: Canvas, ident: Identity, nuis: Nuisance, tags: MaskTags,
+                 saturation: float = 1.0) -> None:
+        self.cv, self.id, self.nuis, self.tags = canvas, ident, nuis, tags
+        h, w = canvas.height, canvas.width
+        self.s = min(h * 0.84 * ident.height * nuis.scale, h - 2.0)
+        self.top = float(np.clip((h - self.s) / 2 + nuis.shift_y * h, 1.0, h - 1.0 - self.s))
+        self.cx = w / 2 + nuis.shift_x * w
+        self.mir = -1.0 if nuis.mirror else 1.0
+        self.view = nuis.view
+        self.side = nuis.view == "side"
+        # Image side (in body x) of the shoulder bag and handbag: a person's right is on the viewer's
+        # left when seen from the front.
+        self.carry = ident.carry_side * (-1 if nuis.view == "front" else 1)
+        bw, fem = ident.build, ident.female
+        self.bw = bw
+        self.sh = (0.100 if fem else 0.120) * bw
+        self.wa = (0.078 if fem else 0.092) * bw
+        self.hip = (0.120 if fem else 0.096) * bw
+        self.upper = garment_rgb(ident.upper_color, ident.upper_tint, saturation)
+        self.lower = garment_rgb(ident.lower_color, ident.lower_tint, saturation)
+        self.skin = np.asarray(ident.skin)
+        # Front/back: shoulder width (a gender cue) places the arms; side view: it does not.
+        self.arm_deps: tuple[str, ...] = () if self.side else ("female",)
+        self.wrists: dict[int, tuple[float, float]] = {}
+
+    # ------------------------------------------------------------------ coordinates
+    def P(self, u: float, v: float) -> tuple[float, float]:
+        return self.cx + self.mir * u * self.s, self.top + v * self.s
+
+    def R(self, r: float) -> float:
+        return r * self.s
+
+    def poly(self, pts: Sequence[tuple[float, float]]) -> Region | None:
+        return self.cv.polygon([self.P(u, v) for u, v in pts])
+
+    def cap(self, a: tuple[float, float], b: tuple[float, float], r: float) -> Region | None:
+        return self.cv.capsule(self.P(*a), self.P(*b), self.R(r))
+
+    def ell(self, u: float, v: float, ru: float, rv: float) -> Region | None:
+        x, y = self.P(u, v)
+        return self.cv.ellipse(x, y, self.R(ru), self.R(rv))
+
+    def box(self, u0: float, v0: float, u1: float, v1: float, cut: float = 0.0) -> Region | None:
+        u0, u1 = min(u0, u1), max(u0, u1)
+        if cut <= 0:
+            (x0, y0), (x1, y1) = self.P(u0, v0), self.P(u1, v1)
+            return self.cv.rect(x0, y0, x1, y1)
+        return self.poly([(u0 + cut, v0), (u1 - cut, v0), (u1, v0 + cut), (u1, v1 - cut),
+                          (u1 - cut, v1), (u0 + cut, v1), (u0, v1 - cut), (u0, v0 + cut)])
+
+    def clip_v(self, region: Region | None, above: float) -> Region | None:
+        return self.cv.clip(region, above=self.top + above * self.s)
+
+    def clip_behind(self, region: Region | None, u: float) -> Region | None:
+        x = self.P(u, 0.0)[0]
+        return self.cv.clip(region, right=x) if self.mir > 0 else self.cv.clip(region, left=x)
+
+    # ------------------------------------------------------------------ painting
+    def put(self, make: Callable[[], Region | None], color: np.ndarray, deps: Sequence[str] = (),
+            needs: Sequence[tuple[str, bool]] = ()) -> Region | None:
+        failing = [f for f, v in needs if getattr(self.id, f) != v]
+        if failing:
+            if not self.cv.has_masks or len(failing) > 1:
+                return None
+            would_be = self.tags.of((failing[0],))
+            if would_be:
+                self.cv.paint(make(), rgb(color), present=False, would_be=would_be)
+            return None
+        region = make()
+        tags = self.tags.of(tuple(deps) + tuple(f for f, _ in needs)) if self.cv.has_masks else None
+        self.cv.paint(region, rgb(color), tags)
+        return region
+
+    def draw(self) -> None:
+        if self.side:
+            self.arm(-1, far=True)
+        for sign in (-1, 1):
+            self.leg(sign, far=self.side and sign < 0)
+        self.lower_body()
+        self.torso()
+        self.backpack()
+        self.shoulder_bag()
+        self.head()
+        for sign in ((1,) if self.side else (-1, 1)):
+            self.arm(sign)
+        self.handbag()
+
+    # ------------------------------------------------------------------ body parts
+    def leg(self, sign: int, far: bool = False) -> None:
+        bw, swing = self.bw, self.nuis.swing
+        shade = 0.78 if far else 1.0
+        if self.side:
+            hip = (0.0, 0.5)
+            phi = sign * swing * 0.38
+            ankle = (0.445 * np.sin(phi), 0.5 + 0.445 * np.cos(phi))
+        else:
+            hip = (sign * 0.05 * bw, 0.5)
+            ankle = (sign * 0.058 * bw, 0.945 - 0.02 * max(0.0, sign * swing))
+        knee = ((hip[0] + ankle[0]) / 2, (hip[1] + ankle[1]) / 2)
+        lower_deps = ("lower_color",)
+        self.put(lambda: self.cap(hip, knee, 0.044 * bw), self.skin * shade)
+        self.put(lambda: self.cap(knee, ankle, 0.034 * bw), self.skin * shade)
+        self.put(lambda: self.cap(hip, knee, 0.052 * bw), self.lower * shade, lower_deps,
+                 needs=(("skirt", False),))
+        self.put(lambda: self.cap(knee, ankle, 0.043 * bw), self.lower * shade, lower_deps,
+                 needs=(("skirt", False), ("short_lower", False)))
+        shaft = (ankle[0] + 0.3 * (knee[0] - ankle[0]), ankle[1] + 0.3 * (knee[1] - ankle[1]))
+        self.put(lambda: self.cap(ankle, shaft, 0.047 * bw), np.asarray(self.id.boots_rgb) * shade,
+                 needs=(("boots", True),))
+        fwd = 0.022 if self.side else 0.0
+        self.put(lambda: self.ell(ankle[0] + fwd, ankle[1] + 0.026, (0.05 if self.side else 0.034) * bw,
+                                  0.021), shoe_rgb(self.id) * shade, ("light_shoes",))
+
+    def lower_body(self) -> None:
+        bw, wa, hip = self.bw, self.wa, self.hip
+        if self.side:
+            back = (0.09 if self.id.female else 0.075) * bw
+            hips = [(-0.062 * bw, 0.41), (0.062 * bw, 0.41), (0.07 * bw, 0.5), (0.05 * bw, 0.565),
+                    (-0.05 * bw, 0.565), (-back, 0.5)]
+            skirt_top = [(-0.062 * bw, 0.41), (0.062 * bw, 0.41), (0.10 * bw, 0.70), (-0.11 * bw, 0.70)]
+            skirt_low = [(-0.11 * bw, 0.695), (0.10 * bw, 0.695), (0.12 * bw, 0.93), (-0.13 * bw, 0.93)]
+            coat = [(-0.066 * bw, 0.40), (0.066 * bw, 0.40), (0.085 * bw, 0.63), (-0.09 * bw, 0.63)]
+            hips_deps: tuple[str, ...] = ("female",)
+            skirt_deps: tuple[str, ...] = ()
+        else:
+            hem = max(0.14 * bw, hip + 0.03)
+            hips = [(-wa, 0.41), (wa, 0.41), (hip, 0.5), (0.8 * hip, 0.565), (-0.8 * hip, 0.565),
+                    (-hip, 0.5)]
+            skirt_top = [(-wa - 0.006, 0.41), (wa + 0.006, 0.41), (hem, 0.70), (-hem, 0.70)]
+            skirt_low = [(-hem, 0.695), (hem, 0.695), (hem + 0.035, 0.93), (-hem - 0.035, 0.93)]
+            flare = max(hip, wa) + 0.035
+            coat = [(-wa - 0.008, 0.40), (wa + 0.008, 0.40), (flare, 0.63), (-flare, 0.63)]
+            hips_deps = skirt_deps = ("female",)
+        low = ("lower_color",)
+        self.put(lambda: self.poly(hips), self.lower, low + hips_deps, needs=(("skirt", False),))
+        self.put(lambda: self.poly(skirt_top), self.lower, low + skirt_deps, needs=(("skirt", True),))
+        self.put(lambda: self.poly(skirt_low), self.lower, low + skirt_deps,
+                 needs=(("skirt", True), ("short_lower", False)))
+        self.put(lambda: self.poly(coat), self.upper, ("upper_color",) + skirt_deps,
+                 needs=(("long_top", True),))
+
+    def torso(self) -> None:
+        bw, sh, wa = self.bw, self.sh, self.wa
+        if self.side:
+            chest = (0.075 if self.id.female else 0.068) * bw
+            waist = (0.052 if self.id.female else 0.062) * bw
+            pts = [(-0.06 * bw, 0.16), (0.04 * bw, 0.16), (chest, 0.25), (waist, 0.45),
+                   (-waist - 0.004, 0.45)]
+        else:
+            pts = [(-sh + 0.03, 0.16), (sh - 0.03, 0.16), (sh, 0.2), (wa + 0.004, 0.45),
+                   (-wa - 0.004, 0.45), (-sh, 0.2)]
+        deps = ("upper_color", "female")
+        torso = self.put(lambda: self.poly(pts), self.upper, deps)
+        if self.id.pattern == "stripes":
+            light = self.upper.mean() < 0.35
+            stripe = self.upper * 0.35 + 0.6 if light else self.upper * 0.6
+            self.put(lambda: self.cv.stripes(torso, self.R(0.045), self.top + self.R(0.2), 0.45),
+                     np.clip(stripe, 0.0, 1.0), deps)
+        elif self.id.pattern == "logo" and self.view == "front":
+            self.put(lambda: self.ell(0.0, 0.27, 0.034, 0.03), np.asarray(self.id.pattern_rgb))
+
+    def backpack(self) -> None:
+        bw, color = self.bw, np.asarray(self.id.backpack_rgb)
+        need = (("backpack", True),)
+        if self.view == "back":
+            self.put(lambda: self.box(-0.088 * bw, 0.195, 0.088 * bw, 0.41, 0.02), color, needs=need)
+            self.put(lambda: self.box(-0.062 * bw, 0.32, 0.062 * bw, 0.395, 0.01), color * 0.7,
+                     needs=need)
+        elif self.view == "front":
+            for sign in (-1, 1):
+                self.put(lambda sign=sign: self.cap((sign * 0.046 * bw, 0.165), (sign * 0.058 * bw, 0.34),
+                                                    0.011), color * 0.8, needs=need)
+        else:
+            self.put(lambda: self.box(-0.15 * bw, 0.195, -0.05 * bw, 0.415, 0.025), color, needs=need)
+            self.put(lambda: self.cap((-0.03, 0.165), (0.04 * bw, 0.33), 0.01), color * 0.8, needs=need)
+
+    def shoulder_bag(self) -> None:
+        bw, color, need = self.bw, np.asarray(self.id.bag_rgb), (("shoulder_bag", True),)
+        if self.side:
+            strap, bag = ((-0.035, 0.165), (0.03, 0.44)), (-0.05 * bw, 0.43, 0.045 * bw, 0.53)
+        else:
+            c = self.carry
+            strap = ((-c * 0.07 * bw, 0.165), (c * 0.11 * bw, 0.455))
+            bag = (c * 0.09 * bw, 0.43, c * 0.175 * bw, 0.535)
+        self.put(lambda: self.cap(strap[0], strap[1], 0.009), color * 0.6, needs=need)
+        self.put(lambda: self.box(*bag, cut=0.012), color, needs=need)
+
+    def head(self) -> None:
+        hair, dark = np.asarray(self.id.hair_rgb), np.array([0.08, 0.06, 0.06])
+        hx = 0.006 if self.side else 0.0
+        self.put(lambda: self.box(-0.022, 0.115, 0.022, 0.175), self.skin * 0.92)
+        self.put(lambda: self.ell(hx, 0.072, 0.05, 0.064), self.skin)
+        cap = lambda: self.clip_v(self.ell(hx, 0.068, 0.054, 0.064), 0.05)  # noqa: E731
+        if self.view == "front":
+            for sign in (-1, 1):
+                self.put(lambda sign=sign: self.ell(sign * 0.019, 0.079, 0.008, 0.006), dark)
+            self.put(cap, hair)
+        elif self.view == "back":
+            self.put(lambda: self.ell(0.0, 0.07, 0.054, 0.066), hair)
+        else:
+            self.put(lambda: self.ell(0.036, 0.078, 0.007, 0.006), dark)
+            self.put(cap, hair)
+            self.put(lambda: self.clip_v(self.clip_behind(self.ell(hx, 0.07, 0.054, 0.066), 0.0), 0.11),
+                     hair)
+        long_hair = (("long_hair", True),)
+        if self.view == "front":
+            for sign in (-1, 1):
+                self.put(lambda sign=sign: self.cap((sign * 0.044, 0.07), (sign * 0.056, 0.245), 0.019),
+                         hair, needs=long_hair)
+        elif self.view == "back":
+            self.put(lambda: self.cap((0.0, 0.08), (0.0, 0.24), 0.054), hair, needs=long_hair)
+        else:
+            self.put(lambda: self.cap((-0.03, 0.07), (-0.05, 0.245), 0.03), hair, needs=long_hair)
+        hat, need = np.asarray(self.id.hat_rgb), (("hat", True),)
+        self.put(lambda: self.clip_v(self.ell(hx, 0.066, 0.058, 0.064), 0.048), hat, needs=need)
+        brim = (-0.055, 0.037, 0.095, 0.05) if self.side else (-0.068, 0.036, 0.068, 0.05)
+        self.put(lambda: self.box(*brim), hat * 0.8, needs=need)
+
+    def arm(self, sign: int, far: bool = False) -> None:
+        bw, swing = self.bw, self.nuis.swing
+        shade = 0.78 if far else 1.0
+        if self.side:
+            joint, angle, length = (-0.005, 0.195), -sign * swing * 0.5, 0.29
+            direction = (np.sin(angle), np.cos(angle))
+        else:
+            joint = (sign * (self.sh - 0.024), 0.195)
+            angle, length = 0.09 + 0.04 * sign * swing, 0.29 * (1.0 - 0.06 * abs(swing))
+            direction = (sign * np.sin(angle), np.cos(angle))
+
+        def at(t: float) -> tuple[float, float]:
+            return joint[0] + t * length * direction[0], joint[1] + t * length * direction[1]
+
+        deps = self.arm_deps
+        sleeve = ("upper_color",) + deps
+        self.put(lambda: self.cap(joint, at(1.0), 0.026 * bw), self.skin * shade, deps)
+        self.put(lambda: self.cap(joint, at(0.4), 0.034 * bw), self.upper * shade, sleeve)
+        self.put(lambda: self.cap(at(0.38), at(0.93), 0.031 * bw), self.upper * shade, sleeve,
+                 needs=(("short_sleeves", False),))
+        self.put(lambda: self.ell(*at(1.04), 0.022, 0.024), self.skin * shade * 0.95, deps)
+        self.wrists[sign] = at(1.04)
+
+    def handbag(self) -> None:
+        sign = 1 if self.side else int(np.sign(self.carry))
+        wx, wy = self.wrists[sign]
+        bw, color = self.bw, np.asarray(self.id.handbag_rgb)
+        need = (("handbag", True),)
+        self.put(lambda: self.cap((wx - 0.018 * bw, wy + 0.03), (wx, wy), 0.006), color * 0.6,
+                 self.arm_deps, needs=need)
+        self.put(lambda: self.box(wx - 0.038 * bw, wy + 0.02, wx + 0.038 * bw, wy + 0.095, 0.01),
+                 color, self.arm_deps, needs=need)
