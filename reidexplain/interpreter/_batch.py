@@ -66,8 +66,8 @@ def unpack_batch(batch: object, num_attributes: int | None = None) -> Batch:
     return Batch(images, attrs, _ids(pids, "pid", b), _ids(camids, "camid", b))
 
 
-def iter_batches(loader: Iterable, num_attributes: int | None = None) -> Iterator[Batch]:
-    """Unpack every batch of ``loader``; label conversion warnings are given once, not per batch.
+def iter_batches(loader: Iterable, num_attributes: int | None = None, warn: bool = True) -> Iterator[Batch]:
+    """Unpack every batch of ``loader``; label conversion warnings are given once (if ``warn``), not per batch.
 
     Raises:
         ValueError: the loader yields no batch.
@@ -75,7 +75,7 @@ def iter_batches(loader: Iterable, num_attributes: int | None = None) -> Iterato
     empty = True
     for i, raw in enumerate(loader):
         empty = False
-        if i == 0:
+        if i == 0 and warn:
             batch = unpack_batch(raw, num_attributes)
         else:
             with warnings.catch_warnings():

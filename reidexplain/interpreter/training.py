@@ -228,7 +228,7 @@ def fit_interpreter(split: TargetSplit, interpreter: AMDInterpreter, loader: Ite
             for epoch in range(epochs):
                 sums = {"loss": 0.0, "distillation": 0.0, "prior": 0.0, "adre": 0.0}
                 n = 0
-                for batch in iter_batches(loader, num_attributes):
+                for batch in iter_batches(loader, num_attributes, warn=epoch == 0):
                     if batch.images.shape[0] < 2:
                         bar.update(1)
                         continue
