@@ -160,17 +160,29 @@ def field_of(attribute: str, schema: AttributeSchema) -> str:
     )
 
 
+_LABEL_PLANS: dict[tuple, list[tuple[str, str | None, bool]]] = {}
+
+
+def _label_plan(schema: AttributeSchema) -> list[tuple[str, str | None, bool]]:
+    """Per attribute: (identity field, colour name or None, inverted); cached per schema."""
+    key = (schema.name, schema.names, tuple(color_groups(schema).items()))
+    if key not in _LABEL_PLANS:
+        plan = []
+        for name in schema.names:
+            field = field_of(name, schema)
+            color = color_name(name) if field in ("upper_color", "lower_color") else None
+            plan.append((field, color, name in INVERTED))
+        _LABEL_PLANS[key] = plan
+    return _LABEL_PLANS[key]
+
+
 def labels_of(identity: Identity, schema: AttributeSchema) -> np.ndarray:
     """The 0/1 labels ``(M,)`` (float32) that ``schema`` gives ``identity``."""
-    out = np.zeros(len(schema), dtype=np.float32)
-    for k, name in enumerate(schema.names):
-        field = field_of(name, schema)
-        if field in ("upper_color", "lower_color"):
-            out[k] = float(getattr(identity, field) == color_name(name))
-        else:
-            value = bool(getattr(identity, field))
-            out[k] = float(not value if name in INVERTED else value)
-    return out
+    values = []
+    for field, color, inverted in _label_plan(schema):
+        value = getattr(identity, field)
+        values.append(value == color if color is not None else (not value) if inverted else bool(value))
+    return np.asarray(values, dtype=np.float32)
 
 
 def _most_frequent_other(schema: AttributeSchema, members: tuple[str, ...], current: str) -> str:

@@ -28,13 +28,16 @@ class MaskTags:
         for k, name in enumerate(schema.names):
             index.setdefault(field_of(name, schema), []).append(k)
         self._index = index
-        self._cache: dict[tuple[str, ...], np.uint64] = {}
+        self._cache: dict[tuple[str, ...], int] = {}
 
-    def of(self, fields: Sequence[str]) -> np.uint64:
+    def of(self, fields: Sequence[str]) -> int:
         """Mask bits of the schema attributes that read any of ``fields``."""
         key = tuple(fields)
         if key not in self._cache:
-            self._cache[key] = Canvas.bit_mask([k for f in key for k in self._index.get(f, ())])
+            value = 0
+            for k in (k for f in key for k in self._index.get(f, ())):
+                value |= 1 << k
+            self._cache[key] = value
         return self._cache[key]
 
 
@@ -90,11 +93,16 @@ class PersonPainter:
         return self.cv.polygon([self.P(u, v) for u, v in pts])
 
     def cap(self, a: tuple[float, float], b: tuple[float, float], r: float) -> Region | None:
-        return self.cv.capsule(self.P(*a), self.P(*b), self.R(r))
+        return self.cv.capsules([(self.P(*a), self.P(*b), self.R(r))])
+
+    def caps(self, segments: Sequence[tuple[tuple[float, float], tuple[float, float], float]]) -> Region | None:
+        return self.cv.capsules([(self.P(*a), self.P(*b), self.R(r)) for a, b, r in segments])
 
     def ell(self, u: float, v: float, ru: float, rv: float) -> Region | None:
-        x, y = self.P(u, v)
-        return self.cv.ellipse(x, y, self.R(ru), self.R(rv))
+        return self.ells([(u, v, ru, rv)])
+
+    def ells(self, shapes: Sequence[tuple[float, float, float, float]]) -> Region | None:
+        return self.cv.ellipses([(*self.P(u, v), self.R(ru), self.R(rv)) for u, v, ru, rv in shapes])
 
     def box(self, u0: float, v0: float, u1: float, v1: float, cut: float = 0.0) -> Region | None:
         u0, u1 = min(u0, u1), max(u0, u1)
@@ -128,44 +136,50 @@ class PersonPainter:
         return region
 
     def draw(self) -> None:
+        # Side view: the far limbs first and darker, then the near ones; front and back view: both
+        # limbs of a pair in one call (they do not overlap), which halves the numpy calls.
         if self.side:
-            self.arm(-1, far=True)
-        for sign in (-1, 1):
-            self.leg(sign, far=self.side and sign < 0)
+            self.arms((-1,), far=True)
+            self.legs((-1,), far=True)
+            self.legs((1,))
+        else:
+            self.legs((-1, 1))
         self.lower_body()
         self.torso()
         self.backpack()
         self.shoulder_bag()
         self.head()
-        for sign in ((1,) if self.side else (-1, 1)):
-            self.arm(sign)
+        self.arms((1,) if self.side else (-1, 1))
         self.handbag()
 
     # ------------------------------------------------------------------ body parts
-    def leg(self, sign: int, far: bool = False) -> None:
+    def legs(self, signs: tuple[int, ...], far: bool = False) -> None:
         bw, swing = self.bw, self.nuis.swing
         shade = 0.78 if far else 1.0
-        if self.side:
-            hip = (0.0, 0.5)
-            phi = sign * swing * 0.38
-            ankle = (0.445 * np.sin(phi), 0.5 + 0.445 * np.cos(phi))
-        else:
-            hip = (sign * 0.05 * bw, 0.5)
-            ankle = (sign * 0.058 * bw, 0.945 - 0.02 * max(0.0, sign * swing))
-        knee = ((hip[0] + ankle[0]) / 2, (hip[1] + ankle[1]) / 2)
-        lower_deps = ("lower_color",)
-        self.put(lambda: self.cap(hip, knee, 0.044 * bw), self.skin * shade)
-        self.put(lambda: self.cap(knee, ankle, 0.034 * bw), self.skin * shade)
-        self.put(lambda: self.cap(hip, knee, 0.052 * bw), self.lower * shade, lower_deps,
+        joints = []
+        for sign in signs:
+            if self.side:
+                hip = (0.0, 0.5)
+                phi = sign * swing * 0.38
+                ankle = (0.445 * np.sin(phi), 0.5 + 0.445 * np.cos(phi))
+            else:
+                hip = (sign * 0.05 * bw, 0.5)
+                ankle = (sign * 0.058 * bw, 0.945 - 0.02 * max(0.0, sign * swing))
+            knee = ((hip[0] + ankle[0]) / 2, (hip[1] + ankle[1]) / 2)
+            shaft = (ankle[0] + 0.3 * (knee[0] - ankle[0]), ankle[1] + 0.3 * (knee[1] - ankle[1]))
+            joints.append((hip, knee, ankle, shaft))
+        low = ("lower_color",)
+        self.put(lambda: self.caps([s for h, k, a, _ in joints
+                                    for s in ((h, k, 0.044 * bw), (k, a, 0.034 * bw))]), self.skin * shade)
+        self.put(lambda: self.caps([(h, k, 0.052 * bw) for h, k, _, _ in joints]), self.lower * shade, low,
                  needs=(("skirt", False),))
-        self.put(lambda: self.cap(knee, ankle, 0.043 * bw), self.lower * shade, lower_deps,
+        self.put(lambda: self.caps([(k, a, 0.043 * bw) for _, k, a, _ in joints]), self.lower * shade, low,
                  needs=(("skirt", False), ("short_lower", False)))
-        shaft = (ankle[0] + 0.3 * (knee[0] - ankle[0]), ankle[1] + 0.3 * (knee[1] - ankle[1]))
-        self.put(lambda: self.cap(ankle, shaft, 0.047 * bw), np.asarray(self.id.boots_rgb) * shade,
-                 needs=(("boots", True),))
-        fwd = 0.022 if self.side else 0.0
-        self.put(lambda: self.ell(ankle[0] + fwd, ankle[1] + 0.026, (0.05 if self.side else 0.034) * bw,
-                                  0.021), shoe_rgb(self.id) * shade, ("light_shoes",))
+        self.put(lambda: self.caps([(a, t, 0.047 * bw) for _, _, a, t in joints]),
+                 np.asarray(self.id.boots_rgb) * shade, needs=(("boots", True),))
+        fwd, rx = (0.022, 0.05 * bw) if self.side else (0.0, 0.034 * bw)
+        self.put(lambda: self.ells([(a[0] + fwd, a[1] + 0.026, rx, 0.021) for _, _, a, _ in joints]),
+                 shoe_rgb(self.id) * shade, ("light_shoes",))
 
     def lower_body(self) -> None:
         bw, wa, hip = self.bw, self.wa, self.hip
@@ -223,9 +237,8 @@ class PersonPainter:
             self.put(lambda: self.box(-0.062 * bw, 0.32, 0.062 * bw, 0.395, 0.01), color * 0.7,
                      needs=need)
         elif self.view == "front":
-            for sign in (-1, 1):
-                self.put(lambda sign=sign: self.cap((sign * 0.046 * bw, 0.165), (sign * 0.058 * bw, 0.34),
-                                                    0.011), color * 0.8, needs=need)
+            self.put(lambda: self.caps([((sign * 0.046 * bw, 0.165), (sign * 0.058 * bw, 0.34), 0.011)
+                                        for sign in (-1, 1)]), color * 0.8, needs=need)
         else:
             self.put(lambda: self.box(-0.15 * bw, 0.195, -0.05 * bw, 0.415, 0.025), color, needs=need)
             self.put(lambda: self.cap((-0.03, 0.165), (0.04 * bw, 0.33), 0.01), color * 0.8, needs=need)
@@ -248,8 +261,7 @@ class PersonPainter:
         self.put(lambda: self.ell(hx, 0.072, 0.05, 0.064), self.skin)
         cap = lambda: self.clip_v(self.ell(hx, 0.068, 0.054, 0.064), 0.05)  # noqa: E731
         if self.view == "front":
-            for sign in (-1, 1):
-                self.put(lambda sign=sign: self.ell(sign * 0.019, 0.079, 0.008, 0.006), dark)
+            self.put(lambda: self.ells([(-0.019, 0.079, 0.008, 0.006), (0.019, 0.079, 0.008, 0.006)]), dark)
             self.put(cap, hair)
         elif self.view == "back":
             self.put(lambda: self.ell(0.0, 0.07, 0.054, 0.066), hair)
@@ -260,9 +272,8 @@ class PersonPainter:
                      hair)
         long_hair = (("long_hair", True),)
         if self.view == "front":
-            for sign in (-1, 1):
-                self.put(lambda sign=sign: self.cap((sign * 0.044, 0.07), (sign * 0.056, 0.245), 0.019),
-                         hair, needs=long_hair)
+            self.put(lambda: self.caps([((sign * 0.044, 0.07), (sign * 0.056, 0.245), 0.019)
+                                        for sign in (-1, 1)]), hair, needs=long_hair)
         elif self.view == "back":
             self.put(lambda: self.cap((0.0, 0.08), (0.0, 0.24), 0.054), hair, needs=long_hair)
         else:
@@ -272,28 +283,29 @@ class PersonPainter:
         brim = (-0.055, 0.037, 0.095, 0.05) if self.side else (-0.068, 0.036, 0.068, 0.05)
         self.put(lambda: self.box(*brim), hat * 0.8, needs=need)
 
-    def arm(self, sign: int, far: bool = False) -> None:
+    def arms(self, signs: tuple[int, ...], far: bool = False) -> None:
         bw, swing = self.bw, self.nuis.swing
         shade = 0.78 if far else 1.0
-        if self.side:
-            joint, angle, length = (-0.005, 0.195), -sign * swing * 0.5, 0.29
-            direction = (np.sin(angle), np.cos(angle))
-        else:
-            joint = (sign * (self.sh - 0.024), 0.195)
-            angle, length = 0.09 + 0.04 * sign * swing, 0.29 * (1.0 - 0.06 * abs(swing))
-            direction = (sign * np.sin(angle), np.cos(angle))
-
-        def at(t: float) -> tuple[float, float]:
-            return joint[0] + t * length * direction[0], joint[1] + t * length * direction[1]
-
+        points = []  # per arm: the point at fraction t of its length
+        for sign in signs:
+            if self.side:
+                joint, angle, length = (-0.005, 0.195), -sign * swing * 0.5, 0.29
+                direction = (np.sin(angle), np.cos(angle))
+            else:
+                joint = (sign * (self.sh - 0.024), 0.195)
+                angle, length = 0.09 + 0.04 * sign * swing, 0.29 * (1.0 - 0.06 * abs(swing))
+                direction = (sign * np.sin(angle), np.cos(angle))
+            points.append(lambda t, j=joint, d=direction, n=length: (j[0] + t * n * d[0], j[1] + t * n * d[1]))
+            self.wrists[sign] = points[-1](1.04)
         deps = self.arm_deps
         sleeve = ("upper_color",) + deps
-        self.put(lambda: self.cap(joint, at(1.0), 0.026 * bw), self.skin * shade, deps)
-        self.put(lambda: self.cap(joint, at(0.4), 0.034 * bw), self.upper * shade, sleeve)
-        self.put(lambda: self.cap(at(0.38), at(0.93), 0.031 * bw), self.upper * shade, sleeve,
-                 needs=(("short_sleeves", False),))
-        self.put(lambda: self.ell(*at(1.04), 0.022, 0.024), self.skin * shade * 0.95, deps)
-        self.wrists[sign] = at(1.04)
+        self.put(lambda: self.caps([(at(0.0), at(1.0), 0.026 * bw) for at in points]), self.skin * shade, deps)
+        self.put(lambda: self.caps([(at(0.0), at(0.4), 0.034 * bw) for at in points]), self.upper * shade,
+                 sleeve)
+        self.put(lambda: self.caps([(at(0.38), at(0.93), 0.031 * bw) for at in points]), self.upper * shade,
+                 sleeve, needs=(("short_sleeves", False),))
+        self.put(lambda: self.ells([(*at(1.04), 0.022, 0.024) for at in points]), self.skin * shade * 0.95,
+                 deps)
 
     def handbag(self) -> None:
         sign = 1 if self.side else int(np.sign(self.carry))

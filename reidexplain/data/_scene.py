@@ -138,19 +138,42 @@ def paint_occluder(image: np.ndarray, bank: np.ndarray, nuisance: Nuisance) -> N
     image[:, y0:y1, x0:x1] = patch * np.float32(nuisance.occluder_shade)
 
 
+@lru_cache(maxsize=16)
+def _noise_bank(height: int, width: int) -> np.ndarray:
+    bank = np.random.default_rng([height, width, 31337]).standard_normal(
+        (3, 2 * height, 2 * width), dtype=np.float32)
+    bank.setflags(write=False)
+    return bank
+
+
+def camera_noise(height: int, width: int, seed: int) -> np.ndarray:
+    """Unit Gaussian noise ``(3, H, W)`` for ``seed``: a seeded crop of a cached bank (cheap)."""
+    bank = _noise_bank(height, width)
+    x0 = seed % (width + 1)
+    y0 = (seed // (width + 1)) % (height + 1)
+    noise = bank[:, y0:y0 + height, x0:x0 + width]
+    # Reversing or flipping the crop multiplies the distinct noise fields by 8 at no cost.
+    variant = (seed // ((width + 1) * (height + 1))) % 8
+    if variant & 1:
+        noise = noise[:, ::-1]
+    if variant & 2:
+        noise = noise[:, :, ::-1]
+    return -noise if variant & 4 else noise
+
+
 def apply_camera(image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
     """Light (gain, colour cast, vertical gradient), saturation, Gaussian noise; clipped to [0, 1]."""
     _, h, w = image.shape
     ramp = 1.0 + nuisance.gradient * (np.arange(h, dtype=np.float32) / max(h - 1, 1) - 0.5)
-    gain = np.asarray(nuisance.cast, np.float32)[:, None, None] * np.float32(nuisance.gain)
-    out = image * gain * ramp[None, :, None]
+    gain = np.asarray(nuisance.cast, np.float32)[:, None] * np.float32(nuisance.gain)
+    out = image * (gain * ramp[None, :]).astype(np.float32)[:, :, None]
     if nuisance.saturation != 1.0:
         gray = out.mean(axis=0, keepdims=True)
-        out = gray + np.float32(nuisance.saturation) * (out - gray)
+        out -= gray
+        out *= np.float32(nuisance.saturation)
+        out += gray
     np.clip(out, 0.0, 1.0, out=out)
     if nuisance.noise_std > 0:
-        noise = np.random.default_rng(nuisance.noise_seed).standard_normal(out.shape, dtype=np.float32)
-        out += noise * np.float32(nuisance.noise_std)
+        out += camera_noise(h, w, nuisance.noise_seed) * np.float32(nuisance.noise_std)
         np.clip(out, 0.0, 1.0, out=out)
     return out
-
