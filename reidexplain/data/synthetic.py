@@ -83,29 +83,20 @@ from reidexplain.data._domains import (
     sample_identity,
     sample_nuisance,
 )
-from reidexplain.data._identity import Identity, Nuisance, flip_identity, labels_of, resolve_flips
+from reidexplain.data._helpers import check_int, check_size, query_images
+from reidexplain.data._identity import (
+    Identity,
+    Nuisance,
+    color_groups,
+    color_name,
+    flip_identity,
+    labels_of,
+    resolve_flips,
+)
 from reidexplain.data._render import MaskTags, PersonPainter
 from reidexplain.data._scene import apply_camera, background_bank, paint_background, paint_occluder
 
 __all__ = ["SyntheticPersons", "synthetic_splits", "Identity", "Nuisance"]
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}`: expected an int >= {minimum}, got {type(value).__name__}")
-    if int(value) < minimum:
-        raise ValueError(f"`{name}`: expected an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_size(image_size: object) -> tuple[int, int]:
-    if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
-            or not all(isinstance(v, (int, np.integer)) for v in image_size)):
-        raise TypeError(f"`image_size`: expected a tuple (height, width) of ints, got {image_size!r}")
-    h, w = int(image_size[0]), int(image_size[1])
-    if h < 32 or w < 16:
-        raise ValueError(f"`image_size`: expected height >= 32 and width >= 16, got {(h, w)}")
-    return h, w
 
 
 class SyntheticPersons(Dataset):
@@ -146,14 +137,14 @@ class SyntheticPersons(Dataset):
                  image_size: tuple[int, int] = (128, 64), cameras: Sequence[int] | None = None,
                  id_offset: int = 0, *, nuisance_strength: float = 1.0,
                  occlusion_prob: float | None = None, with_masks: bool = True) -> None:
-        self.num_identities = _check_int(num_identities, "num_identities", 1)
-        self.images_per_id = _check_int(images_per_id, "images_per_id", 1)
-        self.seed = _check_int(seed, "seed", 0)
-        self.id_offset = _check_int(id_offset, "id_offset", 0)
+        self.num_identities = check_int(num_identities, "num_identities", 1)
+        self.images_per_id = check_int(images_per_id, "images_per_id", 1)
+        self.seed = check_int(seed, "seed", 0)
+        self.id_offset = check_int(id_offset, "id_offset", 0)
         self._spec = get_domain(domain)
         self.domain = self._spec.name
         self.schema = self._spec.schema
-        self.image_size = _check_size(image_size)
+        self.image_size = check_size(image_size)
         n_cam = self._spec.num_cameras
         if cameras is None:
             cameras = range(n_cam)
@@ -212,7 +203,12 @@ class SyntheticPersons(Dataset):
 
     @property
     def attributes(self) -> torch.Tensor:
-        """``(N, M)`` float 0/1 labels of every item, computed without rendering."""
+        """``(N, M)`` float 0/1 labels of every item in schema order, computed without rendering.
+
+        Example:
+            >>> SyntheticPersons(3, 2).attributes.shape
+            torch.Size([6, 26])
+        """
         if self._attributes is None:
             rows = [labels_of(self._identity_of(int(k)), self.schema) for k in self._item_id]
             empty = np.zeros((0, len(self.schema)), np.float32)
@@ -232,11 +228,41 @@ class SyntheticPersons(Dataset):
         return self._looks[camid]
 
     def identity(self, i: int) -> Identity:
-        """The :class:`Identity` behind item ``i``."""
+        """The :class:`Identity` (person draws) behind item ``i``.
+
+        Args:
+            i: Item index (negative counts from the end).
+
+        Returns:
+            The identity, shared by all items of the same pid.
+
+        Raises:
+            IndexError: ``i`` out of range.
+
+        Example:
+            >>> data = SyntheticPersons(2, 3)
+            >>> data.identity(0) == data.identity(2), data.identity(3).pid
+            (True, 1)
+        """
         return self._identity_of(int(self._item_id[self._check_index(i)]))
 
     def nuisance(self, i: int) -> Nuisance:
-        """The :class:`Nuisance` behind item ``i``."""
+        """The :class:`Nuisance` (photo draws) behind item ``i``.
+
+        Args:
+            i: Item index (negative counts from the end).
+
+        Returns:
+            The nuisance; ``render(identity(i), nuisance(i))`` reproduces item ``i`` exactly.
+
+        Raises:
+            IndexError: ``i`` out of range.
+
+        Example:
+            >>> data = SyntheticPersons(2, 3)
+            >>> data.nuisance(4).camid == data.camids[4]
+            True
+        """
         i = self._check_index(i)
         pid, img, camid = self.pids[i], int(self._item_img[i]), self.camids[i]
         rng = rng_for(self.seed, self._spec, pid, 1, img)
@@ -246,6 +272,17 @@ class SyntheticPersons(Dataset):
     def flipped(self, identity: Identity, flip: str | int | Sequence[str | int] | None) -> Identity:
         """``identity`` with the schema attributes ``flip`` toggled (colour rule: see the module doc).
 
+        Args:
+            identity: The person to edit.
+            flip: An attribute name or index, a list of them (applied in order), or ``None``.
+
+        Returns:
+            A new :class:`Identity`.
+
+        Raises:
+            TypeError: ``identity`` is not an :class:`Identity`.
+            ValueError: An attribute the schema does not have.
+
         Example:
             >>> data = SyntheticPersons(1, 1)
             >>> data.flipped(data.identity(0), "hat").hat != data.identity(0).hat
@@ -253,6 +290,11 @@ class SyntheticPersons(Dataset):
         """
         if not isinstance(identity, Identity):
             raise TypeError(f"`identity`: expected an Identity, got {type(identity).__name__}")
+        for group, members in color_groups(self.schema).items():
+            colors = {color_name(n) for n in members}
+            if getattr(identity, group) not in colors:
+                raise ValueError(f"`identity.{group}`: expected one of {sorted(colors)} (schema "
+                                 f"{self.schema.name!r}), got {getattr(identity, group)!r}")
         return flip_identity(identity, self.schema, resolve_flips(flip, self.schema))
 
     # ------------------------------------------------------------------ rendering
@@ -315,25 +357,13 @@ class SyntheticPersons(Dataset):
         return self.render(self.identity(i), self.nuisance(i), flip=flip)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        """Render item ``i``: ``{"image", "pid", "camid", "attributes", "masks"}``."""
         i = self._check_index(i)
         return self.render(self.identity(i), self.nuisance(i))
 
     def __repr__(self) -> str:
         return (f"SyntheticPersons(domain={self.domain!r}, items={len(self)}, "
                 f"identities={len(set(self.pids))}, image_size={self.image_size}, seed={self.seed})")
-
-
-def _query_images(cams: list[int]) -> list[int]:
-    """Market-style queries of one identity: one image per camera, each keeping a cross-camera match."""
-    counts = {c: cams.count(c) for c in cams}
-    multi = [c for c in dict.fromkeys(cams) if counts[c] >= 2]
-    if len(multi) >= 2:
-        chosen = list(dict.fromkeys(cams))
-    elif len(multi) == 1:
-        chosen = [c for c in dict.fromkeys(cams) if c != multi[0]]
-    else:
-        return [0]
-    return [cams.index(c) for c in chosen]
 
 
 def synthetic_splits(num_train_ids: int, num_test_ids: int, images_per_id: int, domain: str = "market",
@@ -367,9 +397,9 @@ def synthetic_splits(num_train_ids: int, num_test_ids: int, images_per_id: int, 
         >>> set(splits["train"].pids).isdisjoint(splits["gallery"].pids)
         True
     """
-    _check_int(num_train_ids, "num_train_ids", 1)
-    _check_int(num_test_ids, "num_test_ids", 1)
-    if _check_int(images_per_id, "images_per_id", 1) < 2:
+    check_int(num_train_ids, "num_train_ids", 1)
+    check_int(num_test_ids, "num_test_ids", 1)
+    if check_int(images_per_id, "images_per_id", 1) < 2:
         raise ValueError(f"`images_per_id`: expected >= 2 so that every query has a gallery match, "
                          f"got {images_per_id}")
     train = SyntheticPersons(num_train_ids, images_per_id, domain, seed, image_size, **kwargs)
@@ -381,7 +411,7 @@ def synthetic_splits(num_train_ids: int, num_test_ids: int, images_per_id: int, 
     for k in range(num_test_ids):
         start = k * images_per_id
         cams = test.camids[start:start + images_per_id]
-        picked = set(_query_images(cams))
+        picked = set(query_images(cams))
         for j in range(images_per_id):
             (query if j in picked else gallery).append(start + j)
     return {"train": train, "query": test._subset(query), "gallery": test._subset(gallery)}

@@ -256,6 +256,9 @@ def test_invalid_render_inputs():
         data.render(data.identity(0), None)
     with pytest.raises(TypeError, match="identity"):
         data.render("person", data.nuisance(0))
+    with pytest.raises(ValueError, match="lower_color"):  # pink is a Market colour, not a Duke one
+        small("duke", 0).render(dataclasses.replace(small("duke", 0).identity(0), lower_color="pink"),
+                                small("duke", 0).nuisance(0))
     with pytest.raises(ValueError, match="camid"):
         data.render(data.identity(0), Nuisance(camid=7))
     with pytest.raises(IndexError):
