@@ -11,6 +11,13 @@ Example:
 from __future__ import annotations
 
 from reidexplain.zoo.losses import batch_hard_triplet_loss, label_smoothing_cross_entropy
+from reidexplain.zoo.reference import (
+    REFERENCE_CONFIG,
+    cache_dir_path,
+    load_reference_model,
+    reference_config,
+    reference_splits,
+)
 from reidexplain.zoo.registry import create_model, is_model, list_models, register_model
 from reidexplain.zoo.reidnet import GeM, ReIDNet, SmallBackbone
 from reidexplain.zoo.training import train_reid_model
@@ -26,4 +33,9 @@ __all__ = [
     "train_reid_model",
     "label_smoothing_cross_entropy",
     "batch_hard_triplet_loss",
+    "load_reference_model",
+    "reference_splits",
+    "reference_config",
+    "REFERENCE_CONFIG",
+    "cache_dir_path",
 ]

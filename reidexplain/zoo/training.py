@@ -202,7 +202,10 @@ def train_reid_model(
                 f"train_reid_model: the model needs a classifier of {num_ids} classes and has no "
                 "`reset_classifier(num_classes)` method"
             )
-        model.reset_classifier(num_ids)
+        # Seeded so that the whole run depends on `seed` only, not on the global RNG state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model.reset_classifier(num_ids)
     device = torch.device(device) if device is not None else model_device(model)
     model.to(device)
     # Sorted pid values: a pid's position in it is its class label 0..P-1.
