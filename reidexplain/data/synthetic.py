@@ -22,28 +22,22 @@ images, 30 % of Duke images), Gaussian pixel noise.
 its values, as follows (shapes hidden behind later parts of the same person are excluded; the occluder
 box is ignored, its box is in :attr:`Nuisance.occluder`):
 
-========================== ===========================================================================
-attribute                  mask
-========================== ===========================================================================
-upper colours (``upX``)    the upper garment: torso, stripes, sleeves, long-top extension; the same
-                           mask for every colour of the group
-lower colours (``downX``)  the lower garment: trousers or skirt and hips; the same for the whole group
-``up`` (sleeve length)     the forearm, where a long sleeve would be / is
-``down`` (lower length)    the shins (long trousers) or the lower part of a long skirt
-``clothes`` (pants)        trousers and hips, plus where a skirt would be (or the skirt, plus where
-                           trousers would be)
-``gender``                 the body-shape cue: torso, hips, skirt and coat outline; in front and back
-                           view also arms, hands and a handbag (placed by the shoulder width)
-``hair`` (long)            long hair over the shoulders (front), down the back (back), behind (side)
-``hat``                    the cap and brim at the top of the head
-``backpack``               back view: the pack on the back; front: the two straps; side: the pack
-                           behind the back and one strap
-``bag`` (shoulder bag)     the strap across the chest and the bag at the hip
-``handbag``                the bag hanging below one hand
-``boots``                  the boot shafts over the ankles and shins
-``shoes`` (light)          the shoes
-``top`` (long top)         the coat below the waist, over the hips and thighs
-========================== ===========================================================================
+| attribute | mask |
+|---|---|
+| upper colours (``upX``) | the upper garment: torso, stripes, sleeves, long-top extension; the same mask for every colour of the group |
+| lower colours (``downX``) | the lower garment: trousers or skirt and hips; the same for the whole group |
+| ``up`` (short sleeves) | the forearms, where a long sleeve is or would be |
+| ``down`` (short lower) | the shins (long trousers) or the lower part of a long skirt |
+| ``clothes`` (pants) | trousers and hips plus where a skirt would be, or the skirt plus where trousers would be |
+| ``gender`` (female) | the body-shape cue: torso, hips, skirt and coat outline; in front and back view also arms, hands and a handbag (placed by the shoulder width) |
+| ``hair`` (long hair) | long hair over the shoulders (front), down the back (back), behind the head (side) |
+| ``hat`` | the cap and brim at the top of the head |
+| ``backpack`` | back view: the pack; front view: the two straps; side view: the pack behind the back and one strap |
+| ``bag`` (shoulder bag) | the strap across the chest and the bag at the hip |
+| ``handbag`` | the bag hanging below one hand |
+| ``boots`` | the boot shafts over the ankles and shins |
+| ``shoes`` (light shoes) | the shoes |
+| ``top`` (long top) | the coat below the waist, over the hips and thighs |
 
 For an absent attribute the mask is where it would be drawn (the hat region for no hat, etc.).
 
