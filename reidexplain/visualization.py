@@ -104,22 +104,22 @@ def _draw_bars(ax: Axes, attribution: PairAttribution, pair: int, top_k: int, n_
     labels = attribution.attribute_labels or tuple(str(i) for i in range(shares.numel()))
     order = torch.argsort(shares, descending=True).tolist()
     shown = order[:n_bars]
-    names = [labels[i] for i in shown]
     values = [100.0 * float(shares[i]) for i in shown]
-    rest = order[n_bars:]
-    if rest:
-        names.append(f"{len(rest)} others")
-        values.append(100.0 * float(shares[rest].sum()))
     y = np.arange(len(values))
     colours = ["#1f77b4" if i < top_k else "#9db9d3" for i in range(len(values))]
     ax.barh(y, values, color=colours)
     ax.set_yticks(y)
-    ax.set_yticklabels(names, fontsize=fontsize)
+    ax.set_yticklabels([labels[i] for i in shown], fontsize=fontsize)
     ax.invert_yaxis()
     ax.set_xlim(0, max(values) * 1.35 if values else 1)
     for yi, v in zip(y, values, strict=True):
         ax.text(v, yi, f" {v:.0f}%", va="center", fontsize=fontsize * 0.9)
-    ax.set_xlabel("share of d_hat (%)", fontsize=fontsize)
+    xlabel = "share of d_hat (%)"
+    rest = order[n_bars:]
+    if rest:
+        # The remainder as text, not as a bar: a long bar would squash the bars that matter.
+        xlabel += f"\n{len(rest)} others: {100.0 * float(shares[rest].sum()):.0f}% together"
+    ax.set_xlabel(xlabel, fontsize=fontsize)
     ax.tick_params(axis="x", labelsize=fontsize * 0.9)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
@@ -188,7 +188,7 @@ def compare(
         attributions: The explanations; a mapping gives each row its label (default: the method name).
         pair: Which pair of each attribution to draw.
         top_k: Number of attribute maps per image for AMD rows.
-        n_bars: Number of attributes in the bar chart; the rest is summed into one bar.
+        n_bars: Number of attributes in the bar chart; the share of the rest is given in the axis label.
         sign: Captum's ``sign`` for the maps; ``None`` picks ``"absolute_value"`` for non-negative
             maps and ``"all"`` for signed ones.
         outlier_perc: Captum's ``outlier_perc``: the top percent of absolute values saturates the colours.

@@ -91,11 +91,13 @@ def test_amd_plot_has_attribute_maps_and_bar_chart():
     assert _axis_pixels(fig, axes[5]).std() > 5
 
 
-def test_bar_chart_groups_the_smallest_attributes():
+def test_bar_chart_sums_the_smallest_attributes_in_the_label():
     fig, axes = plot_attribution(_amd(), top_k=1, n_bars=3)
     labels = [t.get_text() for t in axes[-1].get_yticklabels()]
-    assert labels == ["hat", "upred", "downblack", "3 others"]
-    np.testing.assert_allclose(axes[-1].patches[-1].get_width(), 15.0, rtol=1e-5)
+    assert labels == ["hat", "upred", "downblack"]
+    assert len(axes[-1].patches) == 3
+    assert axes[-1].get_xlabel().splitlines()[1] == "3 others: 15% together"
+    assert axes[-1].get_xlim()[1] == pytest.approx(45 * 1.35)
 
 
 def test_compare_one_row_per_method():

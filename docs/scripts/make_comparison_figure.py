@@ -1,12 +1,12 @@
-"""Make ``docs/assets/comparison.png``: AMD next to the Captum baselines on one pair of persons.
+"""Make ``docs/assets/comparison.png``: AMD next to the Captum baselines on one synthetic pair.
 
-Everything comes from the project's own code: synthetic persons (``reidexplain.data``), a small ReID
-model trained for a few seconds (``reidexplain.zoo``), an AMD interpreter fitted for a few seconds
-(``reidexplain.Explainer``), the baselines (``reidexplain.baselines``) and the figure
-(``reidexplain.visualization.compare``). When a part has not landed yet, the script says so and
-falls back (toy persons drawn here; no AMD row).
+Everything comes from the project's own code: synthetic persons (``reidexplain.data.synthetic_splits``),
+a small ReID model trained for a few epochs (``reidexplain.zoo``), an AMD interpreter fitted on the
+training persons' attribute labels (``reidexplain.explainer.Explainer``), the baselines
+(``reidexplain.baselines``) and the figure (``reidexplain.visualization.compare``). The pair is two test
+persons (never seen in training) who differ in a few attributes.
 
-Run from the repository root (about a minute on 2 CPU cores)::
+Run from the repository root (a few minutes on 2 CPU cores; one thread)::
 
     .venv/bin/python docs/scripts/make_comparison_figure.py
 """
@@ -18,131 +18,85 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from reidexplain.baselines import create_baseline
+from reidexplain.data import PKSampler, synthetic_splits
+from reidexplain.explainer import Explainer
 from reidexplain.visualization import compare, method_label
 from reidexplain.zoo import create_model, train_reid_model
 
-HEIGHT, WIDTH = 128, 64
 BASELINES = {
-    "integrated_gradients": {"n_steps": 32, "internal_batch_size": 32},
+    "integrated_gradients": {"n_steps": 50, "internal_batch_size": 50},
     "saliency": {},
     "occlusion": {"window": (3, 16, 16), "stride": (3, 8, 8), "perturbations_per_eval": 16},
     "grad_cam": {"layer": "auto"},
-    "feature_ablation": {"cell": 16, "perturbations_per_eval": 16},
+    "feature_ablation": {"cell": 8, "perturbations_per_eval": 16},
 }
-_COLOUR_NAMES = ("red", "blue", "black", "white", "green", "gray")
-_COLOURS = torch.tensor([[0.85, 0.1, 0.1], [0.1, 0.3, 0.85], [0.1, 0.1, 0.1], [0.95, 0.95, 0.95],
-                         [0.15, 0.6, 0.2], [0.6, 0.6, 0.6]])
-TOY_ATTRIBUTES = (*(f"up{c}" for c in _COLOUR_NAMES), *(f"down{c}" for c in _COLOUR_NAMES), "backpack")
 
 
-class ToyPersons(torch.utils.data.Dataset):
-    """Fallback persons: upper and lower garment colours and a backpack make the identity."""
-
-    def __init__(self, n_ids: int = 24, per_id: int = 6, seed: int = 0) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        self.items = []
-        for pid in range(n_ids):
-            up, down = torch.randint(0, len(_COLOURS), (2,), generator=gen).tolist()
-            bag = bool(torch.rand(1, generator=gen) < 0.5)
-            labels = torch.zeros(len(TOY_ATTRIBUTES))
-            labels[up] = labels[len(_COLOURS) + down] = 1.0
-            labels[-1] = float(bag)
-            for _ in range(per_id):
-                self.items.append((self._render(up, down, bag, gen), pid, labels))
-        self.pids = [item[1] for item in self.items]
-
-    @staticmethod
-    def _render(up: int, down: int, bag: bool, gen: torch.Generator) -> torch.Tensor:
-        img = 0.35 + 0.3 * torch.rand(3, 1, 1, generator=gen) + 0.08 * torch.randn(3, HEIGHT, WIDTH, generator=gen)
-        dx = int(torch.randint(-6, 7, (1,), generator=gen))
-        light = 0.8 + 0.4 * float(torch.rand(1, generator=gen))
-        cx = WIDTH // 2 + dx
-        img[:, 8:26, cx - 8 : cx + 8] = torch.tensor([0.9, 0.7, 0.55])[:, None, None]  # head
-        img[:, 26:70, cx - 16 : cx + 16] = _COLOURS[up][:, None, None] * light  # upper body
-        img[:, 70:122, cx - 14 : cx + 14] = _COLOURS[down][:, None, None] * light  # legs
-        img[:, 76:122, cx - 2 : cx + 2] *= 0.7  # gap between the legs
-        if bag:
-            img[:, 30:64, cx + 14 : cx + 22] = torch.tensor([0.45, 0.3, 0.15])[:, None, None]
-        return img.clamp(0, 1)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        image, pid, labels = self.items[i]
-        return {"image": image, "pid": pid, "camid": i % 2, "attributes": labels}
-
-
-def load_data(seed: int = 0):
-    """Training persons and their attribute names: the project's synthetic data, else toy persons."""
-    return ToyPersons(seed=seed), TOY_ATTRIBUTES, "fallback toy persons drawn by this script"
-
-
-def pick_pair(data, names) -> tuple[int, int]:
-    """Two persons of different identities whose attributes differ in few, visible ways."""
-    labels = torch.stack([data[i]["attributes"] for i in range(len(data))])
-    pids = torch.tensor(data.pids)
-    best = None
-    for i in range(0, len(data), 7):
-        for j in range(len(data)):
-            differ = int((labels[i] != labels[j]).sum())
-            if pids[i] != pids[j] and differ >= 2 and (best is None or differ < best[0]):
-                best = (differ, i, j)
-    _, i, j = best
-    exclusive = [n for n, x, y in zip(names, labels[i], labels[j], strict=True) if x != y]
-    print(f"pair: items {i} and {j}, exclusive attributes {exclusive}")
-    return i, j
-
-
-def fit_amd(model, data, names, epochs: int):
-    """An AMD explainer fitted for ``epochs``; ``None`` when the Explainer is not available."""
-    try:
-        from reidexplain.data.sampler import PKSampler
-        from reidexplain.explainer import Explainer
-    except ImportError as err:  # the explainer has not landed in this checkout
-        print(f"AMD: not available ({err}); the figure shows the baselines only")
-        return None
-    loader = torch.utils.data.DataLoader(data, batch_sampler=PKSampler(data.pids, p=6, k=4, seed=0))
-    explainer = Explainer(model, attributes=list(names))
-    t0 = time.perf_counter()
-    explainer.fit(loader, epochs=epochs, progress=False)
-    last = explainer.history[-1] if explainer.history else {}
-    print(f"AMD: fitted {epochs} epochs in {time.perf_counter() - t0:.0f} s, last epoch {last}")
-    return explainer
+def pick_pair(query, gallery, min_exclusive: int, max_exclusive: int) -> tuple[int, int]:
+    """The first query/gallery pair of different persons with a few exclusive attributes."""
+    for i in range(len(query)):
+        a = query[i]
+        for j in range(len(gallery)):
+            if gallery.pids[j] == a["pid"]:
+                continue
+            differ = int((gallery[j]["attributes"] != a["attributes"]).sum())
+            if min_exclusive <= differ <= max_exclusive:
+                return i, j
+    raise RuntimeError("no pair with the requested number of exclusive attributes")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/assets/comparison.png")
     # Fixed epochs rather than time budgets, so that the figure is the same on every machine.
-    parser.add_argument("--reid-epochs", type=int, default=8, help="ReID model training epochs")
-    parser.add_argument("--amd-epochs", type=int, default=20, help="AMD interpreter fitting epochs")
+    parser.add_argument("--train-ids", type=int, default=64, help="training persons")
+    parser.add_argument("--reid-epochs", type=int, default=12, help="ReID model training epochs")
+    parser.add_argument("--amd-epochs", type=int, default=30, help="AMD interpreter fitting epochs")
+    parser.add_argument("--amd-lr", type=float, default=1e-4, help="AMD trunk learning rate")
+    parser.add_argument("--top-k", type=int, default=3)
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
     start = time.perf_counter()
 
-    data, names, source = load_data()
-    print(f"data: {source}, {len(data)} images, {len(names)} attributes")
-    model = create_model("reidnet_small")
-    t0 = time.perf_counter()
-    model = train_reid_model(model, data, epochs=args.reid_epochs, p=8, k=4, progress=False).eval()
-    print(f"model: reidnet_small trained {args.reid_epochs} epochs in {time.perf_counter() - t0:.0f} s")
+    splits = synthetic_splits(args.train_ids, 16, 6, domain="market", seed=0)
+    train = splits["train"]
+    schema = train.schema
+    print(f"data: synthetic persons, {len(train)} training images, {len(schema)} attributes")
 
-    i, j = pick_pair(data, names)
-    pair = (data[i]["image"], data[j]["image"])
-    results = {}
-    explainer = fit_amd(model, data, names, args.amd_epochs)
-    if explainer is not None:
-        results["AMD"] = explainer.explain(pair)
+    t0 = time.perf_counter()
+    model = create_model("reidnet_small")
+    model = train_reid_model(model, train, epochs=args.reid_epochs, p=16, k=4, progress=False).eval()
+    print(f"model: reidnet_small, {args.reid_epochs} epochs in {time.perf_counter() - t0:.0f} s")
+
+    t0 = time.perf_counter()
+    loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=8, k=4, seed=0))
+    explainer = Explainer(model, attributes=schema).fit(
+        loader, epochs=args.amd_epochs, lr=args.amd_lr, progress=False)
+    last = explainer.history[-1] if explainer.history else {}
+    print(f"AMD: {args.amd_epochs} epochs in {time.perf_counter() - t0:.0f} s; last epoch "
+          + ", ".join(f"{k} {v:.3g}" for k, v in last.items()))
+
+    i, j = pick_pair(splits["query"], splits["gallery"], 3, 6)
+    a, b = splits["query"][i], splits["gallery"][j]
+    exclusive = [n for n, x, y in zip(schema.names, a["attributes"], b["attributes"], strict=True) if x != y]
+    print(f"pair: query {i} (pid {a['pid']}) and gallery {j} (pid {b['pid']}), exclusive: {exclusive}")
+    pair = (a["image"], b["image"])
+
+    results = {"AMD": explainer.explain(pair)}
     for name, kwargs in BASELINES.items():
         t0 = time.perf_counter()
         results[method_label(name)] = create_baseline(name, model, **kwargs).explain(pair)
         print(f"{name}: {time.perf_counter() - t0:.2f} s")
+    amd = results["AMD"]
+    print("AMD top attributes: " + ", ".join(f"{n} {100 * s:.0f}%" for n, _, s in amd.top(5)))
+    print(f"d = {float(amd.distance[0]):.3f}, d_hat = {float(amd.reconstructed[0]):.3f}")
 
-    fig, _ = compare(results, top_k=3, title="Why are these two persons far apart?")
+    fig, _ = compare(results, top_k=args.top_k,
+                     title=f"Why are these two persons far apart? Exclusive attributes: {', '.join(exclusive)}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
