@@ -277,7 +277,8 @@ def plot_attribution(
         >>> ig = PairAttribution("integrated_gradients", images, torch.tensor([1.0, 2.0]),
         ...                      (torch.randn(2, 1, 32, 16), torch.randn(2, 1, 32, 16)))
         >>> fig, axes = ig.plot(pair=1)
-        >>> [ax.get_title() for ax in axes][:2], axes[0].get_ylabel().splitlines()
+        >>> titles = [ax.get_title() for ax in axes]
+        >>> titles[:2], axes[0].get_ylabel().splitlines()
         (['image a', 'map of a'], ['Integrated Gradients', 'd = 2'])
     """
     _check_pair_index(attribution, pair)

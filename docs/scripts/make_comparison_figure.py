@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from reidexplain.baselines import create_baseline
 from reidexplain.data import PKSampler, synthetic_splits
@@ -57,23 +57,36 @@ def main() -> None:
     parser.add_argument("--amd-epochs", type=int, default=30, help="AMD interpreter fitting epochs")
     parser.add_argument("--amd-lr", type=float, default=1e-4, help="AMD trunk learning rate")
     parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--reference", action="store_true",
+                        help="explain the zoo's cached reference model (trained on first use: slow)")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
     start = time.perf_counter()
 
-    splits = synthetic_splits(args.train_ids, 16, 6, domain="market", seed=0)
-    train = splits["train"]
-    schema = train.schema
-    print(f"data: synthetic persons, {len(train)} training images, {len(schema)} attributes")
+    if args.reference:
+        from reidexplain.zoo import load_reference_model, reference_splits
+
+        splits = reference_splits()
+        model = load_reference_model(progress=True).eval()
+        print("model: the zoo's reference model (reidnet_small)")
+    else:
+        splits = synthetic_splits(args.train_ids, 16, 6, domain="market", seed=0)
+    schema = splits["train"].schema
+    # AMD is fitted on the first `train_ids` training persons (items are grouped by person).
+    n_train = sum(1 for pid in splits["train"].pids if pid < args.train_ids)
+    train_pids = splits["train"].pids[:n_train]
+    train = Subset(splits["train"], range(n_train))
+    print(f"data: synthetic persons, {n_train} training images, {len(schema)} attributes")
+    if not args.reference:
+        t0 = time.perf_counter()
+        model = create_model("reidnet_small")
+        model = train_reid_model(model, splits["train"], epochs=args.reid_epochs, p=16, k=4, progress=False)
+        model.eval()
+        print(f"model: reidnet_small, {args.reid_epochs} epochs in {time.perf_counter() - t0:.0f} s")
 
     t0 = time.perf_counter()
-    model = create_model("reidnet_small")
-    model = train_reid_model(model, train, epochs=args.reid_epochs, p=16, k=4, progress=False).eval()
-    print(f"model: reidnet_small, {args.reid_epochs} epochs in {time.perf_counter() - t0:.0f} s")
-
-    t0 = time.perf_counter()
-    loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=8, k=4, seed=0))
+    loader = DataLoader(train, batch_sampler=PKSampler(train_pids, p=8, k=4, seed=0))
     explainer = Explainer(model, attributes=schema).fit(
         loader, epochs=args.amd_epochs, lr=args.amd_lr, progress=False)
     last = explainer.history[-1] if explainer.history else {}

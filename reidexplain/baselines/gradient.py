@@ -63,7 +63,8 @@ class IntegratedGradientsPair(PairExplainer):
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 4, 6))
         >>> a, b = torch.rand(3, 8, 4), torch.rand(3, 8, 4)
         >>> result = IntegratedGradientsPair(model, n_steps=20).explain((a, b))
-        >>> bool(result.extras["convergence_delta"][0].abs().max() < 1e-3)
+        >>> delta_a, delta_b = result.extras["convergence_delta"]
+        >>> bool(delta_a.abs().max() < 1e-3)
         True
     """
 

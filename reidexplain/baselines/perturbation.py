@@ -133,7 +133,8 @@ class FeatureAblationPair(PairExplainer):
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 4, 6))
         >>> result = FeatureAblationPair(model, cell=4).explain((torch.rand(3, 8, 4), torch.rand(3, 8, 4)))
-        >>> result.extras["feature_mask"][0].unique().tolist()
+        >>> mask_a, mask_b = result.extras["feature_mask"]
+        >>> mask_a.unique().tolist()
         [0, 1]
     """
 
