@@ -117,7 +117,7 @@ SIZES: dict[str, BenchmarkSize] = {
     # Seconds, for the tests: tiny images, a handful of identities, one epoch per fit.
     "tiny": BenchmarkSize(
         name="tiny", num_train_ids=14, num_test_ids=6, images_per_id=4, image_size=(64, 32),
-        val_ids=4, gray_seconds=3.0, black_seconds=3.0, cross_seconds=3.0, fit_epochs=1, pk=(4, 4),
+        val_ids=4, gray_seconds=60.0, black_seconds=60.0, cross_seconds=60.0, fit_epochs=1, pk=(4, 4),
         pairs=3, localization_pairs=4, sensitivity_persons=3, common_flips=2, ig_steps=4,
         occlusion_window=8, occlusion_stride=8, curve_steps=4, patch_size=4,
         scale_fractions=(0.5, 1.0), alphas=(0.0, 0.5),

@@ -1,0 +1,298 @@
+"""Tests of the ground-truth benchmark: a tiny end-to-end run (untrained model, never the reference
+model) and the pieces whose numbers can be checked independently."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from reidexplain.attributes import project_labels
+from reidexplain.benchmark import (
+    SIZES,
+    BenchmarkSize,
+    evaluate_targets,
+    get_size,
+    render_markdown,
+    run_benchmark,
+    sample_pairs,
+    to_json_ready,
+)
+from reidexplain.benchmark._amd import agreement_summary, reweighted_retrieval
+from reidexplain.benchmark._attributes import shares_by_exclusivity
+from reidexplain.benchmark._data import ProjectedLabels
+from reidexplain.benchmark._report import METHOD_LABELS
+from reidexplain.explainer import MatrixExplanation
+from reidexplain.metrics import evaluate_retrieval
+from reidexplain.zoo import create_model
+
+METHODS = ["amd_gray_box", "amd_black_box", "integrated_gradients", "saliency", "occlusion", "grad_cam",
+           "feature_ablation", "random"]
+
+
+def _strict_json(path):
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _tiny_model():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_model("reidnet_small").eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two tiny runs with the same seed; the reference model must never be loaded or trained."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the benchmark test must not load or train the reference model")
+
+    torch.set_num_threads(1)
+    folders = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("reidexplain.zoo.load_reference_model", refuse)
+        for name in ("first", "second"):
+            out = tmp_path_factory.mktemp(name)
+            folder = run_benchmark(out, size="tiny", progress=False, seed=0, model=_tiny_model())
+            assert folder == out
+            folders.append(folder)
+    return [(_strict_json(f / "results.json"), (f / "BENCHMARKS.md").read_text()) for f in folders]
+
+
+def test_tiny_run_structure(tiny_runs):
+    results, _ = tiny_runs[0]
+    for key in ("machine", "command", "size", "fits", "methods", "amd", "cross_domain", "reweighting",
+                "attributes", "scale", "stage_seconds", "total_seconds", "reference_model"):
+        assert key in results, key
+    machine = results["machine"]
+    assert machine["cores"] >= 1 and machine["torch"] == torch.__version__ and machine["cpu_model"]
+    assert results["size"]["name"] == "tiny"
+    assert set(results["fits"]) == {"gray_box", "black_box", "cross_domain"}
+    assert results["fits"]["gray_box"]["mode"] == "gray-box"
+    assert results["fits"]["black_box"]["mode"] == "black-box"
+    assert results["fits"]["cross_domain"]["attributes"] == 18
+    assert results["num_pairs"] == SIZES["tiny"].pairs == len(results["pairs"])
+
+
+def test_tiny_method_rows(tiny_runs):
+    results, _ = tiny_runs[0]
+    rows = {r["method"]: r for r in results["methods"]}
+    assert list(rows) == METHODS
+    for name, r in rows.items():
+        assert 0.0 <= r["pointing_game"] <= 100.0, name
+        assert 0.0 <= r["relevance_mass"] <= 100.0, name
+        assert math.isfinite(r["deletion_auc"]) and math.isfinite(r["insertion_auc"]), name
+        if name != "random":
+            assert r["seconds_per_pair"] > 0, name
+
+
+def test_tiny_amd_tables(tiny_runs):
+    results, _ = tiny_runs[0]
+    amd = results["amd"]
+    for mode in ("gray_box", "black_box"):
+        s = amd[mode]
+        for key in ("x_map_e", "x_map_c", "rank1_target", "rank1_interpreter", "map_target", "map_interpreter"):
+            assert 0.0 <= s[key] <= 100.0, (mode, key)
+        assert s["adre"] >= 0.0
+        causal = amd["causal_agreement"][mode]
+        assert causal["pairs"] <= results["num_pairs"]
+        assert all(v is None or -1.0 <= v <= 1.0 for v in causal["per_pair"])
+    # Each pair flips all its exclusive attributes plus `common_flips` common ones.
+    assert amd["flips_per_pair"] >= 1 + SIZES["tiny"].common_flips - 1e-9
+    cross = results["cross_domain"]
+    assert cross["x_map_e_drop"] == pytest.approx(cross["market"]["x_map_e"] - cross["duke"]["x_map_e"])
+    # The re-weighting at alpha = 0 is the target distance: the same Rank-1/mAP as the explainer's evaluation.
+    rw = results["reweighting"]
+    assert rw["alpha"] in SIZES["tiny"].alphas
+    assert [r["alpha"] for r in rw["validation"]] == list(SIZES["tiny"].alphas)
+    assert rw["test_before"]["rank1"] == pytest.approx(amd["gray_box"]["rank1_target"], abs=1e-6)
+    assert rw["test_before"]["mAP"] == pytest.approx(amd["gray_box"]["map_target"], abs=1e-6)
+
+
+def test_tiny_attribute_and_scale_tables(tiny_runs):
+    results, _ = tiny_runs[0]
+    rows = results["attributes"]["rows"]
+    assert len(rows) == 26 and rows[0]["attribute"] == "backpack"
+    for r in rows:
+        assert r["sensitivity_ratio"] >= 0.0
+        assert r["model_uses_it"] == (r["sensitivity_ratio"] > 1.0)
+        assert 0.0 <= r["positive_percent"] <= 100.0
+        if r["localization_count"] == 0:
+            assert r["pointing_game"] is None
+        else:
+            assert 0.0 <= r["pointing_game"] <= 100.0
+    scale = results["scale"]
+    assert [r["gallery_fraction"] for r in scale] == list(SIZES["tiny"].scale_fractions)
+    assert scale[-1]["gallery"] == results["data"]["gallery"]
+    assert all(r["pairs"] == r["queries"] * r["gallery"] for r in scale)
+
+
+def test_tiny_markdown_has_every_row(tiny_runs):
+    results, markdown = tiny_runs[0]
+    for section in ("## Targets", "## Methods on the same", "## AMD explanation metrics", "## Cross-domain",
+                    "## By-product", "## Per attribute", "## Scale"):
+        assert section in markdown, section
+    for name in METHODS:
+        assert f"| {METHOD_LABELS[name]} |" in markdown, name
+    for r in results["attributes"]["rows"]:
+        assert f"| {r['attribute']} |" in markdown
+    targets = evaluate_targets(results)
+    assert len(targets) == 9
+    for t in targets:
+        status = "not measured" if t["met"] is None else ("met" if t["met"] else "**missed**")
+        assert f"| {t['target']} |" in markdown and status in markdown
+    assert render_markdown(results) == markdown  # the report is a function of the JSON alone
+
+
+def test_tiny_run_is_deterministic(tiny_runs):
+    (first, _), (second, _) = tiny_runs
+    keys = ("pointing_game", "relevance_mass", "deletion_auc", "insertion_auc")
+    assert [[r[k] for k in keys] for r in first["methods"]] == [[r[k] for k in keys] for r in second["methods"]]
+    assert first["pairs"] == second["pairs"]
+    assert first["amd"]["gray_box"] == second["amd"]["gray_box"]
+    assert first["attributes"]["rows"] == second["attributes"]["rows"]
+
+
+def _results(amd_pg=60.0, amd_rm=40.0, amd_spp=0.01, ig_spp=0.6, occ_spp=0.05, xmap=90.0, adre=3.0, drop=10.0):
+    def row(name, pg, rm, spp):
+        return {"method": name, "pointing_game": pg, "relevance_mass": rm, "seconds_per_pair": spp}
+
+    return {
+        "methods": [row("amd_gray_box", amd_pg, amd_rm, amd_spp), row("amd_black_box", 10.0, 10.0, 0.01),
+                    row("integrated_gradients", 50.0, 45.0, ig_spp), row("occlusion", 20.0, 20.0, occ_spp),
+                    row("random", 99.0, 99.0, 0.0)],
+        "amd": {"gray_box": {"x_map_e": xmap, "adre": adre}},
+        "cross_domain": {"x_map_e_drop": drop},
+    }
+
+
+def test_evaluate_targets_judges_the_figures():
+    met = {t["target"]: t["met"] for t in evaluate_targets(_results())}
+    assert met["AMD gray-box: pointing game ahead of every Captum baseline"] is True  # 60 > 50; random ignored
+    assert met["AMD gray-box: relevance mass ahead of every Captum baseline"] is False  # 40 < 45
+    assert met["AMD black-box: pointing game ahead of every Captum baseline"] is False
+    assert met["AMD (gray-box) faster per pair than Integrated Gradients"] is True  # 60x
+    assert met["AMD (gray-box) faster per pair than Occlusion"] is False  # 5x
+    assert met["X-mAP_e in-domain (gray-box)"] is True
+    assert met["ADRE in-domain (gray-box)"] is False
+    assert met["cross-domain X-mAP_e drop (market -> duke, 18 attributes)"] is True
+    ratios = {t["target"]: t["measured"] for t in evaluate_targets(_results())}
+    assert ratios["AMD (gray-box) faster per pair than Integrated Gradients"] == pytest.approx(60.0)
+    flipped = {t["target"]: t["met"] for t in evaluate_targets(_results(xmap=84.9, adre=2.0, drop=15.3))}
+    assert flipped["X-mAP_e in-domain (gray-box)"] is False
+    assert flipped["ADRE in-domain (gray-box)"] is True
+    assert flipped["cross-domain X-mAP_e drop (market -> duke, 18 attributes)"] is False
+
+
+def test_evaluate_targets_missing_figures_are_not_judged():
+    results = to_json_ready(_results(xmap=float("nan"), amd_pg=float("nan")))
+    met = {t["target"]: t["met"] for t in evaluate_targets(results)}
+    assert met["X-mAP_e in-domain (gray-box)"] is None
+    assert met["AMD gray-box: pointing game ahead of every Captum baseline"] is None
+    assert "not measured" in render_markdown(results)
+
+
+def test_sample_pairs_are_different_people_with_an_exclusive_attribute():
+    gen = torch.Generator().manual_seed(3)
+    q_attrs = torch.randint(0, 2, (12, 5), generator=gen).float()
+    g_attrs = torch.randint(0, 2, (15, 5), generator=gen).float()
+    q_attrs[1] = g_attrs[0]  # a pair of different people with identical labels: never eligible
+    q_pids, g_pids = [i % 4 for i in range(12)], [i % 5 for i in range(15)]
+    pairs = sample_pairs(q_pids, g_pids, q_attrs, g_attrs, 20, seed=1)
+    assert len(pairs) == 20 == len(set(pairs))
+    for q, g in pairs:
+        assert q_pids[q] != g_pids[g]
+        assert bool((q_attrs[q] != g_attrs[g]).any())
+    assert pairs == sample_pairs(q_pids, g_pids, q_attrs, g_attrs, 20, seed=1)
+    assert len({q for q, _ in pairs[:12]}) == 12  # one pass over the queries before any repeats
+    more = sample_pairs(q_pids, g_pids, q_attrs, g_attrs, 10, seed=2, exclude=pairs)
+    assert not set(more) & set(pairs)
+
+
+def test_sample_pairs_errors():
+    attrs = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="num_pairs"):
+        sample_pairs([0, 1], [0, 1], attrs, attrs, 0)
+    with pytest.raises(ValueError, match="attributes"):
+        sample_pairs([0, 1, 2], [0, 1], attrs, attrs, 1)
+    assert sample_pairs([0, 1], [0, 1], attrs, attrs, 3) == []  # identical labels: nothing eligible
+
+
+def test_projected_labels_match_project_labels():
+    gen = torch.Generator().manual_seed(0)
+    items = [{"image": torch.zeros(3, 4, 2), "pid": i, "camid": 0,
+              "attributes": torch.randint(0, 2, (23,), generator=gen).float()} for i in range(3)]
+    projected = ProjectedLabels(items, "duke", "shared")
+    for i, item in enumerate(items):
+        assert torch.equal(projected[i]["attributes"], project_labels(item["attributes"], "duke", "shared"))
+    assert items[0]["attributes"].shape == (23,)  # the source items are not modified
+    with pytest.raises(ValueError, match="lacks"):
+        ProjectedLabels(items, "shared", "market1501")
+
+
+def test_shares_by_exclusivity_against_a_loop():
+    gen = torch.Generator().manual_seed(1)
+    contributions = torch.rand(3, 4, 5, generator=gen)
+    matrix = MatrixExplanation(torch.ones(3, 4), contributions.sum(-1), contributions, tuple("abcde"))
+    query = [{"pid": i, "attributes": torch.randint(0, 2, (5,), generator=gen).float()} for i in range(3)]
+    gallery = [{"pid": i % 2, "attributes": torch.randint(0, 2, (5,), generator=gen).float()} for i in range(4)]
+    out = shares_by_exclusivity(matrix, query, gallery)
+    shares = contributions / contributions.sum(-1, keepdim=True)
+    for k in range(5):
+        excl = [float(shares[i, j, k]) for i in range(3) for j in range(4)
+                if query[i]["attributes"][k] != gallery[j]["attributes"][k]]
+        common = [float(shares[i, j, k]) for i in range(3) for j in range(4)
+                  if query[i]["attributes"][k] == gallery[j]["attributes"][k] and query[i]["pid"] != gallery[j]["pid"]]
+        for got, want in ((out["exclusive"][k], excl), (out["common"][k], common)):
+            if want:
+                assert got == pytest.approx(sum(want) / len(want), rel=1e-6)
+            else:
+                assert math.isnan(got)
+
+
+def test_reweighted_retrieval_at_zero_is_plain_retrieval_and_alpha_reorders():
+    gen = torch.Generator().manual_seed(2)
+    dist = torch.rand(4, 6, generator=gen) + 0.5
+    contributions = torch.rand(4, 6, 3, generator=gen)
+    matrix = MatrixExplanation(dist, contributions.sum(-1), contributions, ("a", "b", "c"))
+    query = [{"pid": i, "camid": 0} for i in range(4)]
+    gallery = [{"pid": j % 4, "camid": 1} for j in range(6)]
+    plain = evaluate_retrieval(dist, [0, 1, 2, 3], [j % 4 for j in range(6)], [0] * 4, [1] * 6, ranks=(1,))
+    assert reweighted_retrieval(matrix, 0.0, query, gallery) == {"rank1": plain["rank1"], "mAP": plain["mAP"]}
+    boost = (contributions / contributions.sum(-1, keepdim=True)).max(-1).values
+    weighted = evaluate_retrieval((1 + 2.0 * boost) * dist, [0, 1, 2, 3], [j % 4 for j in range(6)], [0] * 4,
+                                  [1] * 6, ranks=(1,))
+    assert reweighted_retrieval(matrix, 2.0, query, gallery)["mAP"] == pytest.approx(weighted["mAP"])
+
+
+def test_agreement_summary_values():
+    contributions = torch.tensor([[0.1, 0.2, 0.7], [0.3, 0.2, 0.1], [0.5, 0.5, 0.5]])
+    effects = torch.tensor([[0.0, 0.3, 0.2], [0.3, 0.2, 0.1], [0.1, float("nan"), 0.3]])
+    out = agreement_summary(contributions, effects)
+    assert out["pairs"] == 2  # the constant third row has no defined correlation
+    assert out["per_pair"][:2] == [0.5, 1.0] and out["per_pair"][2] is None
+    assert out["mean"] == pytest.approx(0.75) and out["positive_percent"] == pytest.approx(100.0)
+
+
+def test_sizes_and_errors(tmp_path):
+    assert get_size("full") is SIZES["full"] and get_size(SIZES["quick"]) is SIZES["quick"]
+    assert SIZES["full"].ig_steps == 50 and SIZES["full"].pairs == 48 and SIZES["quick"].pairs == 8
+    with pytest.raises(ValueError, match="expected one of"):
+        get_size("huge")
+    with pytest.raises(TypeError, match="preset name"):
+        get_size(3)
+    with pytest.raises(ValueError, match="pairs"):
+        BenchmarkSize(pairs=0)
+    with pytest.raises(ValueError, match="scale_fractions"):
+        BenchmarkSize(scale_fractions=(0.0, 1.0))
+    with pytest.raises(ValueError, match="val_ids"):
+        run_benchmark(tmp_path / "bad", size=BenchmarkSize(name="bad", num_train_ids=5, val_ids=4,
+                                                                image_size=(64, 32)),
+                      model=_tiny_model(), progress=False)
+    with pytest.raises(TypeError, match="model"):
+        run_benchmark(tmp_path / "bad2", size="tiny", model="not a model", progress=False)
