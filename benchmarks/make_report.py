@@ -1,0 +1,181 @@
+"""Assemble the root ``BENCHMARKS.md`` from every JSON file in ``benchmarks/results/``.
+
+Known files get a section with their own table: ``benchmark*.json`` (the ground-truth benchmark, rendered
+by :func:`reidexplain.benchmark.render_markdown`), ``data.json`` (rendering speed of the synthetic persons),
+``zoo*.json`` (the reference model) and ``explainer*.json`` (the AMD explainer); any other file is rendered
+generically (its scalars as a list, each list of records as a table). Every section names the command that
+reproduces it.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/make_report.py                      # writes BENCHMARKS.md
+    .venv/bin/python benchmarks/make_report.py --output /tmp/B.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from reidexplain.benchmark import machine_description, markdown_table, render_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PYTHON = ".venv/bin/python"
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Scalars of a nested dict as ``"a.b": value`` (lists of scalars joined as text)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if _scalar(value):
+            out[name] = value
+        elif isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)) and all(_scalar(v) for v in value) and len(value) <= 8:
+            out[name] = ", ".join(str(v) for v in value)
+    return out
+
+
+def _records_table(records: list[dict[str, Any]], columns: list[tuple[str, str]] | None = None) -> str:
+    """A table of a list of dicts: the given ``(key, header)`` columns, else every scalar key."""
+    flat = [_flatten(r) for r in records]
+    if columns is None:
+        keys: list[str] = []
+        for r in flat:
+            keys += [k for k in r if k not in keys]
+        columns = [(k, k) for k in keys]
+    columns = [(k, h) for k, h in columns if any(k in r for r in flat)]
+    return markdown_table([h for _, h in columns], [[r.get(k) for k, _ in columns] for r in flat], digits=2)
+
+
+def _generic(data: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    lines: list[str] = []
+    scalars = {k: v for k, v in _flatten({k: v for k, v in data.items() if k not in skip}).items()}
+    if scalars:
+        lines += [f"- {k}: {v}" for k, v in scalars.items()] + [""]
+    for key, value in data.items():
+        if key in skip:
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines += [f"**{key}**", "", _records_table(value), ""]
+    return lines
+
+
+def _data_section(data: dict[str, Any]) -> list[str]:
+    cols = [("domain", "domain"), ("height", "H"), ("width", "W"), ("masks", "masks"), ("images", "images"),
+            ("items_per_s_cpu", "items/s (CPU time)"), ("items_per_s_wall", "items/s (wall)"),
+            ("render_per_s_cpu", "counterfactual renders/s (CPU)"),
+            ("label_identities_per_s_cpu", "identity labels/s (CPU)")]
+    return [data.get("benchmark", ""), "", _records_table(data.get("rows", []), cols), "",
+            *_generic(data, skip=("rows", "benchmark"))]
+
+
+def _zoo_section(data: dict[str, Any]) -> list[str]:
+    cols = [("test", "test domain"), ("features", "features"), ("rank1", "Rank-1"), ("rank5", "Rank-5"),
+            ("rank10", "Rank-10"), ("mAP", "mAP")]
+    return [f"Model {data.get('model', '?')}, trained in {data.get('train_seconds', '?')} s "
+            f"({data.get('threads', '?')} threads).", "", _records_table(data.get("rows", []), cols), "",
+            *_generic(data, skip=("rows", "model", "train_seconds"))]
+
+
+def _explainer_section(data: dict[str, Any]) -> list[str]:
+    cols = [("mode", "mode"), ("fit_seconds", "fit s"), ("steps", "steps"), ("adre", "ADRE %"),
+            ("x_map_e", "X-mAP_e"), ("x_map_c", "X-mAP_c"), ("rank1_target", "R1 target"),
+            ("rank1_interpreter", "R1 d_hat"), ("map_target", "mAP target"), ("map_interpreter", "mAP d_hat"),
+            ("explain_ms", "explain ms"), ("explain_over_forward", "explain / forward")]
+    return [_records_table(data.get("results", []), cols), "", *_generic(data, skip=("results",))]
+
+
+# stem prefix -> (title, script, section renderer); the first matching prefix wins.
+KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] = [
+    ("benchmark", "Ground-truth benchmark: AMD against the Captum baselines", "run_benchmark.py", None),
+    ("data", "Synthetic persons: rendering speed", "bench_data.py", _data_section),
+    ("zoo", "Reference ReID model", "bench_zoo.py", _zoo_section),
+    ("explainer", "AMD explainer on the reference model", "bench_explainer.py", _explainer_section),
+]
+
+
+def _command(stem: str, data: dict[str, Any], script: str | None) -> str:
+    if isinstance(data.get("command"), str):
+        return data["command"]
+    if script and (ROOT / "benchmarks" / script).exists():
+        quick = " --quick" if data.get("quick") else ""
+        return f"{PYTHON} benchmarks/{script}{quick}"
+    guess = ROOT / "benchmarks" / f"bench_{stem}.py"
+    return f"{PYTHON} benchmarks/{guess.name}" if guess.exists() else "(unknown: no matching script)"
+
+
+def section(path: Path) -> list[str]:
+    """The markdown section of one results file."""
+    data = json.loads(path.read_text())
+    stem = path.stem
+    title, script, render = f"{stem}", None, None
+    for prefix, known_title, known_script, renderer in KNOWN:
+        if stem.startswith(prefix):
+            title, script, render = known_title, known_script, renderer
+            break
+    if stem.startswith("benchmark"):
+        text = render_markdown(data, heading_level=2).strip().splitlines()
+        body = text[1:]  # the benchmark's own title is replaced by this file's section title
+    else:
+        body = render(data) if render else _generic(data)
+    try:
+        shown = path.resolve().relative_to(ROOT)
+    except ValueError:
+        shown = path
+    head = [f"## {title} (`{shown}`)", ""]
+    if not stem.startswith("benchmark"):  # the benchmark's own text names its command
+        head += [f"Reproduce: `{_command(stem, data, script)}`", ""]
+    return head + [line for line in body] + [""]
+
+
+def build_report(results_dir: Path = RESULTS) -> str:
+    """The whole ``BENCHMARKS.md`` text from every ``*.json`` file of ``results_dir``."""
+    files = sorted(results_dir.glob("*.json"))
+    order = {prefix: i for i, (prefix, *_rest) in enumerate(KNOWN)}
+
+    def rank(p: Path) -> tuple[int, str]:
+        return (next((i for prefix, i in order.items() if p.stem.startswith(prefix)), len(order)), p.stem)
+
+    machine = machine_description()
+    lines = [
+        "# reidexplain benchmarks", "",
+        "Generated by `benchmarks/make_report.py` from the JSON files in `benchmarks/results/`; do not edit "
+        "by hand. Each section names the machine it ran on (when its script recorded it) and the command "
+        "that reproduces it. All timings are CPU timings; on a machine shared with other processes they are "
+        "pessimistic.", "",
+        f"Report assembled on: {machine['cpu_model']}, {machine['cores']} cores, torch {machine['torch']}, "
+        f"captum {machine['captum']}, Python {machine['python']}, {machine['date']}.", "",
+        "Reproduce everything (from the repository root):", "", "```bash",
+    ]
+    commands = [_command(p.stem, json.loads(p.read_text()), next(
+        (s for prefix, _t, s, _r in KNOWN if p.stem.startswith(prefix)), None)) for p in sorted(files, key=rank)]
+    lines += [c for c in dict.fromkeys(commands) if not c.startswith("(unknown")]
+    lines += [f"{PYTHON} benchmarks/make_report.py", "```", ""]
+    for path in sorted(files, key=rank):
+        lines += section(path)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Write the report; returns its path."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON files")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    args.output.write_text(build_report(args.results))
+    print(f"written {args.output}")
+    return args.output
+
+
+if __name__ == "__main__":
+    main()
