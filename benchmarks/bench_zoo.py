@@ -93,9 +93,9 @@ def main() -> None:
         rows.append({"test": domain, "features": "raw pixels, cosine", **_retrieval(pixels, "cosine")})
     eval_seconds = time.perf_counter() - started
 
-    print(f"\nreidnet_{args.backbone}: trained in {info.get('train_seconds', float('nan')):.0f} s "
-          f"({info.get('torch_threads', '?')} threads; load average before {load_before[0]:.1f}); "
-          f"config {info['config']}\n")
+    print(f"\nreidnet_{args.backbone}: trained in {info.get('train_seconds', float('nan')):.0f} s wall, "
+          f"{info.get('train_cpu_seconds', float('nan')):.0f} s CPU ({info.get('torch_threads', '?')} "
+          f"threads; load average before {load_before[0]:.1f}); config {info['config']}\n")
     print("| test domain | features | Rank-1 | Rank-5 | Rank-10 | mAP |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -106,6 +106,7 @@ def main() -> None:
         "model": f"reidnet_{args.backbone}",
         "config": info["config"],
         "train_seconds": info.get("train_seconds"),
+        "train_cpu_seconds": info.get("train_cpu_seconds"),
         "trained_now": not args.no_retrain,
         "eval_seconds": round(eval_seconds, 1),
         "threads": args.threads,

@@ -99,6 +99,24 @@ def _collate_images_pids(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     return images.float(), pids
 
 
+class _CachedImages(Dataset):
+    """Keeps each item's image (float16) and pid after its first read: rendering happens once."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.cache: dict[int, tuple[torch.Tensor, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if i not in self.cache:
+            item = self.dataset[i]
+            image = torch.as_tensor(_item_field(item, "image", 0)).to(torch.float16)
+            self.cache[i] = (image, int(_item_field(item, "pid", 1)))
+        return self.cache[i]
+
+
 def _augment(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip, then zero-pad by ``pad`` and crop back at a random offset, per image."""
     b, _, h, w = images.shape
@@ -129,10 +147,10 @@ def _check_positive(**values: float) -> None:
 def train_reid_model(
     model: nn.Module,
     dataset: Dataset,
-    epochs: int = 30,
+    epochs: int = 20,
     p: int = 16,
     k: int = 4,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
     seed: int = 0,
     progress: bool = True,
     device: str | torch.device | None = None,
@@ -142,6 +160,7 @@ def train_reid_model(
     warmup_fraction: float = 0.1,
     triplet_weight: float = 1.0,
     pad: int | None = None,
+    cache_images: bool = False,
     num_workers: int = 0,
     history: list[dict[str, float]] | None = None,
 ) -> nn.Module:
@@ -168,6 +187,9 @@ def train_reid_model(
         warmup_fraction: Fraction of the steps over which the learning rate rises linearly.
         triplet_weight: Weight of the triplet loss relative to the cross-entropy.
         pad: Pixels of zero padding before the random crop; default: 1/16 of the image height.
+        cache_images: Keep every image in memory (float16, 2 bytes per value) after its first read,
+            so that a dataset that renders or decodes its images does it once, not every epoch.
+            Incompatible with ``num_workers > 0`` (each worker would keep its own copy).
         num_workers: DataLoader worker processes (0 loads in the main process).
         history: If given, one dict per epoch (``epoch``, ``loss``, ``ce``, ``triplet``, ``seconds``)
             is appended to it.
@@ -191,6 +213,8 @@ def train_reid_model(
         torch.Size([2, 128])
     """
     _check_positive(epochs=epochs, p=p, k=k, lr=lr)
+    if cache_images and num_workers > 0:
+        raise ValueError("train_reid_model: `cache_images=True` requires `num_workers=0`")
     pids = dataset_pids(dataset)
     labels_of = {pid: i for i, pid in enumerate(sorted(set(pids)))}
     num_ids = len(labels_of)
@@ -212,8 +236,9 @@ def train_reid_model(
     pid_values = torch.tensor(sorted(labels_of))
 
     sampler = PKSampler(pids, p=p, k=k, seed=seed)
+    source = _CachedImages(dataset) if cache_images else dataset
     loader = DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=_collate_images_pids, num_workers=num_workers
+        source, batch_sampler=sampler, collate_fn=_collate_images_pids, num_workers=num_workers
     )
     steps_per_epoch = len(sampler)
     total = steps_per_epoch * epochs

@@ -146,3 +146,13 @@ def test_trainer_errors(toy_reid):
 
     with pytest.raises(TypeError, match=r"\(features, logits\)"):
         train_reid_model(NoTuple(), toy_reid, p=2, k=2, epochs=1, progress=False)
+
+
+def test_cache_images_reads_each_item_once(toy_reid):
+    torch.manual_seed(0)
+    model = create_model("reidnet_small", small_widths=(8, 16, 16, 16))
+    train_reid_model(model, toy_reid, epochs=4, p=4, k=4, lr=1e-2, progress=False, cache_images=True)
+    # 4 epochs x 2 steps x 16 reads without the cache; each of the 32 items at most once with it.
+    assert 16 <= toy_reid.reads <= len(toy_reid)
+    with pytest.raises(ValueError, match="cache_images"):
+        train_reid_model(model, toy_reid, epochs=1, p=4, k=4, cache_images=True, num_workers=1)
