@@ -3,11 +3,12 @@
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> from reidexplain import Explainer
+    >>> from reidexplain.explainer import Explainer
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     >>> data = [(torch.rand(6, 3, 16, 8), torch.randint(0, 2, (6, 4)))]
     >>> explainer = Explainer(model).fit(data, epochs=2, progress=False)
-    >>> attribution = explainer.explain((data[0][0][0], data[0][0][1]))
+    >>> images, labels = data[0]
+    >>> attribution = explainer.explain((images[0], images[1]))
     >>> attribution.contributions.shape, attribution.maps[0].shape
     (torch.Size([1, 4]), torch.Size([1, 4, 16, 8]))
 """

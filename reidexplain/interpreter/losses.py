@@ -93,8 +93,8 @@ def prior_thresholds(num_exclusive: torch.Tensor, num_attributes: int) -> tuple[
     Example:
         >>> import torch
         >>> r, t = prior_thresholds(torch.tensor([0, 1, 5, 10]), 26)
-        >>> [round(float(v), 4) for v in t]
-        [0.0769, 0.0794, 0.0484, 0.0384]
+        >>> t.round(decimals=4)
+        tensor([0.0769, 0.0794, 0.0484, 0.0384])
     """
     m = int(num_attributes)
     if m < 1:

@@ -47,6 +47,7 @@ class TrainingConfig:
         lr: Adam learning rate of the trunk (AMD-SPEC 5: 1e-4).
         head_lr_factor: The decomposition (and black-box embedding) head learns ``head_lr_factor`` times
             faster: it starts from zero, the trunk from the target's weights.
+        trunk_lr_factor: Learning-rate factor of the trunk (0 freezes the copy of the target's trunk).
         weight_decay: Adam weight decay.
         warmup: Fraction of the steps with a linear warm-up of the learning rate.
         warmup_start: Learning-rate factor at the first step of the warm-up.
@@ -65,6 +66,7 @@ class TrainingConfig:
     epochs: int | None = None
     lr: float = 1e-4
     head_lr_factor: float = 10.0
+    trunk_lr_factor: float = 1.0
     weight_decay: float = 5e-4
     warmup: float = 0.15
     warmup_start: float = 0.01
@@ -151,9 +153,9 @@ def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _optimizer(interpreter: AMDInterpreter, config: TrainingConfig) -> torch.optim.Optimizer:
-    trunk = [p for p in interpreter.trunk.parameters() if p.requires_grad]
+    trunk = [p for p in interpreter.trunk.parameters() if p.requires_grad] if config.trunk_lr_factor > 0 else []
     rest = [p for n, p in interpreter.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
-    groups = [{"params": trunk, "lr": config.lr},
+    groups = [{"params": trunk, "lr": config.lr * config.trunk_lr_factor},
               {"params": rest, "lr": config.lr * config.head_lr_factor}]
     return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=config.weight_decay)
 
