@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def main() -> None:
               f"{row['rank10']:.1f} | {row['mAP']:.1f} |")
 
     result = {
+        "command": " ".join([".venv/bin/python", "benchmarks/bench_zoo.py", *sys.argv[1:]]),
         "model": f"reidnet_{args.backbone}",
         "config": info["config"],
         "train_seconds": info.get("train_seconds"),
