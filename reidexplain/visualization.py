@@ -58,6 +58,12 @@ def method_label(method: str) -> str:
     return _LABELS.get(method, method.replace("_", " ").title())
 
 
+def _percent(share: float) -> str:
+    # One decimal below 10 %, so that near-equal small shares stay distinguishable.
+    value = 100.0 * share
+    return f"{value:.1f}%" if value < 9.95 else f"{value:.0f}%"
+
+
 def _image(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
 
@@ -113,12 +119,12 @@ def _draw_bars(ax: Axes, attribution: PairAttribution, pair: int, top_k: int, n_
     ax.invert_yaxis()
     ax.set_xlim(0, max(values) * 1.35 if values else 1)
     for yi, v in zip(y, values, strict=True):
-        ax.text(v, yi, f" {v:.0f}%", va="center", fontsize=fontsize * 0.9)
+        ax.text(v, yi, " " + _percent(v / 100.0), va="center", fontsize=fontsize * 0.9)
     xlabel = "share of d_hat (%)"
     rest = order[n_bars:]
     if rest:
         # The remainder as text, not as a bar: a long bar would squash the bars that matter.
-        xlabel += f"\n{len(rest)} others: {100.0 * float(shares[rest].sum()):.0f}% together"
+        xlabel += f"\n{len(rest)} others: {_percent(float(shares[rest].sum()))} together"
     ax.set_xlabel(xlabel, fontsize=fontsize)
     ax.tick_params(axis="x", labelsize=fontsize * 0.9)
     for side in ("top", "right"):
@@ -159,7 +165,7 @@ def _draw_row(
     for side in range(2):
         for j, k in enumerate(top):
             ax = axes[row, 4 + side * top_k + j]
-            title = f"{'ab'[side]}: {labels[k]} {100 * float(shares[k]):.0f}%"
+            title = f"{'ab'[side]}: {labels[k]} {_percent(float(shares[k]))}"
             _draw_map(ax, attribution.maps[side][pair, k], images[side], "absolute_value", title, style)
     _draw_bars(axes[row, 4 + 2 * top_k], attribution, pair, top_k, n_bars, fs)
 

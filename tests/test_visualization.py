@@ -88,6 +88,7 @@ def test_amd_plot_has_attribute_maps_and_bar_chart():
     )
     widths = [p.get_width() for p in bars.patches]
     np.testing.assert_allclose(widths, [45, 25, 15, 7.5, 5, 2.5], rtol=1e-5)
+    assert [t.get_text() for t in bars.texts] == [" 45%", " 25%", " 15%", " 7.5%", " 5.0%", " 2.5%"]
     assert _axis_pixels(fig, axes[5]).std() > 5
 
 

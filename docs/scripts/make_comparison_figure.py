@@ -54,7 +54,7 @@ def main() -> None:
     # Fixed epochs rather than time budgets, so that the figure is the same on every machine.
     parser.add_argument("--train-ids", type=int, default=64, help="training persons")
     parser.add_argument("--reid-epochs", type=int, default=12, help="ReID model training epochs")
-    parser.add_argument("--amd-epochs", type=int, default=30, help="AMD interpreter fitting epochs")
+    parser.add_argument("--amd-epochs", type=int, default=25, help="AMD interpreter fitting epochs")
     parser.add_argument("--amd-lr", type=float, default=1e-4, help="AMD trunk learning rate")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--reference", action="store_true",
