@@ -147,3 +147,11 @@ def test_errors(tmp_path, kwargs, error, match):
 def test_reference_splits_rejects_training_options():
     with pytest.raises(TypeError, match="reference_splits"):
         reference_splits(epochs=3)
+
+
+@pytest.mark.slow
+def test_default_reference_model_meets_its_targets(tmp_path):
+    """The full default recipe (about 2-3 minutes of CPU): Rank-1 >= 85 and mAP >= 65 on market."""
+    _, info = load_reference_model(cache_dir=tmp_path, progress=False, return_info=True)
+    assert info["retrieval"]["rank1"] >= 85.0, info["retrieval"]
+    assert info["retrieval"]["mAP"] >= 65.0, info["retrieval"]
