@@ -82,7 +82,9 @@ REFERENCE_CONFIG: MappingProxyType[str, Any] = MappingProxyType(
 """The default configuration of the reference models (data sizes, seed and training recipe).
 
 Read-only; override entries with keyword arguments of :func:`load_reference_model` or
-:func:`reference_splits`. Measured on 2 CPU threads: see ``benchmarks/bench_zoo.py``.
+:func:`reference_splits`. Measured with ``benchmarks/bench_zoo.py`` (``reidnet_small``, one torch
+thread on a shared 2-core machine): 114 s of CPU (189 s wall under contention) to train, Rank-1 88.9 and
+mAP 88.4 on the synthetic market query/gallery (raw pixels: 0.9 and 2.9), 21.8 and 24.4 on duke.
 """
 
 
