@@ -1,0 +1,47 @@
+import pytest
+
+import reidexplain
+from reidexplain.cli import main
+
+
+def test_public_api_is_exported():
+    for name in reidexplain.__all__:
+        assert hasattr(reidexplain, name), name
+    assert reidexplain.Explainer is reidexplain.explainer.Explainer
+
+
+def test_persons_renders_a_png(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["persons", "--out", str(out), "--rows", "1", "--cols", "2"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "grid written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["explain", "a.png", "b.png", "--explainer", "missing.pt", "--model", "x:y"], "no such file 'missing.pt'"),
+        (["fit", "no/such/folder", "--model", "x:y"], "no such folder"),
+    ],
+)
+def test_bad_paths_are_one_line_errors(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bad_model_spec_and_images(tmp_path, capsys):
+    explainer_file = tmp_path / "e.pt"
+    explainer_file.write_bytes(b"")
+    argv = ["explain", "a.png", "b.png", "--explainer", str(explainer_file), "--model", "nocolon"]
+    assert main(argv) == 2
+    assert "expected MODULE:FACTORY" in capsys.readouterr().err
+    argv[-1] = "reidexplain.zoo:no_such_factory"
+    assert main(argv) == 2
+    assert "has no callable 'no_such_factory'" in capsys.readouterr().err
+    argv[-1] = "reidexplain.zoo:create_model"  # needs a name: the factory itself fails
+    assert main(argv) == 2
+    assert "reidexplain.zoo:create_model() failed: TypeError" in capsys.readouterr().err
+    argv[-1] = "reidexplain.zoo:list_models"  # returns a list, not a model
+    assert main(argv) == 2
+    assert "returned list, not a torch.nn.Module" in capsys.readouterr().err
