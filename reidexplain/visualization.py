@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -165,7 +166,8 @@ def _draw_row(
     for side in range(2):
         for j, k in enumerate(top):
             ax = axes[row, 4 + side * top_k + j]
-            title = f"{'ab'[side]}: {labels[k]} {_percent(float(shares[k]))}"
+            # Two short lines: long attribute labels would run into the next panel's title.
+            title = f"{'ab'[side]}: {textwrap.shorten(labels[k], 16, placeholder='.')}\n{_percent(float(shares[k]))}"
             _draw_map(ax, attribution.maps[side][pair, k], images[side], "absolute_value", title, style)
     _draw_bars(axes[row, 4 + 2 * top_k], attribution, pair, top_k, n_bars, fs)
 

@@ -80,7 +80,7 @@ def test_amd_plot_has_attribute_maps_and_bar_chart():
     assert len(fig.axes) == 4 + 2 * 2 + 1
     titles = [ax.get_title() for ax in axes]
     # Shares: 0.9 / 2.0 = 45 %, 0.5 / 2.0 = 25 %.
-    assert titles[4:8] == ["a: hat 45%", "a: upred 25%", "b: hat 45%", "b: upred 25%"]
+    assert titles[4:8] == ["a: hat\n45%", "a: upred\n25%", "b: hat\n45%", "b: upred\n25%"]
     bars = axes[-1]
     assert bars.get_title() == "d = 2.1, d_hat = 2"
     assert [t.get_text() for t in bars.get_yticklabels()] == list(
