@@ -1,6 +1,6 @@
 """The ground-truth benchmark: AMD against every Captum baseline on synthetic persons (the headline table).
 
-Runs :func:`reidexplain.benchmark.run_benchmark` (full size: about 15 minutes on 2 CPU cores, plus
+Runs :func:`reidexplain.benchmark.run_benchmark` (full size: about 16 minutes on 2 CPU cores, plus
 about 3 minutes to train the reference model once if it is not cached) and writes
 ``benchmarks/results/benchmark.json``; ``benchmarks/make_report.py`` then assembles ``BENCHMARKS.md``.
 
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> Path:
     """Run the benchmark; returns the JSON file written."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the ~3 minute size (8 pairs, short fits)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    # One thread by default: on a CPU shared with other processes, two threads that wait for each other
+    # inflate the wall-clock time of many small operations (AMD's explain) far more than of big batches.
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None,
                         help=f"JSON file (default {RESULTS / 'benchmark.json'}, --quick: benchmark_quick.json)")

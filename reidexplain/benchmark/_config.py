@@ -61,9 +61,9 @@ class BenchmarkSize:
     image_size: tuple[int, int] | None = None
     amd_train_ids: int | None = None
     val_ids: int = 40
-    gray_seconds: float = 240.0
-    black_seconds: float = 120.0
-    cross_seconds: float = 120.0
+    gray_seconds: float = 300.0
+    black_seconds: float = 180.0
+    cross_seconds: float = 150.0
     fit_epochs: int | None = None
     pk: tuple[int, int] = (6, 4)
     pairs: int = 48
@@ -107,12 +107,12 @@ class BenchmarkSize:
 
 
 SIZES: dict[str, BenchmarkSize] = {
-    # About 15 minutes on 2 CPU cores: 8 of them fitting the three interpreters.
+    # About 16 minutes on 2 CPU cores: 10.5 of them fitting the three interpreters.
     "full": BenchmarkSize(),
     # About 3 minutes: a third of the test identities, a few pairs, short fits.
     "quick": BenchmarkSize(
-        name="quick", num_test_ids=50, amd_train_ids=150, val_ids=30, gray_seconds=35.0,
-        black_seconds=20.0, cross_seconds=20.0, pairs=8, localization_pairs=32, sensitivity_persons=16,
+        name="quick", num_test_ids=50, amd_train_ids=150, val_ids=30, gray_seconds=40.0,
+        black_seconds=20.0, cross_seconds=15.0, pairs=8, localization_pairs=32, sensitivity_persons=16,
     ),
     # Seconds, for the tests: tiny images, a handful of identities, one epoch per fit.
     "tiny": BenchmarkSize(

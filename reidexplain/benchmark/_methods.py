@@ -69,6 +69,8 @@ class MethodRun:
         name: Method name (``"amd_gray_box"``, ``"integrated_gradients"``, ...).
         heat_a, heat_b: ``(P,1,H,W)`` one heat map per image.
         seconds: Wall-clock seconds of each pair's ``explain`` call.
+        cpu_seconds: Process CPU seconds of each call (all threads; robust to other processes taking
+            turns on the CPU, which inflates wall-clock times of many small operations the most).
         contributions: ``(P,M)`` AMD contributions (``None`` for a baseline).
         maps_a, maps_b: ``(P,M,H,W)`` AMD attribute maps (``None`` for a baseline).
         distance, reconstructed: ``(P,)`` target distance and AMD's ``d_hat`` (``reconstructed`` AMD only).
@@ -78,6 +80,7 @@ class MethodRun:
     heat_a: torch.Tensor
     heat_b: torch.Tensor
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
     contributions: torch.Tensor | None = None
     maps_a: torch.Tensor | None = None
     maps_b: torch.Tensor | None = None
@@ -88,6 +91,11 @@ class MethodRun:
     def seconds_per_pair(self) -> float:
         """Mean seconds of one pair's explanation."""
         return sum(self.seconds) / max(1, len(self.seconds))
+
+    @property
+    def cpu_seconds_per_pair(self) -> float:
+        """Mean process CPU seconds of one pair's explanation."""
+        return sum(self.cpu_seconds) / max(1, len(self.cpu_seconds))
 
 
 def explain_pairs(explain: Callable[[tuple[torch.Tensor, torch.Tensor]], PairAttribution], pairs: PairSet,
@@ -119,14 +127,16 @@ def explain_pairs(explain: Callable[[tuple[torch.Tensor, torch.Tensor]], PairAtt
     explain((pairs.images_a[:1], pairs.images_b[:1]))  # warm-up: lazy set-up, allocator, caches
     results: list[PairAttribution] = []
     seconds: list[float] = []
+    cpu: list[float] = []
     for i in tqdm(range(len(pairs)), desc=name, disable=not progress, leave=False):
         a, b = pairs.images_a[i : i + 1], pairs.images_b[i : i + 1]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = explain((a, b))
         seconds.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
         results.append(out.cpu())
     heat = [torch.cat([r.heatmaps[side] for r in results]).detach().float() for side in (0, 1)]
-    run = MethodRun(name, heat[0], heat[1], seconds,
+    run = MethodRun(name, heat[0], heat[1], seconds, cpu,
                     distance=torch.cat([r.distance for r in results]).detach())
     if results[0].contributions is not None:
         run.contributions = torch.cat([r.contributions for r in results]).detach()
@@ -149,7 +159,7 @@ def random_maps(pairs: PairSet, seed: int = 0) -> MethodRun:
     """
     gen = torch.Generator().manual_seed(seed)
     shape = (len(pairs), 1, *pairs.images_a.shape[-2:])
-    return MethodRun("random", torch.rand(shape, generator=gen), torch.rand(shape, generator=gen), [0.0])
+    return MethodRun("random", torch.rand(shape, generator=gen), torch.rand(shape, generator=gen), [0.0], [0.0])
 
 
 def _union_masks(pairs: PairSet) -> torch.Tensor:
@@ -202,11 +212,12 @@ def faithfulness_scores(run: MethodRun, pairs: PairSet, model: nn.Module, metric
 
 def score_method(run: MethodRun, pairs: PairSet, model: nn.Module, metric: str,
                  size: BenchmarkSize) -> dict[str, Any]:
-    """One row of the method table: localisation, faithfulness and seconds per pair."""
+    """One row of the method table: localisation, faithfulness, wall-clock and CPU seconds per pair."""
     row: dict[str, Any] = {"method": run.name}
     row.update(localization_scores(run, pairs))
     row.update(faithfulness_scores(run, pairs, model, metric, size.curve_steps, size.patch_size))
     row["seconds_per_pair"] = run.seconds_per_pair
+    row["cpu_seconds_per_pair"] = run.cpu_seconds_per_pair
     return row
 
 

@@ -140,7 +140,7 @@ def run_benchmark(out: str | os.PathLike[str] = "benchmark-results", quick: bool
 
     Args:
         out: Output folder (created).
-        quick: Use the ``"quick"`` size (about 3 minutes on 2 cores) instead of ``"full"`` (about 15).
+        quick: Use the ``"quick"`` size (about 3 minutes on 2 cores) instead of ``"full"`` (about 16).
         progress: Show progress bars and stage logs.
         seed: Seed of the fits and of every draw (pairs, flips, permutations).
         size: A preset name (``"full"``, ``"quick"``, ``"tiny"``) or a :class:`BenchmarkSize`; overrides
