@@ -75,6 +75,14 @@ class PairSet:
         images_a, images_b: ``(P,3,H,W)``.
         attrs_a, attrs_b: ``(P,M)`` float 0/1 labels.
         masks_a, masks_b: Bool ``(P,M,H,W)`` where each attribute is decided in each image.
+
+    Example:
+        >>> import torch
+        >>> images, masks = torch.zeros(1, 3, 8, 4), torch.ones(1, 2, 8, 4, dtype=torch.bool)
+        >>> ps = PairSet([(0, 3)], images, images, torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]),
+        ...              masks, masks)
+        >>> len(ps), ps.exclusive.tolist()
+        (1, [[True, False]])
     """
 
     pairs: list[tuple[int, int]]
