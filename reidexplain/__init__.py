@@ -5,7 +5,7 @@ The entry point is :class:`Explainer` (Attribute-guided Metric Distillation, AMD
 :func:`compare`. Data (:mod:`reidexplain.data`), reference models (:mod:`reidexplain.zoo`) and metrics
 (:mod:`reidexplain.metrics`) are subpackages.
 
-Example:
+Examples:
     >>> import reidexplain
     >>> reidexplain.get_schema("market1501").names[:2]
     ('backpack', 'bag')

@@ -8,7 +8,7 @@ colours, the lower-body colours, ...). Three schemas ship with the library, foll
 * :data:`DUKEMTMC` (23 attributes),
 * :data:`SHARED` (the 18 attributes both datasets annotate, for cross-domain runs).
 
-Example:
+Examples:
     >>> from reidexplain.attributes import get_schema
     >>> schema = get_schema("market1501")
     >>> len(schema), schema.names[:3]
@@ -48,7 +48,7 @@ class AttributeSchema:
         one_hot_groups: Names of the groups of which every person has exactly one member (a person has
             one upper-body colour). Used by the synthetic data and the optional colour prior.
 
-    Example:
+    Examples:
         >>> schema = AttributeSchema("toy", ("hat", "bag"), ("hat", "bag"), (0.1, 0.3))
         >>> schema.index("bag")
         1
@@ -262,7 +262,7 @@ _BY_WIDTH = {26: MARKET1501, 23: DUKEMTMC, 18: SHARED}
 def list_schemas() -> list[str]:
     """Canonical names of the built-in schemas.
 
-    Example:
+    Examples:
         >>> list_schemas()
         ['dukemtmc', 'market1501', 'shared']
     """
@@ -286,7 +286,7 @@ def get_schema(
     Raises:
         ValueError: Unknown name, or a width that does not match the schema.
 
-    Example:
+    Examples:
         >>> get_schema(None, num_attributes=18).name
         'shared'
         >>> get_schema(["hat", "bag"]).names
@@ -338,7 +338,7 @@ def project_labels(
     Raises:
         ValueError: Width mismatch, or a target attribute missing from ``source`` with ``fill=None``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> y = torch.zeros(26); y[MARKET1501.index("hat")] = 1
         >>> z = project_labels(y, "market1501", "shared")

@@ -39,7 +39,7 @@ class PairAttribution:
         attribute_labels: Readable labels for plots; default: the names.
         extras: Anything else a method wants to keep (raw Captum attributions, timings, ...).
 
-    Example:
+    Examples:
         >>> import torch
         >>> a = PairAttribution(
         ...     method="toy", images=(torch.zeros(1, 3, 4, 2), torch.ones(1, 3, 4, 2)),
@@ -185,11 +185,11 @@ class PairAttribution:
             out["maps"] = [m.detach().cpu().tolist() for m in self.maps]
         return out
 
-    def plot(self, pair: int = 0, **kwargs: Any):
+    def plot(self, pair: int = 0, **kwargs: Any) -> tuple[Any, Any]:
         """Draw the explanation of pair ``pair``; see :func:`reidexplain.visualization.plot_attribution`.
 
         Returns:
-            ``(fig, axes)``; no window is opened.
+            ``(fig, axes)``: a matplotlib ``Figure`` and an array of its axes; no window is opened.
         """
         from .visualization import plot_attribution
 

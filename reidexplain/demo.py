@@ -52,7 +52,7 @@ def render_person_grid(
     Returns:
         The path written.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> out = render_person_grid(pathlib.Path(tempfile.mkdtemp()) / "grid.png", rows=1, cols=2)
         >>> out.stat().st_size > 0
@@ -87,7 +87,7 @@ def choose_pairs(query: Any, gallery: Any) -> list[tuple[str, int, int]]:
     One pair of the same person across cameras, one of different people whose attribute labels differ
     in exactly one attribute (the fewest available), and one of different people who differ in many.
 
-    Example:
+    Examples:
         >>> from reidexplain.data import synthetic_splits
         >>> s = synthetic_splits(2, 6, 3, image_size=(32, 16))
         >>> [kind.split(",")[0] for kind, _, _ in choose_pairs(s["query"], s["gallery"])]

@@ -4,7 +4,7 @@ Euclidean distance is **not squared** and keeps an epsilon inside the square roo
 of ``d(x, x)`` is finite (AMD-SPEC section 2). Cosine distance is ``1 - cos`` on L2-normalised
 embeddings.
 
-Example:
+Examples:
     >>> import torch
     >>> x = torch.tensor([[3.0, 4.0]]); y = torch.zeros(1, 2)
     >>> pair_distance(x, y)

@@ -9,7 +9,7 @@ blended over the greyscale image, so that AMD and Captum maps share colour maps 
 Nothing here opens a window: figures are :class:`matplotlib.figure.Figure` objects built without pyplot;
 save them with ``fig.savefig(path)``.
 
-Example:
+Examples:
     >>> import torch
     >>> from reidexplain.attribution import PairAttribution
     >>> images = (torch.rand(1, 3, 32, 16), torch.rand(1, 3, 32, 16))
@@ -52,7 +52,7 @@ _BAR_WIDTH = 2.6
 def method_label(method: str) -> str:
     """A readable name for a method id (``"grad_cam"`` -> ``"Grad-CAM"``).
 
-    Example:
+    Examples:
         >>> method_label("integrated_gradients"), method_label("feature_ablation")
         ('Integrated Gradients', 'Feature Ablation')
     """
@@ -214,7 +214,7 @@ def compare(
         IndexError: ``pair`` out of range for one of the attributions.
         TypeError: an item is not a :class:`~reidexplain.attribution.PairAttribution`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reidexplain.attribution import PairAttribution
         >>> images = (torch.rand(1, 3, 32, 16), torch.rand(1, 3, 32, 16))
@@ -278,7 +278,7 @@ def plot_attribution(
         IndexError: ``pair`` out of range.
         TypeError: ``attribution`` is not a :class:`~reidexplain.attribution.PairAttribution`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reidexplain.attribution import PairAttribution
         >>> images = (torch.rand(2, 3, 32, 16), torch.rand(2, 3, 32, 16))

@@ -4,7 +4,7 @@ Every explainer has the verb of the AMD explainer, ``.explain((a, b))``, and ret
 :class:`~reidexplain.attribution.PairAttribution` with one ``(B,1,H,W)`` map per image: the map of
 ``a`` explains the distance with ``b``'s embedding held fixed, and the other way round.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> from reidexplain.baselines import create_baseline, list_baselines

@@ -37,7 +37,7 @@ class PairDistance(nn.Module):
         TypeError: ``model`` is not an ``nn.Module``.
         ValueError: unknown ``metric``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 2, 5))
@@ -68,7 +68,7 @@ class PairDistance(nn.Module):
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer; the CPU for a model without either.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model_device(nn.Linear(2, 2))
         device(type='cpu')
@@ -87,7 +87,7 @@ def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
     Flags are restored module by module, so a model the user left partly in train mode comes back
     exactly as it was. Parameters' ``requires_grad`` flags are never touched by the explainers.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Dropout(), nn.Linear(2, 2)).train()
         >>> with preserved_model_state(model):
@@ -118,7 +118,7 @@ class PairExplainer:
         model: Target model ``(B,3,H,W) -> (B,D)``.
         metric: ``"euclidean"`` or ``"cosine"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from reidexplain.baselines import SaliencyPair

@@ -25,7 +25,7 @@ def register_baseline(name: str, factory: Callable[..., PairExplainer] | None = 
     Raises:
         ValueError: ``name`` is already registered.
 
-    Example:
+    Examples:
         >>> from reidexplain.baselines import SaliencyPair
         >>> _ = register_baseline("signed_saliency", lambda model, **kw: SaliencyPair(model, abs=False, **kw))
         >>> "signed_saliency" in list_baselines()
@@ -44,7 +44,7 @@ def register_baseline(name: str, factory: Callable[..., PairExplainer] | None = 
 def list_baselines(pattern: str | None = None) -> list[str]:
     """Sorted names of the registered baselines, optionally filtered by a shell pattern (``"*grad*"``).
 
-    Example:
+    Examples:
         >>> list_baselines("*gradients")
         ['integrated_gradients']
     """
@@ -64,7 +64,7 @@ def create_baseline(name: str, model: nn.Module, **kwargs: Any) -> PairExplainer
     Raises:
         ValueError: unknown name.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 4, 6))
         >>> create_baseline("integrated_gradients", model, n_steps=8).n_steps

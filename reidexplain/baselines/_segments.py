@@ -25,7 +25,7 @@ def grid_segments(height: int, width: int, cell: int | tuple[int, int] = 8) -> t
     Raises:
         ValueError: a cell size below 1.
 
-    Example:
+    Examples:
         >>> grid_segments(4, 4, cell=2)
         tensor([[0, 0, 1, 1],
                 [0, 0, 1, 1],
@@ -58,7 +58,7 @@ def slic_segments(
     Raises:
         ValueError: ``images`` not ``(B,3,H,W)``, or ``n_segments`` / ``n_iter`` below 1.
 
-    Example:
+    Examples:
         >>> import torch
         >>> img = torch.zeros(1, 3, 16, 8); img[:, :, 8:] = 1.0
         >>> seg = slic_segments(img, n_segments=2)

@@ -23,7 +23,7 @@ _UNSUPPORTED = {"NoiseTunnel", "LLMAttribution", "LLMGradientAttribution", "Remo
 def snake_case(name: str) -> str:
     """``"InputXGradient"`` -> ``"input_x_gradient"``, ``"LRP"`` -> ``"lrp"``.
 
-    Example:
+    Examples:
         >>> snake_case("DeepLiftShap"), snake_case("LayerGradCam")
         ('deep_lift_shap', 'layer_grad_cam')
     """
@@ -49,7 +49,7 @@ def resolve_captum_class(algorithm: str | type[Attribution]) -> type[Attribution
         ValueError: no such Captum attribution class.
         TypeError: ``algorithm`` is neither a string nor a Captum ``Attribution`` subclass.
 
-    Example:
+    Examples:
         >>> resolve_captum_class("input_x_gradient").__name__
         'InputXGradient'
     """
@@ -80,7 +80,7 @@ class CaptumPair(PairExplainer):
         init_kwargs: Extra constructor arguments (``layer=...`` for layer methods).
         attribute_kwargs: Extra arguments of ``attribute`` (``n_steps``, ``baselines``, ...).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from captum.attr import InputXGradient
@@ -141,7 +141,7 @@ def captum_pair_explainer(
         ValueError: unknown algorithm name, or ``additional_forward_args`` given (the partner
             embedding takes that slot).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from captum.attr import IntegratedGradients

@@ -40,7 +40,7 @@ def find_last_spatial_layer(model: nn.Module, example: torch.Tensor) -> str:
     Raises:
         ValueError: no submodule outputs a spatial map.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -97,7 +97,7 @@ class GradCAMPair(PairExplainer):
     Raises:
         ValueError: ``layer`` is a name not in the model, or a module that is not part of it.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),

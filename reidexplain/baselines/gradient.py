@@ -57,7 +57,7 @@ class IntegratedGradientsPair(PairExplainer):
     Raises:
         ValueError: ``n_steps`` below 1, or a baseline of the wrong shape.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 4, 6))
@@ -116,7 +116,7 @@ class SaliencyPair(PairExplainer):
         abs: Take the absolute value of the gradient before summing the colour channels (Captum's
             default). ``False`` keeps the sign: positive pixels push the pair apart.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 4, 6))

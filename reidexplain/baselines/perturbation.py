@@ -55,7 +55,7 @@ class OcclusionPair(PairExplainer):
     Raises:
         ValueError: a window or stride that is not positive, or larger than the image.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 4, 6))
@@ -128,7 +128,7 @@ class FeatureAblationPair(PairExplainer):
     Raises:
         ValueError: unknown ``segments``, or a ``feature_mask`` of the wrong shape or type.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 4, 6))

@@ -5,7 +5,7 @@ re-rendering a person with one attribute flipped does to the model's distance. :
 uses all three to score AMD (gray-box and black-box) and the Captum baselines on the same pairs, and
 writes ``results.json`` and ``BENCHMARKS.md``; ``reidexplain benchmark [--quick]`` calls it.
 
-Example:
+Examples:
     >>> from reidexplain.benchmark import SIZES, render_markdown
     >>> sorted(SIZES)
     ['full', 'quick', 'tiny']

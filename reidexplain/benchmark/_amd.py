@@ -78,7 +78,7 @@ def flip_effects(model: nn.Module, metric: str, query_set: SyntheticPersons, pai
 def agreement_summary(contributions: torch.Tensor, effects: torch.Tensor) -> dict[str, Any]:
     """Per-pair Spearman agreement of contributions with counterfactual effects, and its distribution.
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = agreement_summary(torch.tensor([[0.1, 0.2, 0.7]]), torch.tensor([[0.0, 0.3, 0.2]]))
         >>> out["mean"], out["pairs"]
@@ -123,7 +123,7 @@ def reweighted_retrieval(matrix: MatrixExplanation, alpha: float, query: Sequenc
                          gallery: Sequence[dict]) -> dict[str, float]:
     """Rank-1 and mAP of ``(1 + alpha * max_k p_k) * d`` (AMD-SPEC section 7).
 
-    Example:
+    Examples:
         >>> import torch
         >>> m = MatrixExplanation(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 2.0]]),
         ...                       torch.tensor([[[0.5, 0.5], [1.0, 1.0]]]), ("a", "b"))

@@ -92,7 +92,7 @@ def shares_by_exclusivity(matrix: MatrixExplanation, query: Sequence[dict],
 
     Only pairs of different people count in the "common" mean (same-person pairs share everything).
 
-    Example:
+    Examples:
         >>> import torch
         >>> m = MatrixExplanation(torch.ones(1, 1), torch.ones(1, 1), torch.tensor([[[3.0, 1.0]]]), ("a", "b"))
         >>> q = [{"pid": 0, "attributes": torch.tensor([1.0, 0.0])}]

@@ -47,7 +47,7 @@ class BenchmarkSize:
         scale_fractions: Fractions of the gallery timed by the scale test.
         alphas: Candidate ``alpha`` of the re-weighted distance ``(1 + alpha * max_k p_k) * d``.
 
-    Example:
+    Examples:
         >>> SIZES["quick"].pairs, SIZES["full"].pairs
         (8, 48)
         >>> get_size("tiny").image_size
@@ -139,7 +139,7 @@ def get_size(size: str | BenchmarkSize) -> BenchmarkSize:
         ValueError: an unknown preset name.
         TypeError: neither a string nor a :class:`BenchmarkSize`.
 
-    Example:
+    Examples:
         >>> get_size("quick").name
         'quick'
     """

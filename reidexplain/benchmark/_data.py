@@ -24,7 +24,7 @@ _KEYS = ("image", "pid", "camid", "attributes")
 def materialise(dataset: Dataset, desc: str = "rendering", progress: bool = False) -> list[dict[str, Any]]:
     """Render every item of ``dataset`` once (image, pid, camid, attributes; no masks).
 
-    Example:
+    Examples:
         >>> from reidexplain.data import SyntheticPersons
         >>> items = materialise(SyntheticPersons(2, 2, image_size=(64, 32), with_masks=False))
         >>> len(items), sorted(items[0])
@@ -51,7 +51,7 @@ class ProjectedLabels(Dataset):
     Raises:
         ValueError: ``target`` has attributes ``source`` lacks.
 
-    Example:
+    Examples:
         >>> import torch
         >>> item = {"image": torch.zeros(3, 64, 32), "pid": 0, "camid": 0, "attributes": torch.ones(26)}
         >>> ProjectedLabels([item], "market1501", "shared")[0]["attributes"].shape
@@ -80,7 +80,7 @@ class ProjectedLabels(Dataset):
 def pk_loader(items: Sequence[dict[str, Any]] | Dataset, p: int, k: int, seed: int) -> DataLoader:
     """A DataLoader of PK batches (``p`` identities x ``k`` images) over ``items``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> items = [{"image": torch.zeros(3, 8, 4), "pid": i // 2, "camid": 0,
         ...           "attributes": torch.zeros(2)} for i in range(8)]
@@ -94,7 +94,7 @@ def pk_loader(items: Sequence[dict[str, Any]] | Dataset, p: int, k: int, seed: i
 def eval_loader(items: Sequence[dict[str, Any]] | Dataset, batch_size: int = 64) -> DataLoader:
     """A DataLoader over ``items`` in order (for evaluation).
 
-    Example:
+    Examples:
         >>> import torch
         >>> items = [{"image": torch.zeros(3, 8, 4), "pid": 0, "camid": 0, "attributes": torch.zeros(2)}]
         >>> len(eval_loader(items))
@@ -106,7 +106,7 @@ def eval_loader(items: Sequence[dict[str, Any]] | Dataset, batch_size: int = 64)
 def stack_images(items: Sequence[dict[str, Any]]) -> torch.Tensor:
     """``(N,3,H,W)`` images of a list of items.
 
-    Example:
+    Examples:
         >>> import torch
         >>> stack_images([{"image": torch.zeros(3, 8, 4)}] * 2).shape
         torch.Size([2, 3, 8, 4])
@@ -167,7 +167,7 @@ def prepare_data(size: BenchmarkSize, progress: bool = False) -> BenchmarkData:
     Raises:
         ValueError: ``amd_train_ids + val_ids`` exceeds the training identities.
 
-    Example:
+    Examples:
         >>> from reidexplain.benchmark import get_size
         >>> data = prepare_data(get_size("tiny"))
         >>> data.counts()["val_ids"], data.schema.name

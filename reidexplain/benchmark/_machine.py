@@ -16,7 +16,7 @@ __all__ = ["machine_description", "cpu_model"]
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """The CPU model name from ``/proc/cpuinfo`` (Linux), else what :mod:`platform` knows.
 
-    Example:
+    Examples:
         >>> isinstance(cpu_model(), str)
         True
     """
@@ -42,7 +42,7 @@ def _memory_gib() -> float | None:
 def machine_description() -> dict[str, Any]:
     """CPU model, cores, memory, torch/captum/python versions, torch threads and the load average now.
 
-    Example:
+    Examples:
         >>> info = machine_description()
         >>> info["cores"] >= 1, "torch" in info
         (True, True)

@@ -46,7 +46,7 @@ def baseline_settings(size: BenchmarkSize) -> dict[str, dict[str, Any]]:
     Occlusion and Feature Ablation evaluate ``perturbations_per_eval`` perturbed copies per forward
     call, the usual Captum setting for speed; Integrated Gradients runs all its steps in one batch.
 
-    Example:
+    Examples:
         >>> from reidexplain.benchmark import get_size
         >>> baseline_settings(get_size("full"))["integrated_gradients"]
         {'n_steps': 50}
@@ -112,7 +112,7 @@ def explain_pairs(explain: Callable[[tuple[torch.Tensor, torch.Tensor]], PairAtt
     Returns:
         A :class:`MethodRun` (tensors on the CPU).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reidexplain.attribution import PairAttribution
         >>> def toy(pair):
@@ -150,7 +150,7 @@ def explain_pairs(explain: Callable[[tuple[torch.Tensor, torch.Tensor]], PairAtt
 def random_maps(pairs: PairSet, seed: int = 0) -> MethodRun:
     """A chance-level "method": uniform random heat maps (seeded), timed at zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reidexplain.benchmark._pairs import PairSet
         >>> imgs = torch.rand(1, 3, 8, 4); m = torch.ones(1, 2, 8, 4, dtype=torch.bool)
@@ -171,7 +171,7 @@ def _union_masks(pairs: PairSet) -> torch.Tensor:
 def localization_scores(run: MethodRun, pairs: PairSet) -> dict[str, float]:
     """Pointing game and relevance mass (percent) of both images' heat maps on the exclusive-attribute union.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reidexplain.benchmark._pairs import PairSet
         >>> imgs = torch.rand(1, 3, 4, 2); m = torch.zeros(1, 2, 4, 2, dtype=torch.bool); m[0, 0, 0] = True

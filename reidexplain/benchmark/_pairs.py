@@ -35,7 +35,7 @@ def sample_pairs(query_pids: Sequence[int], gallery_pids: Sequence[int], query_a
     Raises:
         ValueError: ``num_pairs < 1`` or label shapes that do not match the ids.
 
-    Example:
+    Examples:
         >>> import torch
         >>> attrs = torch.tensor([[0, 1], [1, 1], [0, 1]])
         >>> sorted(sample_pairs([0, 1, 2], [0, 1, 2], attrs, attrs, 10))  # only 4 pairs differ
@@ -76,7 +76,7 @@ class PairSet:
         attrs_a, attrs_b: ``(P,M)`` float 0/1 labels.
         masks_a, masks_b: Bool ``(P,M,H,W)`` where each attribute is decided in each image.
 
-    Example:
+    Examples:
         >>> import torch
         >>> images, masks = torch.zeros(1, 3, 8, 4), torch.ones(1, 2, 8, 4, dtype=torch.bool)
         >>> ps = PairSet([(0, 3)], images, images, torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]),
@@ -123,7 +123,7 @@ def build_pair_set(query_set: SyntheticPersons, gallery_set: SyntheticPersons,
     Raises:
         ValueError: empty ``pairs``, or datasets without masks.
 
-    Example:
+    Examples:
         >>> from reidexplain.data import synthetic_splits
         >>> splits = synthetic_splits(1, 3, 2, image_size=(64, 32))
         >>> ps = build_pair_set(splits["query"], splits["gallery"], [(0, 1)])

@@ -25,7 +25,7 @@ METHOD_LABELS = {
 def fmt(value: Any, digits: int = 1) -> str:
     """Format a number for a table: ``digits`` decimals, ``-`` for missing or NaN, text as is.
 
-    Example:
+    Examples:
         >>> fmt(3.14159, 2), fmt(float("nan")), fmt(None), fmt(True), fmt(12)
         ('3.14', '-', '-', 'yes', '12')
     """
@@ -43,7 +43,7 @@ def fmt(value: Any, digits: int = 1) -> str:
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 1) -> str:
     """A GitHub markdown table; numbers formatted with :func:`fmt`.
 
-    Example:
+    Examples:
         >>> print(markdown_table(["a", "b"], [[1, 2.345]]))
         | a | b |
         |---|---|
@@ -201,7 +201,7 @@ def render_markdown(results: dict[str, Any], heading_level: int = 1) -> str:
     Returns:
         Markdown text.
 
-    Example:
+    Examples:
         >>> text = render_markdown({"size": {"name": "tiny"}, "machine": {}, "methods": []})
         >>> text.splitlines()[0]
         '# Ground-truth benchmark: AMD against the Captum baselines (size: tiny)'

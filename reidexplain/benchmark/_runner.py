@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 def to_json_ready(value: Any) -> Any:
     """``value`` with tensors as lists and non-finite floats as ``None`` (strict JSON).
 
-    Example:
+    Examples:
         >>> import torch
         >>> to_json_ready({"a": float("nan"), "b": torch.tensor([1.0, 2.0]), "c": (1, 2)})
         {'a': None, 'b': [1.0, 2.0], 'c': [1, 2]}
@@ -158,7 +158,7 @@ def run_benchmark(out: str | os.PathLike[str] = "benchmark-results", quick: bool
         ValueError: an unknown size name or inconsistent sizes.
         TypeError: ``model`` is not an ``nn.Module``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from reidexplain.zoo import create_model
         >>> folder = run_benchmark(tempfile.mkdtemp(), size="tiny", progress=False,

@@ -32,7 +32,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         One dict per target: ``target``, ``measured``, ``required`` (text), ``unit`` and ``met``
         (``True``/``False``, or ``None`` when a figure is missing or not finite).
 
-    Example:
+    Examples:
         >>> rows = evaluate_targets({"methods": [], "amd": {}, "cross_domain": {}})
         >>> {r["met"] for r in rows}
         {None}
@@ -86,7 +86,7 @@ def _f(value: Any, digits: int = 0) -> str:
 def diagnostics(results: dict[str, Any]) -> list[str]:
     """Findings computed from the figures that explain missed targets and gaps (one sentence each).
 
-    Example:
+    Examples:
         >>> diagnostics({})
         []
     """

@@ -1,6 +1,6 @@
 """Data: synthetic pedestrians with ground truth (and, later, the Market-1501/DukeMTMC readers).
 
-Example:
+Examples:
     >>> from reidexplain.data import SyntheticPersons, synthetic_splits
     >>> len(SyntheticPersons(2, 3, image_size=(64, 32)))
     6

@@ -51,7 +51,7 @@ class Identity:
     ``pattern_rgb``, the colours of hat, backpack, shoulder bag, handbag and boots, and ``carry_side``
     (+1/-1, the side of the shoulder bag and the handbag).
 
-    Example:
+    Examples:
         >>> from reidexplain.data import SyntheticPersons
         >>> person = SyntheticPersons(2, 1, seed=0).identity(0)
         >>> person.pid, isinstance(person.upper_color, str)
@@ -108,7 +108,7 @@ class Nuisance:
         noise_std: Standard deviation of the Gaussian pixel noise; ``noise_seed``: its seed, so that
             a counterfactual render carries exactly the same noise.
 
-    Example:
+    Examples:
         >>> from reidexplain.data import SyntheticPersons
         >>> SyntheticPersons(1, 1, seed=0).nuisance(0).view in ("front", "back", "side")
         True

@@ -209,7 +209,7 @@ def write_market1501(
             whose images disagree on its attributes.
         FileExistsError: The folders already hold images and ``overwrite`` is False.
 
-    Example:
+    Examples:
         >>> import tempfile, torch
         >>> from reidexplain.attributes import MARKET1501
         >>> class Tiny(torch.utils.data.Dataset):
@@ -259,7 +259,7 @@ def write_dukemtmc(
             (it has no ``boots``, ``shoes``, ``top``, ...).
         FileExistsError: The folders already hold images and ``overwrite`` is False.
 
-    Example:
+    Examples:
         >>> import tempfile, torch
         >>> from reidexplain.attributes import DUKEMTMC
         >>> class Tiny(torch.utils.data.Dataset):

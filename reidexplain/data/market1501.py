@@ -20,7 +20,7 @@ The writers :func:`write_market1501` and :func:`write_dukemtmc` produce the same
 datasets of item dicts (the synthetic persons, for example), so that code written for the real data can
 be tested without it.
 
-Example:
+Examples:
     >>> import tempfile, torch
     >>> from reidexplain.attributes import MARKET1501
     >>> class Tiny(torch.utils.data.Dataset):
@@ -257,7 +257,7 @@ class Market1501(_ReIDFolder):
         FileNotFoundError: ``root``, the split's folder or the annotation file is missing.
         ValueError: Unknown split, ``relabel`` on query/gallery, or a malformed annotation file.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> Market1501(tempfile.mkdtemp(), "train")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -288,7 +288,7 @@ class DukeMTMCreID(_ReIDFolder):
         FileNotFoundError: ``root``, the split's folder or the annotation file is missing.
         ValueError: Unknown split, ``relabel`` on query/gallery, or a malformed annotation file.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> DukeMTMCreID(tempfile.mkdtemp(), "query")  # doctest: +ELLIPSIS
         Traceback (most recent call last):

@@ -1,6 +1,6 @@
 """PK batches: ``P`` identities with ``K`` images each, the batches metric learning and AMD train on.
 
-Example:
+Examples:
     >>> sampler = PKSampler([0, 0, 1, 1, 2, 2, 2, 3], p=2, k=2, seed=0)
     >>> len(sampler)
     2
@@ -57,7 +57,7 @@ class PKSampler(Sampler[list[int]]):
         ValueError: ``p < 1``, ``k < 1``, or fewer than ``p`` distinct identities in ``pids``.
         TypeError: ``p`` or ``k`` is not an int.
 
-    Example:
+    Examples:
         >>> from torch.utils.data import DataLoader, TensorDataset
         >>> import torch
         >>> pids = [i // 3 for i in range(30)]  # 10 identities, 3 images each

@@ -47,7 +47,7 @@ masks in the two renders. For a one-hot colour group, switching a colour on reco
 switching the current colour off picks the group's most frequent other colour (by the schema's ratios).
 A list of flips is applied in order.
 
-Example:
+Examples:
     >>> from reidexplain.data import SyntheticPersons
     >>> data = SyntheticPersons(num_identities=4, images_per_id=2, seed=0)
     >>> item = data[0]
@@ -117,7 +117,7 @@ class SyntheticPersons(Dataset):
     Raises:
         ValueError, TypeError: Invalid arguments (the message names the argument).
 
-    Example:
+    Examples:
         >>> data = SyntheticPersons(3, 2, domain="duke", seed=1, image_size=(64, 32))
         >>> len(data), data.pids, data.attributes.shape
         (6, [0, 0, 1, 1, 2, 2], torch.Size([6, 23]))
@@ -199,7 +199,7 @@ class SyntheticPersons(Dataset):
     def attributes(self) -> torch.Tensor:
         """``(N, M)`` float 0/1 labels of every item in schema order, computed without rendering.
 
-        Example:
+        Examples:
             >>> SyntheticPersons(3, 2).attributes.shape
             torch.Size([6, 26])
         """
@@ -233,7 +233,7 @@ class SyntheticPersons(Dataset):
         Raises:
             IndexError: ``i`` out of range.
 
-        Example:
+        Examples:
             >>> data = SyntheticPersons(2, 3)
             >>> data.identity(0) == data.identity(2), data.identity(3).pid
             (True, 1)
@@ -252,7 +252,7 @@ class SyntheticPersons(Dataset):
         Raises:
             IndexError: ``i`` out of range.
 
-        Example:
+        Examples:
             >>> data = SyntheticPersons(2, 3)
             >>> data.nuisance(4).camid == data.camids[4]
             True
@@ -277,7 +277,7 @@ class SyntheticPersons(Dataset):
             TypeError: ``identity`` is not an :class:`Identity`.
             ValueError: An attribute the schema does not have.
 
-        Example:
+        Examples:
             >>> data = SyntheticPersons(1, 1)
             >>> data.flipped(data.identity(0), "hat").hat != data.identity(0).hat
             True
@@ -309,7 +309,7 @@ class SyntheticPersons(Dataset):
             TypeError: ``identity`` or ``nuisance`` of the wrong type.
             ValueError: Unknown attribute in ``flip``, or a camera the domain does not have.
 
-        Example:
+        Examples:
             >>> data = SyntheticPersons(2, 1, image_size=(64, 32))
             >>> a = data.render(data.identity(0), data.nuisance(0))
             >>> b = data.render(data.identity(0), data.nuisance(0), flip="backpack")
@@ -343,7 +343,7 @@ class SyntheticPersons(Dataset):
     def counterfactual(self, i: int, flip: str | int | Sequence[str | int]) -> dict[str, Any]:
         """Item ``i`` re-drawn with ``flip`` toggled (same pose, camera, light and noise).
 
-        Example:
+        Examples:
             >>> data = SyntheticPersons(1, 1, image_size=(64, 32))
             >>> data.counterfactual(0, "hat")["image"].shape
             torch.Size([3, 64, 32])
@@ -384,7 +384,7 @@ def synthetic_splits(num_train_ids: int, num_test_ids: int, images_per_id: int, 
     Raises:
         ValueError: ``images_per_id < 2`` (a query needs a gallery match) or other invalid arguments.
 
-    Example:
+    Examples:
         >>> splits = synthetic_splits(4, 3, 4, image_size=(64, 32))
         >>> sorted(set(splits["query"].pids)) == sorted(set(splits["gallery"].pids))
         True

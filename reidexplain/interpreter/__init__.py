@@ -2,7 +2,7 @@
 
 Most users only need :class:`reidexplain.Explainer`; this package holds its parts.
 
-Example:
+Examples:
     >>> import torch
     >>> from reidexplain.interpreter import prior_thresholds
     >>> r, t = prior_thresholds(torch.tensor([1]), 26)

@@ -8,7 +8,7 @@
 
 Both take the quantities of a set of pairs and know nothing about networks.
 
-Example:
+Examples:
     >>> import torch
     >>> d = torch.tensor([2.0, 4.0]); d_hat = torch.tensor([2.0, 3.0])
     >>> round(float(metric_distillation_loss(d, d_hat)), 4)  # mean |d - d_hat| = 0.5, mean d = 3
@@ -55,7 +55,7 @@ def metric_distillation_loss(
     Raises:
         ValueError: the two tensors differ in shape or are empty.
 
-    Example:
+    Examples:
         >>> import torch
         >>> float(metric_distillation_loss(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 3.0])))
         0.0
@@ -90,7 +90,7 @@ def prior_thresholds(num_exclusive: torch.Tensor, num_attributes: int) -> tuple[
     Raises:
         ValueError: ``num_attributes < 1`` or ``N`` outside ``[0, M]``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> r, t = prior_thresholds(torch.tensor([0, 1, 5, 10]), 26)
         >>> t.round(decimals=4)
@@ -148,7 +148,7 @@ def attribute_prior_terms(
     Raises:
         ValueError: shapes differ or are not 2-D; ``exclusive`` is not binary.
 
-    Example:
+    Examples:
         >>> import torch
         >>> g, f, c = attribute_prior_terms(torch.tensor([[0.7, 0.1, 0.1, 0.1]]),
         ...                                 torch.tensor([[True, False, False, False]]))
@@ -188,7 +188,7 @@ def attribute_prior_loss(
     Raises:
         ValueError: bad shapes, non-binary ``exclusive`` or an unknown ``reduction``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> shares = torch.tensor([[0.25, 0.25, 0.25, 0.25]])
         >>> float(attribute_prior_loss(shares, torch.zeros(1, 4, dtype=torch.bool)))  # cap 2/M = 0.5

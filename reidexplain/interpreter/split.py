@@ -15,7 +15,7 @@ users have, and checks it numerically (``head(trunk(x)) == model(x)`` on a probe
 The split holds a frozen deep copy of the target (eval mode, no gradients, on the explainer's device):
 the user's model itself is never called, moved, switched to eval mode or hooked.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
@@ -72,7 +72,7 @@ def resolve_layer_name(model: nn.Module, layer: str | nn.Module) -> str:
         ValueError: no module of that name, or the module is not part of ``model``.
         TypeError: ``layer`` is neither a string nor a module.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
         >>> resolve_layer_name(net, net[1])
@@ -106,7 +106,7 @@ def find_feature_layer(model: nn.Module, probe: torch.Tensor) -> tuple[str | Non
     Returns:
         ``(name or None, {name: output shape})`` for every submodule with a spatial output.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -212,7 +212,7 @@ class TargetSplit:
         embedding_dim: ``D``.
         target: The frozen copy (eval mode, ``requires_grad=False``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -370,7 +370,7 @@ def split_model(model: nn.Module, probe: torch.Tensor, feature_layer: str | nn.M
         ValueError: the output is not ``(B,D)`` or not finite, or the named layer does not exist, is not
             spatial, or runs more than once per forward pass.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reidexplain.zoo import create_model
         >>> split = split_model(create_model("reidnet_small"), torch.rand(2, 3, 64, 32))

@@ -36,7 +36,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     Raises:
         ValueError: ``sigma`` not positive, or ``images`` not 4-D.
 
-    Example:
+    Examples:
         >>> x = torch.zeros(1, 1, 9, 9); x[0, 0, 4, 4] = 1.0
         >>> round(float(gaussian_blur(x, 1.0).sum()), 4)
         1.0
@@ -121,7 +121,7 @@ def patch_means(heat: torch.Tensor, patch_h: int, patch_w: int) -> tuple[torch.T
         ``(scores (B, P), patch_of_pixel (H*W,))``: the patches' mean values in row-major patch order,
         and the patch index of every pixel (row-major).
 
-    Example:
+    Examples:
         >>> scores, index = patch_means(torch.arange(6.0).view(1, 2, 3), 2, 2)
         >>> scores, index
         (tensor([[2.0000, 3.5000]]), tensor([0, 0, 1, 0, 0, 1]))

@@ -12,7 +12,7 @@ which measures what each attribute does to the model's distance. Three functions
 * :func:`attribute_sensitivity` -- which attributes the model uses at all: the mean embedding
   change of a one-attribute flip relative to the distance between two photos of the same person.
 
-Example:
+Examples:
     >>> import torch
     >>> contributions = torch.tensor([[0.5, 0.3, 0.1, 0.0]])
     >>> effects = torch.tensor([[0.9, 0.4, 0.2, 0.1]])
@@ -75,7 +75,7 @@ def spearman_correlation(
         TypeError: an input is not a tensor.
         ValueError: shapes disagree, or a valid entry is not finite.
 
-    Example:
+    Examples:
         >>> spearman_correlation(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[30.0, 20.0, 10.0]]))
         tensor([-1.])
     """
@@ -133,7 +133,7 @@ def causal_agreement(
         TypeError: an input is not a tensor.
         ValueError: shapes disagree, or a valid entry is not finite.
 
-    Example:
+    Examples:
         >>> causal_agreement(torch.tensor([[0.1, 0.2, 0.7]]), torch.tensor([[0.0, 0.3, 0.2]]))
         tensor([0.5000])
     """
@@ -196,7 +196,7 @@ def counterfactual_effects(
         TypeError: ``distance_fn`` is not callable, or an input is not a tensor.
         ValueError: shapes disagree, ``batch_size`` < 1, or ``distance_fn`` returns the wrong shape.
 
-    Example:
+    Examples:
         >>> a, b = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
         >>> flipped = torch.stack([a.clone(), a.clone()], dim=1); flipped[0, 1, :, 0, 0] = 1.0
         >>> dist = lambda x, idx: (x - b[idx]).abs().flatten(1).sum(1)
@@ -292,7 +292,7 @@ def attribute_sensitivity(
         ValueError: wrong shapes, negative distances, a non-finite or zero noise floor, or a negative
             ``threshold``.
 
-    Example:
+    Examples:
         >>> flips = torch.tensor([[0.05, 0.9], [0.07, float("nan")]])
         >>> out = attribute_sensitivity(flips, torch.tensor([0.4, 0.5]))
         >>> out.ratio, out.uses, out.count

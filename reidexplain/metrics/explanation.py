@@ -12,7 +12,7 @@ All three return percentages. Each takes an optional ``valid`` mask so that pair
 itself can be left out, and ``reduction="none"`` gives per-pair values (``NaN`` where a pair does not
 count) so that large query x gallery sets can be scored in chunks.
 
-Example:
+Examples:
     >>> import torch
     >>> shares = torch.tensor([[0.6, 0.3, 0.1]])
     >>> exclusive = torch.tensor([[True, False, False]])
@@ -84,7 +84,7 @@ def average_precision(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Ten
     Returns:
         ``(...)`` AP in ``[0, 1]``; ``NaN`` where no item is relevant.
 
-    Example:
+    Examples:
         >>> import torch
         >>> ap = average_precision(torch.tensor([0.9, 0.8, 0.1]), torch.tensor([True, False, True]))
         >>> round(float(ap), 4)
@@ -121,7 +121,7 @@ def x_map_exclusive(
         TypeError: inputs are not tensors.
         ValueError: shapes differ, ``exclusive`` is not binary, or an unknown ``reduction``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> score = x_map_exclusive(torch.tensor([[0.1, 0.7, 0.2]]), torch.tensor([[True, True, False]]))
         >>> round(float(score), 2)
@@ -159,7 +159,7 @@ def x_map_common(
         TypeError: inputs are not tensors.
         ValueError: shapes differ, ``exclusive`` is not binary, or an unknown ``reduction``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> float(x_map_common(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[False, False, False]])))
         100.0
@@ -200,7 +200,7 @@ def adre(
         TypeError: inputs are not tensors.
         ValueError: shapes differ or an unknown ``reduction``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> round(float(adre(torch.tensor([1.0, 2.0]), torch.tensor([1.1, 2.0]))), 2)
         5.0

@@ -32,7 +32,7 @@ image ``images[n]`` to the fixed partner of pair ``index[n]``. The pair index is
 perturbed images of several pairs are evaluated together in chunks of ``batch_size``;
 :func:`partner_distance_fn` builds such a function from a model and the partners' embeddings.
 
-Example:
+Examples:
     >>> import torch
     >>> a, b = torch.zeros(1, 3, 8, 4), torch.ones(1, 3, 8, 4)
     >>> weight = torch.zeros(8, 4); weight[:4] = 1.0  # a toy "model" that only looks at the top half
@@ -92,7 +92,7 @@ def partner_distance_fn(
         TypeError: ``partner_embeddings`` is not a tensor.
         ValueError: ``partner_embeddings`` is not 2-D, or an unknown ``metric``.
 
-    Example:
+    Examples:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 2, 5))
         >>> b = torch.rand(3, 3, 4, 2)
         >>> fn = partner_distance_fn(model, model(b).detach())
@@ -163,7 +163,7 @@ def deletion_curve(
         ValueError: shapes disagree, ``steps``/``batch_size`` < 1, unknown ``baseline``, missing
             ``partner``, or ``distance_fn`` returns the wrong shape.
 
-    Example:
+    Examples:
         >>> a, b = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
         >>> dist = lambda x, idx: (x - b[idx]).abs().flatten(1).sum(1)
         >>> deletion_curve(dist, a, torch.rand(1, 2, 2), partner=b, steps=2)
@@ -215,7 +215,7 @@ def insertion_curve(
         TypeError: ``distance_fn`` is not callable, or an input is not a tensor.
         ValueError: as in :func:`deletion_curve`.
 
-    Example:
+    Examples:
         >>> a, b = torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
         >>> dist = lambda x, idx: (x - b[idx]).abs().flatten(1).sum(1)
         >>> insertion_curve(dist, a, torch.rand(1, 2, 2), partner=b, steps=2)
@@ -246,7 +246,7 @@ def curve_auc(curve: torch.Tensor, normalize: str = "none") -> torch.Tensor:
         TypeError: ``curve`` is not a tensor.
         ValueError: ``curve`` not ``(B, T+1)`` with ``T >= 1``, or unknown ``normalize``.
 
-    Example:
+    Examples:
         >>> curve_auc(torch.tensor([[4.0, 2.0, 0.0]]), normalize="first")
         tensor([0.5000])
     """
@@ -278,7 +278,7 @@ def deletion_auc(curve: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B,)``; ``NaN`` where ``d(a, b) = 0``.
 
-    Example:
+    Examples:
         >>> deletion_auc(torch.tensor([[2.0, 0.5, 0.0]]))
         tensor([0.3750])
     """
@@ -300,7 +300,7 @@ def insertion_auc(curve: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B,)``; ``NaN`` where ``d(a, b) = 0``.
 
-    Example:
+    Examples:
         >>> insertion_auc(torch.tensor([[0.0, 1.5, 2.0]]))
         tensor([0.6250])
     """

@@ -15,7 +15,7 @@ is scored on the union of the masks of the attributes that differ between the tw
 Images whose mask is empty have no ground truth: their score is ``NaN``, and :func:`reduce_scores`
 averages over the others. All functions are vectorised over the batch; none needs a gradient.
 
-Example:
+Examples:
     >>> import torch
     >>> heat = torch.zeros(2, 4, 4); heat[0, 1, 1] = 1.0; heat[1, 3, 3] = 1.0
     >>> mask = torch.zeros(2, 4, 4, dtype=torch.bool); mask[:, :2, :2] = True
@@ -71,7 +71,7 @@ def dilate_masks(masks: torch.Tensor, tolerance: float) -> torch.Tensor:
     Raises:
         ValueError: negative or non-finite ``tolerance``, or ``masks`` not 3-D.
 
-    Example:
+    Examples:
         >>> m = torch.zeros(1, 5, 5, dtype=torch.bool); m[0, 2, 2] = True
         >>> int(dilate_masks(m, 1).sum()), int(dilate_masks(m, 1.5).sum())
         (5, 9)
@@ -127,7 +127,7 @@ def pointing_game(
         TypeError: an input is not a tensor, or ``tolerance`` is not a number.
         ValueError: wrong shapes, non-binary masks, negative ``tolerance`` or unknown ``ties``.
 
-    Example:
+    Examples:
         >>> heat = torch.tensor([[[0.0, 0.2, 0.9, 0.1]]])  # (B=1, H=1, W=4)
         >>> mask = torch.tensor([[[False, True, False, False]]])
         >>> pointing_game(heat, mask), pointing_game(heat, mask, tolerance=1)
@@ -178,7 +178,7 @@ def relevance_mass(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         TypeError: an input is not a tensor.
         ValueError: wrong shapes or non-binary masks.
 
-    Example:
+    Examples:
         >>> heat = torch.tensor([[[3.0, 1.0, -5.0, 0.0]]])
         >>> mask = torch.tensor([[[True, False, True, False]]])
         >>> relevance_mass(heat, mask)
@@ -211,7 +211,7 @@ def reduce_scores(scores: torch.Tensor, reduction: str = "mean") -> torch.Tensor
         TypeError: ``scores`` is not a tensor.
         ValueError: unknown ``reduction``.
 
-    Example:
+    Examples:
         >>> reduce_scores(torch.tensor([1.0, float("nan"), 0.0, 1.0]))
         tensor(0.6667)
     """
@@ -247,7 +247,7 @@ def exclusive_union_mask(
         TypeError: an input is not a tensor.
         ValueError: shapes disagree or labels are not binary.
 
-    Example:
+    Examples:
         >>> masks = torch.zeros(1, 3, 2, 2, dtype=torch.bool)
         >>> masks[0, 0, 0, 0] = masks[0, 1, 1, 1] = masks[0, 2, 0, 1] = True
         >>> exclusive_union_mask(torch.tensor([[1, 0, 1]]), torch.tensor([[0, 0, 1]]), masks)
@@ -297,7 +297,7 @@ def per_attribute_localization(
         TypeError: an input is not a tensor.
         ValueError: shapes disagree or masks are not binary.
 
-    Example:
+    Examples:
         >>> maps = torch.zeros(2, 2, 2, 2); maps[:, 0, 0, 0] = 1.0; maps[:, 1, 0, 0] = 1.0
         >>> masks = torch.zeros(2, 2, 2, 2, dtype=torch.bool)
         >>> masks[:, 0, 0, 0] = True; masks[:, 1, 1, 1] = True

@@ -1,6 +1,6 @@
 """Standard ReID retrieval evaluation (CMC Rank-k and mAP, Market-1501 protocol) and feature extraction.
 
-Example:
+Examples:
     >>> import torch
     >>> distmat = torch.tensor([[0.1, 0.9, 0.5], [0.8, 0.2, 0.3]])
     >>> scores = evaluate_retrieval(distmat, [1, 2], [1, 2, 1], [0, 0], [1, 1, 1], ranks=(1,))
@@ -108,7 +108,7 @@ def evaluate_retrieval(
         ValueError: shapes that do not match, NaN distances, non-integer ids or invalid ``ranks``.
         TypeError: an argument that is not a tensor, array or sequence.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> d = np.array([[0.3, 0.1, 0.2]])
         >>> evaluate_retrieval(d, [5], [5, 6, 5], [0], [1, 1, 0], ranks=(1, 2))
@@ -196,7 +196,7 @@ def extract_features(
         ValueError: ``batch_size < 1``, an empty dataset, or a model that does not return ``(B,D)``.
         TypeError: batches that are neither dicts nor tuples.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> data = [(torch.rand(3, 8, 4), i // 2, i % 2) for i in range(6)]

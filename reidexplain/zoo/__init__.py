@@ -1,6 +1,6 @@
 """Reference ReID models: a registry, :class:`ReIDNet`, a trainer and cached reference models.
 
-Example:
+Examples:
     >>> from reidexplain.zoo import create_model, list_models
     >>> list_models("reidnet_*")
     ['reidnet_resnet18', 'reidnet_resnet34', 'reidnet_resnet50', 'reidnet_small']

@@ -1,6 +1,6 @@
 """The two losses of the ReID strong baseline: smoothed cross-entropy and the batch-hard triplet.
 
-Example:
+Examples:
     >>> import torch
     >>> logits = torch.tensor([[4.0, 0.0], [0.0, 4.0]])
     >>> targets = torch.tensor([0, 1])
@@ -43,7 +43,7 @@ def label_smoothing_cross_entropy(
         ValueError: ``logits`` is not 2-D, ``targets`` does not match, or ``smoothing`` is outside
             ``[0, 1)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> loss = label_smoothing_cross_entropy(torch.zeros(2, 4), torch.tensor([0, 3]))
         >>> round(float(loss), 4)  # uniform logits: log(4) whatever the smoothing
@@ -80,7 +80,7 @@ def batch_hard_triplet_loss(
     Raises:
         ValueError: wrong shapes or a negative margin.
 
-    Example:
+    Examples:
         >>> import torch
         >>> feats = torch.tensor([[0.0], [2.0], [1.0], [3.0]])
         >>> float(batch_hard_triplet_loss(feats, torch.tensor([0, 0, 1, 1]), margin=0.0))

@@ -9,7 +9,7 @@ with a JSON sidecar holding that configuration and the measured Rank-1/mAP; late
 The cache directory is ``$REIDEXPLAIN_CACHE`` if set, else ``$XDG_CACHE_HOME/reidexplain``, else
 ``~/.cache/reidexplain``.
 
-Example:
+Examples:
     >>> from reidexplain.zoo import REFERENCE_CONFIG, reference_splits
     >>> REFERENCE_CONFIG["image_size"]
     (128, 64)
@@ -98,7 +98,7 @@ def cache_dir_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     Returns:
         The directory as a ``Path``.
 
-    Example:
+    Examples:
         >>> cache_dir_path("/tmp/models")
         PosixPath('/tmp/models')
     """
@@ -133,7 +133,7 @@ def reference_config(domain: str = "market", backbone: str = "small", **override
         ValueError: unknown ``domain`` or ``backbone``.
         TypeError: an override that is not a configuration entry.
 
-    Example:
+    Examples:
         >>> cfg = reference_config("duke", epochs=2)
         >>> cfg["domain"], cfg["epochs"], cfg["num_train_ids"]
         ('duke', 2, 400)
@@ -177,7 +177,7 @@ def reference_splits(domain: str = "market", with_masks: bool = True, **override
         ValueError: unknown ``domain``.
         TypeError: an override that is not a data entry.
 
-    Example:
+    Examples:
         >>> splits = reference_splits("duke", num_train_ids=2, num_test_ids=2, images_per_id=2)
         >>> splits["query"].schema.name
         'dukemtmc'
@@ -250,7 +250,7 @@ def load_reference_model(
         ValueError: unknown ``domain`` or ``backbone``.
         TypeError: unknown keyword arguments.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> tiny = dict(num_train_ids=4, num_test_ids=2, images_per_id=2, image_size=(64, 32),
         ...             epochs=1, p=2, k=2)

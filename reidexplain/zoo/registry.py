@@ -1,6 +1,6 @@
 """A timm-style model registry: a name in a config or on a command line maps to a constructor.
 
-Example:
+Examples:
     >>> from reidexplain.zoo import create_model, list_models
     >>> list_models("reidnet_resnet*")
     ['reidnet_resnet18', 'reidnet_resnet34', 'reidnet_resnet50']
@@ -39,7 +39,7 @@ def register_model(fn: _Fn) -> _Fn:
         TypeError: ``fn`` is not callable.
         ValueError: a different constructor is already registered under the same name.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> @register_model
         ... def toy_identity(num_classes: int = 0) -> nn.Module:
@@ -67,7 +67,7 @@ def list_models(pattern: str | None = None) -> list[str]:
     Returns:
         The sorted list of matching names.
 
-    Example:
+    Examples:
         >>> "reidnet_small" in list_models()
         True
     """
@@ -86,7 +86,7 @@ def is_model(name: str) -> bool:
     Returns:
         ``True`` if :func:`create_model` knows the name.
 
-    Example:
+    Examples:
         >>> is_model("reidnet_small"), is_model("nope")
         (True, False)
     """
@@ -109,7 +109,7 @@ def create_model(name: str, num_classes: int = 0, **kwargs: object) -> nn.Module
     Raises:
         ValueError: unknown ``name`` (the message lists the known ones) or negative ``num_classes``.
 
-    Example:
+    Examples:
         >>> model = create_model("reidnet_small")
         >>> type(model).__name__
         'ReIDNet'

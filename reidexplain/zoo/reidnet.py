@@ -8,7 +8,7 @@ The model is split the timm way, which is what the AMD interpreter relies on:
 * :meth:`ReIDNet.forward`: in eval mode ``forward_head(forward_features(x))``, the embedding after the
   BN-neck; in train mode ``(features_before_bnneck, logits)`` for the triplet and cross-entropy losses.
 
-Example:
+Examples:
     >>> import torch
     >>> from reidexplain.zoo import create_model
     >>> model = create_model("reidnet_small").eval()
@@ -53,7 +53,7 @@ class GeM(nn.Module):
     Raises:
         ValueError: ``p <= 0``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> GeM(p=1.0)(torch.ones(2, 4, 3, 3)).shape
         torch.Size([2, 4])
@@ -95,7 +95,7 @@ class SmallBackbone(nn.Sequential):
     Raises:
         ValueError: the three sequences differ in length or are empty.
 
-    Example:
+    Examples:
         >>> import torch
         >>> SmallBackbone()(torch.rand(1, 3, 128, 64)).shape
         torch.Size([1, 128, 16, 8])
@@ -159,7 +159,7 @@ class ReIDNet(nn.Module):
         ValueError: unknown ``backbone``, negative ``num_classes``, non-positive ``embedding_dim`` or a
             ``last_stride`` other than 1 or 2.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = ReIDNet("small", num_classes=5).eval()
         >>> feats = model.forward_features(torch.rand(3, 3, 128, 64))
@@ -219,7 +219,7 @@ class ReIDNet(nn.Module):
         Raises:
             ValueError: negative ``num_classes``.
 
-        Example:
+        Examples:
             >>> model = ReIDNet("small")
             >>> model.reset_classifier(7); model.classifier.out_features
             7
@@ -238,7 +238,7 @@ class ReIDNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last spatial feature map ``(B,C,h,w)`` of images ``(B,3,H,W)``.
 
-        Example:
+        Examples:
             >>> import torch
             >>> ReIDNet("small").forward_features(torch.rand(1, 3, 64, 32)).shape
             torch.Size([1, 128, 8, 4])
@@ -248,7 +248,7 @@ class ReIDNet(nn.Module):
     def pool_features(self, features: torch.Tensor) -> torch.Tensor:
         """GeM pooling and projection: the ``(B,D)`` embedding before the BN-neck (triplet features).
 
-        Example:
+        Examples:
             >>> import torch
             >>> ReIDNet("small").pool_features(torch.rand(2, 128, 8, 4)).shape
             torch.Size([2, 128])
@@ -264,7 +264,7 @@ class ReIDNet(nn.Module):
         Raises:
             ValueError: ``features`` is not ``(B,C,h,w)`` with ``C`` the backbone's channels.
 
-        Example:
+        Examples:
             >>> import torch
             >>> ReIDNet("small").eval().forward_head(torch.rand(2, 128, 8, 4)).shape
             torch.Size([2, 128])
@@ -301,7 +301,7 @@ def reidnet_small(num_classes: int = 0, **kwargs: object) -> ReIDNet:
     Returns:
         A randomly initialised :class:`ReIDNet`.
 
-    Example:
+    Examples:
         >>> reidnet_small().feature_stride
         8
     """
@@ -319,7 +319,7 @@ def reidnet_resnet18(num_classes: int = 0, **kwargs: object) -> ReIDNet:
     Returns:
         A randomly initialised :class:`ReIDNet`.
 
-    Example:
+    Examples:
         >>> reidnet_resnet18().embedding_dim
         512
     """
@@ -337,7 +337,7 @@ def reidnet_resnet34(num_classes: int = 0, **kwargs: object) -> ReIDNet:
     Returns:
         A randomly initialised :class:`ReIDNet`.
 
-    Example:
+    Examples:
         >>> reidnet_resnet34().num_features
         512
     """
@@ -355,7 +355,7 @@ def reidnet_resnet50(num_classes: int = 0, **kwargs: object) -> ReIDNet:
     Returns:
         A randomly initialised :class:`ReIDNet`.
 
-    Example:
+    Examples:
         >>> reidnet_resnet50().embedding_dim
         2048
     """

@@ -3,7 +3,7 @@
 PK batches (``p`` identities x ``k`` images), Adam with a linear warm-up then cosine decay, random
 horizontal flip and pad+crop, all driven by one seed.
 
-Example:
+Examples:
     >>> import torch
     >>> from reidexplain.zoo import create_model, train_reid_model
     >>> class Toy(torch.utils.data.Dataset):
@@ -46,7 +46,7 @@ def model_device(model: nn.Module) -> torch.device:
     Returns:
         A ``torch.device``.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model_device(nn.Linear(2, 2))
         device(type='cpu')
@@ -78,7 +78,7 @@ def dataset_pids(dataset: Dataset) -> list[int]:
     Returns:
         One int per item.
 
-    Example:
+    Examples:
         >>> class Toy:
         ...     def __len__(self): return 2
         ...     def __getitem__(self, i): return {"image": None, "pid": 7 + i}
@@ -203,7 +203,7 @@ def train_reid_model(
         TypeError: the model's classifier size is wrong and it has no ``reset_classifier``, or its
             train-mode output is not a pair.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reidexplain.zoo import create_model
         >>> data = [(torch.rand(3, 32, 16), i // 2) for i in range(16)]
