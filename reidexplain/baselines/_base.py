@@ -8,8 +8,6 @@ one Captum call: the inputs are ``cat(a, b)`` and the fixed partners ``cat(e_b, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -17,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checks import check_embeddings, check_pair
+from .._model import model_device, preserved_model_state
 from ..attribution import PairAttribution
 from ..distance import check_metric, pair_distance
 
@@ -63,46 +62,6 @@ class PairDistance(nn.Module):
                 f"got {tuple(partner_embeddings.shape)}"
             )
         return pair_distance(emb, partner_embeddings, self.metric)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer; the CPU for a model without either.
-
-    Examples:
-        >>> from torch import nn
-        >>> model_device(nn.Linear(2, 2))
-        device(type='cpu')
-    """
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block, then restore every submodule's ``training`` flag.
-
-    Flags are restored module by module, so a model the user left partly in train mode comes back
-    exactly as it was. Parameters' ``requires_grad`` flags are never touched by the explainers.
-
-    Examples:
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Dropout(), nn.Linear(2, 2)).train()
-        >>> with preserved_model_state(model):
-        ...     model.training
-        False
-        >>> model.training
-        True
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 class PairExplainer:

@@ -29,31 +29,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from reidexplain._model import model_device
 from reidexplain.data.sampler import PKSampler
 from reidexplain.zoo.losses import batch_hard_triplet_loss, label_smoothing_cross_entropy
 
-__all__ = ["train_reid_model", "dataset_pids", "model_device"]
+__all__ = ["train_reid_model", "dataset_pids"]
 
 log = logging.getLogger(__name__)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without any).
-
-    Args:
-        model: Any module.
-
-    Returns:
-        A ``torch.device``.
-
-    Examples:
-        >>> from torch import nn
-        >>> model_device(nn.Linear(2, 2))
-        device(type='cpu')
-    """
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _item_field(item: Any, key: str, position: int) -> Any:
