@@ -1,6 +1,6 @@
 """The user's entry point: :class:`Explainer` fits an AMD interpreter to any embedding model and explains.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> from reidexplain.explainer import Explainer
@@ -32,7 +32,7 @@ from .attributes import AttributeSchema, get_schema
 from .attribution import PairAttribution
 from .distance import check_metric, pair_distance
 from .interpreter._batch import unpack_batch
-from .interpreter._build import build_interpreter
+from .interpreter._build import TRUNKS, build_interpreter
 from .interpreter._evaluate import component_distance_matrices, embed_loader, score_query_gallery
 from .interpreter.network import Components, component_embeddings
 from .interpreter.split import split_model
@@ -47,7 +47,7 @@ FORMAT_VERSION = 1
 class NotFittedError(RuntimeError):
     """The explainer was used before :meth:`Explainer.fit` or :meth:`Explainer.load`.
 
-    Example:
+    Examples:
         >>> issubclass(NotFittedError, RuntimeError)
         True
     """
@@ -63,7 +63,7 @@ class MatrixExplanation:
         contributions: ``(Q,G,M)`` per-attribute contributions ``c_k = d_k / M`` (sum: ``d_hat``).
         attribute_names: The ``M`` names.
 
-    Example:
+    Examples:
         >>> import torch
         >>> m = MatrixExplanation(torch.ones(1, 2), torch.ones(1, 2), torch.full((1, 2, 4), 0.25), ("a",) * 4)
         >>> m.shares.sum(-1)
@@ -97,12 +97,15 @@ class Explainer:
             or ``None`` for black-box mode (the interpreter learns its own trunk and head).
         device: Where the copy and the interpreter run. Default: the model's device.
         hidden: Width of the decomposition head's middle layer (AMD: 256).
+        trunk: Gray box only. ``"copy"`` (default, as in AMD): the interpreter trains its own copy of the
+            target's trunk; ``"shared"``: it reads the target's own feature map (a frozen trunk), which
+            halves the cost of training and of :meth:`explain`.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; a bad ``feature_layer`` or ``attributes`` type.
-        ValueError: unknown ``metric`` or schema name.
+        ValueError: unknown ``metric``, schema name or ``trunk``.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> explainer = Explainer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), attributes="market1501")
         >>> explainer.is_fitted, len(explainer.schema)
@@ -111,7 +114,7 @@ class Explainer:
 
     def __init__(self, model: nn.Module, attributes: str | AttributeSchema | Sequence[str] | None = None,
                  metric: str = "euclidean", feature_layer: str | nn.Module | None = "auto",
-                 device: torch.device | str | None = None, hidden: int = 256) -> None:
+                 device: torch.device | str | None = None, hidden: int = 256, trunk: str = "copy") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if feature_layer is not None and not isinstance(feature_layer, (str, nn.Module)):
@@ -126,6 +129,9 @@ class Explainer:
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.device = torch.device(device)
         self.hidden = int(hidden)
+        if trunk not in TRUNKS:
+            raise ValueError(f"trunk: expected one of {TRUNKS}, got {trunk!r}")
+        self.trunk = trunk
         self.split = None
         self.interpreter = None
         self.config = TrainingConfig()
@@ -171,7 +177,7 @@ class Explainer:
             self._schema = get_schema(None, num_attributes=num_attributes)
         self.split = split_model(self.model, probe, self.feature_layer, self.device)
         logger.info("AMD: %s", self.split.describe())
-        self.interpreter = build_interpreter(self.split, len(self._schema), self.hidden)
+        self.interpreter = build_interpreter(self.split, len(self._schema), self.hidden, self.trunk)
         self.input_size = (int(probe.shape[-2]), int(probe.shape[-1]))
 
     # ------------------------------------------------------------------ fit
@@ -200,7 +206,7 @@ class Explainer:
                 not finite ``(B,D)``.
             TypeError: unknown ``config`` keys, bad batch formats, a model output that is not a tensor.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torch import nn
             >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -269,7 +275,7 @@ class Explainer:
             NotFittedError: before :meth:`fit`.
             TypeError, ValueError: not a pair of image batches of equal shape.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torch import nn
             >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -309,7 +315,7 @@ class Explainer:
         Raises:
             NotFittedError: before :meth:`fit`.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torch import nn
             >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -326,7 +332,7 @@ class Explainer:
                              batch_size: int = 64) -> torch.Tensor:
         """The ``(Q,G,M)`` contributions of :meth:`explain_matrix`.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torch import nn
             >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -131,6 +131,19 @@ def test_default_fit_works() -> None:
     assert explainer.is_fitted and explainer.history[-1]["steps"] == 60  # 600 target steps, 60 epochs at most
 
 
+def test_shared_trunk(tmp_path: Path) -> None:
+    explainer = Explainer(AMDTimmToy(), trunk="shared").fit(amd_batches(), epochs=2, lr=1e-3, progress=False)
+    assert explainer.interpreter.trunk is None
+    att = explainer.explain(_pair(2))
+    torch.testing.assert_close(att.contributions.sum(1), att.reconstructed)
+    explainer.save(tmp_path / "shared.pt")
+    loaded = Explainer.load(tmp_path / "shared.pt", explainer.model)
+    assert loaded.trunk == "shared"
+    torch.testing.assert_close(loaded.explain(_pair(2)).contributions, att.contributions)
+    with pytest.raises(ValueError, match="trunk: expected one of"):
+        Explainer(AMDTimmToy(), trunk="borrowed")
+
+
 def test_black_box_mode() -> None:
     explainer = Explainer(amd_sequential_net(), feature_layer=None).fit(amd_batches(), epochs=2, progress=False)
     assert explainer.mode == "black-box"

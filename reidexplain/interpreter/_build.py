@@ -15,16 +15,23 @@ __all__ = ["build_interpreter", "architecture_signature", "weights_checksum"]
 BLACK_BOX_DIM = 256
 
 
-def build_interpreter(split: TargetSplit, num_attributes: int, hidden: int = 256) -> AMDInterpreter:
-    """Gray box: a trainable copy of the target's trunk; black box: :class:`SmallTrunk` + own head."""
+TRUNKS = ("copy", "shared")
+
+
+def build_interpreter(split: TargetSplit, num_attributes: int, hidden: int = 256,
+                      trunk: str = "copy") -> AMDInterpreter:
+    """Gray box: a trainable copy of the target's trunk (``trunk="copy"``) or the target's own frozen
+    feature map (``"shared"``); black box: :class:`SmallTrunk` + own head (``trunk`` ignored)."""
+    if trunk not in TRUNKS:
+        raise ValueError(f"trunk: expected one of {TRUNKS}, got {trunk!r}")
     if split.gray_box:
         assert split.feature_shape is not None
-        trunk = split.make_trunk()
-        interpreter = AMDInterpreter(trunk, split.feature_shape[0], num_attributes, hidden)
+        own = split.make_trunk() if trunk == "copy" else None
+        interpreter = AMDInterpreter(own, split.feature_shape[0], num_attributes, hidden)
     else:
-        trunk = SmallTrunk()
-        interpreter = AMDInterpreter(trunk, trunk.out_channels, num_attributes, hidden,
-                                     embedding_head=EmbeddingHead(trunk.out_channels, BLACK_BOX_DIM))
+        small = SmallTrunk()
+        interpreter = AMDInterpreter(small, small.out_channels, num_attributes, hidden,
+                                     embedding_head=EmbeddingHead(small.out_channels, BLACK_BOX_DIM))
     return interpreter.to(split.device)
 
 

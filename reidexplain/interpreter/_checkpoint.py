@@ -44,6 +44,7 @@ def checkpoint_dict(explainer: Any, version: int) -> dict[str, Any]:
         "embedding_dim": split.embedding_dim,
         "input_size": list(explainer.input_size),
         "hidden": explainer.hidden,
+        "trunk": explainer.trunk,
         "interpreter": {k: v.detach().cpu() for k, v in explainer.interpreter.state_dict().items()},
         "config": explainer.config.to_dict(),
         "history": [dict(h) for h in explainer.history],
@@ -86,7 +87,7 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
                          "(its parameter names or shapes differ)")
     layer = ckpt["feature_layer"] if ckpt["split_kind"] != "none" else None
     explainer = cls(model, attributes=schema, metric=ckpt["metric"], feature_layer=layer, device=device,
-                    hidden=ckpt["hidden"])
+                    hidden=ckpt["hidden"], trunk=ckpt.get("trunk", "copy"))
     h, w = ckpt["input_size"]
     probe = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
     try:
@@ -98,7 +99,7 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
     if got != expected:
         raise ValueError(f"model: split as (kind, feature shape, embedding dim) = {got}, but the interpreter "
                          f"was fitted to {expected}")
-    interpreter = build_interpreter(split, len(schema), ckpt["hidden"])
+    interpreter = build_interpreter(split, len(schema), ckpt["hidden"], explainer.trunk)
     try:
         interpreter.load_state_dict(ckpt["interpreter"])
     except RuntimeError as err:

@@ -13,7 +13,7 @@ The last convolution starts at zero, so every map starts as ``A = 1``: in gray-b
 ``e_k = head(F) = e`` for every ``k`` and ``d_hat = d`` exactly before training; the attribute prior
 then redistributes the distance over the attributes.
 
-Example:
+Examples:
     >>> import torch
     >>> head = AttributeDecomposition(in_channels=8, num_attributes=5)
     >>> maps = head(torch.rand(2, 8, 6, 3))
@@ -47,7 +47,7 @@ def attention_activation(z: torch.Tensor) -> torch.Tensor:
 
     Continuous at 0 (both give 1); unlike a softmax it does not normalise the maps against each other.
 
-    Example:
+    Examples:
         >>> import torch
         >>> attention_activation(torch.tensor([-1.0, 0.0, 3.0]))
         tensor([0.3679, 1.0000, 2.0000])
@@ -69,7 +69,7 @@ class AttributeDecomposition(nn.Module):
         num_attributes: ``M``.
         hidden: Width of the middle layer. Default: 256 (AMD-SPEC 3.3).
 
-    Example:
+    Examples:
         >>> import torch
         >>> AttributeDecomposition(4, 3, hidden=16).logits(torch.rand(1, 4, 5, 5)).shape
         torch.Size([1, 3, 5, 5])
@@ -98,7 +98,7 @@ class SmallTrunk(nn.Sequential):
     Args:
         widths: Output channels of the four stages.
 
-    Example:
+    Examples:
         >>> import torch
         >>> SmallTrunk()(torch.rand(1, 3, 64, 32)).shape
         torch.Size([1, 128, 8, 4])
@@ -126,7 +126,7 @@ class EmbeddingHead(nn.Module):
         in_channels: Channels of the masked feature maps.
         dim: Size of the component embeddings.
 
-    Example:
+    Examples:
         >>> import torch
         >>> EmbeddingHead(8, 4).eval()(torch.rand(3, 8, 5, 2)).shape
         torch.Size([3, 4])
@@ -148,13 +148,15 @@ class AMDInterpreter(nn.Module):
     """Trunk + attribute decomposition head (+ own embedding head in black-box mode).
 
     Args:
-        trunk: Module mapping images ``(B,3,H,W)`` to a feature map ``(B,C,h,w)``.
+        trunk: Module mapping images ``(B,3,H,W)`` to a feature map ``(B,C,h,w)``, or ``None`` to read
+            the target's own feature map ``F`` (gray box with a shared, frozen trunk: faster, see
+            :func:`component_embeddings`).
         in_channels: ``C``.
         num_attributes: ``M``.
         hidden: Width of the decomposition head's middle layer.
         embedding_head: The black-box head (``None`` in gray-box mode).
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = AMDInterpreter(SmallTrunk(), 128, 5, embedding_head=EmbeddingHead(128, 16))
         >>> maps, feats = net(torch.rand(2, 3, 64, 32))
@@ -162,7 +164,7 @@ class AMDInterpreter(nn.Module):
         (torch.Size([2, 5, 8, 4]), torch.Size([2, 128, 8, 4]))
     """
 
-    def __init__(self, trunk: nn.Module, in_channels: int, num_attributes: int, hidden: int = 256,
+    def __init__(self, trunk: nn.Module | None, in_channels: int, num_attributes: int, hidden: int = 256,
                  embedding_head: EmbeddingHead | None = None) -> None:
         super().__init__()
         self.trunk = trunk
@@ -175,9 +177,25 @@ class AMDInterpreter(nn.Module):
         """Whether the interpreter has its own embedding head."""
         return self.embedding_head is not None
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attribute maps ``(B,M,h,w)`` and the trunk's feature map ``(B,C,h,w)``."""
-        feats = self.trunk(images)
+    @property
+    def shared_trunk(self) -> bool:
+        """Whether the maps are computed from the target's feature map (no trunk of its own)."""
+        return self.trunk is None
+
+    def forward(self, images: torch.Tensor,
+                features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attribute maps ``(B,M,h,w)`` and the trunk's feature map ``(B,C,h,w)``.
+
+        Args:
+            images: ``(B,3,H,W)``.
+            features: The target's feature map; required (and only used) without a trunk.
+        """
+        if self.trunk is None:
+            if features is None:
+                raise ValueError("features: an interpreter without a trunk needs the target's feature map")
+            feats = features
+        else:
+            feats = self.trunk(images)
         return self.decomposition(feats), feats
 
 
@@ -210,7 +228,7 @@ def component_embeddings(split: TargetSplit, interpreter: AMDInterpreter,
     Returns:
         A :class:`Components`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from reidexplain.interpreter.split import split_model
@@ -222,7 +240,7 @@ def component_embeddings(split: TargetSplit, interpreter: AMDInterpreter,
         True
     """
     feats, emb = split.embed(images)
-    maps, own = interpreter(images)
+    maps, own = interpreter(images, feats)
     if interpreter.black_box:
         b, m = maps.shape[:2]
         masked = (own.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)

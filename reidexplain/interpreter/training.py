@@ -10,7 +10,7 @@ with :func:`~reidexplain.interpreter.losses.metric_distillation_loss` and
 :func:`~reidexplain.interpreter.losses.attribute_prior_loss`; Adam with weight decay and a linear
 warm-up (AMD-SPEC section 5).
 
-Example:
+Examples:
     >>> TrainingConfig().distillation_weight
     50.0
 """
@@ -58,7 +58,7 @@ class TrainingConfig:
         max_epochs: Upper bound of the automatic epochs.
         max_seconds: Stop after this many seconds (checked after every step); ``None``: no limit.
 
-    Example:
+    Examples:
         >>> TrainingConfig(epochs=3).lr
         0.0001
     """
@@ -85,7 +85,7 @@ class TrainingConfig:
 def default_epochs(batches_per_epoch: int | None, config: TrainingConfig) -> int:
     """Epochs giving about ``config.target_steps`` optimiser steps, between 1 and ``config.max_epochs``.
 
-    Example:
+    Examples:
         >>> default_epochs(20, TrainingConfig(target_steps=600))
         30
     """
@@ -109,7 +109,7 @@ def pair_losses(embeddings: torch.Tensor, components: torch.Tensor, attributes: 
         ``{"loss", "distillation", "prior", "distance", "reconstructed"}``; the last two are the ``(P,)``
         pair distances.
 
-    Example:
+    Examples:
         >>> import torch
         >>> e = torch.rand(3, 4); comps = e[:, None].expand(3, 2, 4)
         >>> out = pair_losses(e, comps, torch.tensor([[0, 1], [0, 1], [1, 1]]), "euclidean", TrainingConfig())
@@ -153,7 +153,8 @@ def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _optimizer(interpreter: AMDInterpreter, config: TrainingConfig) -> torch.optim.Optimizer:
-    trunk = [p for p in interpreter.trunk.parameters() if p.requires_grad] if config.trunk_lr_factor > 0 else []
+    own = interpreter.trunk
+    trunk = [p for p in own.parameters() if p.requires_grad] if own is not None and config.trunk_lr_factor > 0 else []
     rest = [p for n, p in interpreter.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
     groups = [{"params": trunk, "lr": config.lr * config.trunk_lr_factor},
               {"params": rest, "lr": config.lr * config.head_lr_factor}]
@@ -187,7 +188,7 @@ def fit_interpreter(split: TargetSplit, interpreter: AMDInterpreter, loader: Ite
     Raises:
         ValueError: the loader yields no batch or no batch with two images.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from reidexplain.interpreter.split import split_model
