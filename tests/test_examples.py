@@ -116,3 +116,28 @@ def test_explain_ranking(tmp_path, capsys):
     assert all((m == "match") == (int(pid) == query_pid) for _, _, pid, m, *_ in lines)
     difference = float(re.search(rf"max \|difference\| of contributions ({NUMBER})", text).group(1))
     assert difference < 1e-4  # explain_matrix and explain agree
+
+
+def getting_started_snippet() -> str:
+    text = (EXAMPLES.parent / "docs" / "getting-started.md").read_text()
+    return text.split("## In Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_getting_started_snippet_imports_exist():
+    code = getting_started_snippet()
+    compile(code, "getting-started.md", "exec")
+    imports = "\n".join(line for line in code.splitlines() if line.startswith(("from ", "import ")))
+    namespace: dict = {}
+    exec(imports, namespace)
+    assert {"Explainer", "PKSampler", "load_reference_model", "reference_splits"} <= set(namespace)
+
+
+@pytest.mark.slow
+def test_getting_started_snippet_runs(tmp_path, monkeypatch, capsys):
+    # Minutes: the reference model (trained once if not cached) and a two-minute fit.
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(getting_started_snippet(), "getting-started.md", "exec"), namespace)
+    top = namespace["explanation"].top(3)
+    assert len(top) == 3 and all(c >= 0 and 0 <= s <= 1 for _, c, s in top)
+    assert (tmp_path / "explanation.png").read_bytes()[:8] == PNG
