@@ -20,7 +20,11 @@ from reidexplain.benchmark import (
     sample_pairs,
     to_json_ready,
 )
-from reidexplain.benchmark._amd import agreement_summary, reweighted_retrieval
+from reidexplain.benchmark._amd import (
+    agreement_summary,
+    chance_explanation_scores,
+    reweighted_retrieval,
+)
 from reidexplain.benchmark._attributes import shares_by_exclusivity
 from reidexplain.benchmark._data import ProjectedLabels
 from reidexplain.benchmark._report import METHOD_LABELS
@@ -104,6 +108,7 @@ def test_tiny_amd_tables(tiny_runs):
         assert all(v is None or -1.0 <= v <= 1.0 for v in causal["per_pair"])
     # Each pair flips all its exclusive attributes plus `common_flips` common ones.
     assert amd["flips_per_pair"] >= 1 + SIZES["tiny"].common_flips - 1e-9
+    assert 0.0 < amd["chance"]["x_map_e"] < 100.0 and 0.0 < amd["chance"]["x_map_c"] < 100.0
     cross = results["cross_domain"]
     assert cross["x_map_e_drop"] == pytest.approx(cross["market"]["x_map_e"] - cross["duke"]["x_map_e"])
     # The re-weighting at alpha = 0 is the target distance: the same Rank-1/mAP as the explainer's evaluation.
@@ -139,6 +144,8 @@ def test_tiny_markdown_has_every_row(tiny_runs):
         assert section in markdown, section
     for name in METHODS:
         assert f"| {METHOD_LABELS[name]} |" in markdown, name
+    for row in ("| gray-box |", "| black-box |", "| random shares (chance) |", "| market -> duke |"):
+        assert row in markdown, row
     for r in results["attributes"]["rows"]:
         assert f"| {r['attribute']} |" in markdown
     targets = evaluate_targets(results)
@@ -284,6 +291,15 @@ def test_agreement_summary_values():
     assert out["pairs"] == 2  # the constant third row has no defined correlation
     assert out["per_pair"][:2] == [0.5, 1.0] and out["per_pair"][2] is None
     assert out["mean"] == pytest.approx(0.75) and out["positive_percent"] == pytest.approx(100.0)
+
+
+def test_chance_scores_match_the_expected_average_precision_of_a_random_ranking():
+    # One exclusive attribute of M = 4 ranked uniformly at random: E[AP] = E[1/rank] = (1 + 1/2 + 1/3 + 1/4) / 4.
+    query = [{"attributes": torch.tensor([1.0, 0.0, 0.0, 0.0])}] * 5
+    gallery = [{"attributes": torch.zeros(4)}] * 400
+    out = chance_explanation_scores(query, gallery, seed=0)
+    assert out["x_map_e"] == pytest.approx(100 * (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4, abs=2.0)
+    assert out == chance_explanation_scores(query, gallery, seed=0)
 
 
 def test_sizes_and_errors(tmp_path):

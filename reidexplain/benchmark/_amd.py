@@ -18,12 +18,14 @@ from ..metrics import (
     counterfactual_effects,
     evaluate_retrieval,
     partner_distance_fn,
+    x_map_common,
+    x_map_exclusive,
 )
 from ._data import BenchmarkData, ProjectedLabels, eval_loader, stack_images
 from ._pairs import PairSet
 
-__all__ = ["flip_effects", "agreement_summary", "evaluate_explainer", "cross_domain", "reweighting",
-           "reweighted_retrieval"]
+__all__ = ["flip_effects", "agreement_summary", "evaluate_explainer", "chance_explanation_scores",
+           "cross_domain", "reweighting", "reweighted_retrieval"]
 
 _SCORE_KEYS = ("x_map_e", "x_map_c", "adre", "rank1_target", "map_target", "rank1_interpreter",
                "map_interpreter", "num_pairs")
@@ -102,6 +104,24 @@ def evaluate_explainer(explainer: Explainer, query: Sequence[dict] | ProjectedLa
     """``Explainer.evaluate`` on query x gallery items: X-mAP_e/c, ADRE, Rank-1/mAP with ``d`` and ``d_hat``."""
     scores = explainer.evaluate(eval_loader(query), eval_loader(gallery), progress=progress)
     return {k: float(scores[k]) for k in _SCORE_KEYS if k in scores}
+
+
+def chance_explanation_scores(query: Sequence[dict], gallery: Sequence[dict], seed: int = 0) -> dict[str, float]:
+    """X-mAP_e and X-mAP_c of random shares on the same query x gallery pairs: the chance level.
+
+    Example:
+        >>> import torch
+        >>> q = [{"attributes": torch.tensor([1.0, 0.0, 0.0, 0.0])}]
+        >>> g = [{"attributes": torch.tensor([0.0, 0.0, 0.0, 0.0])}] * 200
+        >>> round(chance_explanation_scores(q, g)["x_map_e"] / 10)  # one relevant of 4: about 52 %
+        5
+    """
+    qa = torch.stack([it["attributes"] for it in query]).bool()
+    ga = torch.stack([it["attributes"] for it in gallery]).bool()
+    exclusive = qa[:, None, :] != ga[None, :, :]
+    shares = torch.rand(exclusive.shape, generator=torch.Generator().manual_seed(seed))
+    shares = shares / shares.sum(dim=-1, keepdim=True)
+    return {"x_map_e": float(x_map_exclusive(shares, exclusive)), "x_map_c": float(x_map_common(shares, exclusive))}
 
 
 def cross_domain(explainer: Explainer, data: BenchmarkData, progress: bool = False) -> dict[str, Any]:

@@ -100,6 +100,10 @@ def _amd_section(results: dict[str, Any]) -> list[str]:
         rows.append([mode.replace("_", "-"), fit.get("seconds"), fit.get("steps"), s.get("x_map_e"), s.get("x_map_c"),
                      fmt(s.get("adre"), 2), fmt(causal.get(mode, {}).get("mean"), 2), s.get("rank1_target"),
                      s.get("rank1_interpreter"), s.get("map_target"), s.get("map_interpreter")])
+    chance = amd.get("chance")
+    if chance:
+        rows.append(["random shares (chance)", None, None, chance.get("x_map_e"), chance.get("x_map_c"),
+                     None, None, None, None, None, None])
     return [
         "## AMD explanation metrics (in-domain: synthetic market test, all query x gallery pairs)", "",
         "Causal agreement: per sampled pair, Spearman correlation between AMD's contributions and the "

@@ -17,7 +17,14 @@ from torch import nn
 
 from ..attributes import SHARED, AttributeSchema
 from ..explainer import Explainer
-from ._amd import agreement_summary, cross_domain, evaluate_explainer, flip_effects, reweighting
+from ._amd import (
+    agreement_summary,
+    chance_explanation_scores,
+    cross_domain,
+    evaluate_explainer,
+    flip_effects,
+    reweighting,
+)
 from ._attributes import (
     amd_attribute_localization,
     attribute_table,
@@ -201,6 +208,7 @@ def run_benchmark(out: str | os.PathLike[str] = "benchmark-results", quick: bool
         amd["causal_agreement"] = {mode: agreement_summary(runs[f"amd_{mode}"].contributions, effects)
                                    for mode in ("gray_box", "black_box")}
         amd["flips_per_pair"] = flipped.sum(dim=1).double().mean().item()
+        amd["chance"] = chance_explanation_scores(data.query, data.gallery, seed)
     with _stage(stages, "cross_domain", progress):
         cross = cross_domain(shared, data, progress)
     with _stage(stages, "scale", progress):

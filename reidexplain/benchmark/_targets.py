@@ -120,6 +120,18 @@ def diagnostics(results: dict[str, Any]) -> list[str]:
             f"{_f(attrs.get('spearman_sensitivity_vs_share'), 2)}. The attribute prior gives every exclusive "
             "attribute a floor share, used or not: X-mAP_e rewards that (agreement with the labels), the "
             "causal agreement does not (agreement with the model).")
+    rows = results.get("attributes", {}).get("rows", [])
+    excl = [r["share_exclusive_percent"] for r in rows if _finite(r.get("share_exclusive_percent"))]
+    common = [r["share_common_percent"] for r in rows if _finite(r.get("share_common_percent"))]
+    chance = results.get("amd", {}).get("chance", {})
+    if excl and common:
+        notes.append(
+            f"AMD gray-box shares, averaged over attributes: {_f(sum(excl) / len(excl), 2)} % of d_hat when the "
+            f"attribute is exclusive vs {_f(sum(common) / len(common), 2)} % when common (uniform: "
+            f"{_f(100 / len(rows), 2)} %); X-mAP_e {_f(results.get('amd', {}).get('gray_box', {}).get('x_map_e'), 1)} "
+            f"against {_f(chance.get('x_map_e'), 1)} for random shares. Shares this close to uniform mean the "
+            "interpreter has not (yet) learnt the attribute prior; ADRE is then low for a trivial reason: with "
+            "equal maps every component distance d_k equals d.")
     rw = results.get("reweighting", {})
     val = [r.get("rank1") for r in rw.get("validation", []) if _finite(r.get("rank1"))]
     before, after = rw.get("test_before", {}), rw.get("test_after", {})
