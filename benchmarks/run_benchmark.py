@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -48,10 +47,12 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     output = args.output or RESULTS / ("benchmark_quick.json" if args.quick else "benchmark.json")
-    command = " ".join([".venv/bin/python benchmarks/run_benchmark.py", *(argv if argv is not None else sys.argv[1:])])
+    # The options that change the figures (not where they are kept or how the progress is shown).
+    command = ".venv/bin/python benchmarks/run_benchmark.py" + (" --quick" if args.quick else "")
+    command += (f" --threads {args.threads}" if args.threads != 1 else "") + (f" --seed {args.seed}" if args.seed else "")
     with tempfile.TemporaryDirectory() as tmp:
         folder = run_benchmark(args.keep or Path(tmp) / "run", quick=args.quick, progress=not args.no_progress,
-                               seed=args.seed, threads=args.threads, command=command.strip())
+                               seed=args.seed, threads=args.threads, command=command)
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / "results.json", output)
         print((folder / "BENCHMARKS.md").read_text())
