@@ -41,7 +41,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         elif isinstance(value, dict):
             out.update(_flatten(value, f"{name}."))
         elif isinstance(value, (list, tuple)) and all(_scalar(v) for v in value) and len(value) <= 8:
-            out[name] = ", ".join(str(v) for v in value)
+            out[name] = ", ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in value)
     return out
 
 
@@ -59,9 +59,12 @@ def _records_table(records: list[dict[str, Any]], columns: list[tuple[str, str]]
 
 def _generic(data: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
     lines: list[str] = []
-    scalars = {k: v for k, v in _flatten({k: v for k, v in data.items() if k not in skip}).items()}
+    scalars = _flatten({k: v for k, v in data.items() if k not in skip})
     if scalars:
-        lines += [f"- {k}: {v}" for k, v in scalars.items()] + [""]
+        # Folded: the configuration and machine fields are for the record, the tables are the result.
+        lines += ["<details><summary>Recorded fields</summary>", "",
+                  markdown_table(["field", "value"], [[k, v] for k, v in scalars.items()], digits=2), "",
+                  "</details>", ""]
     for key, value in data.items():
         if key in skip:
             continue

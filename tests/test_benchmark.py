@@ -319,3 +319,31 @@ def test_sizes_and_errors(tmp_path):
                       model=_tiny_model(), progress=False)
     with pytest.raises(TypeError, match="model"):
         run_benchmark(tmp_path / "bad2", size="tiny", model="not a model", progress=False)
+
+
+def _make_report_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "make_report.py"
+    spec = importlib.util.spec_from_file_location("make_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):
+    results, _ = tiny_runs[0]
+    (tmp_path / "benchmark.json").write_text(json.dumps(results))
+    (tmp_path / "zoo.json").write_text(json.dumps(
+        {"model": "reidnet_small", "train_seconds": 12.5, "rows": [
+            {"test": "market", "features": "trained", "rank1": 90.0, "rank5": 99.0, "rank10": 99.5, "mAP": 88.0}]}))
+    (tmp_path / "mystery.json").write_text(json.dumps({"answer": 42, "rows": [{"x": 1.5, "y": "b"}]}))
+    text = _make_report_module().build_report(tmp_path)
+    assert text.startswith("# reidexplain benchmarks")
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert [h.split(" (")[0] for h in headings] == [
+        "## Ground-truth benchmark: AMD against the Captum baselines", "## Reference ReID model", "## mystery"]
+    assert "### Targets" in text and "| market | trained | 90.00 | 99.00 | 99.50 | 88.00 |" in text
+    assert "| answer | 42 |" in text and "| 1.50 | b |" in text
+    assert results["command"] in text
