@@ -165,7 +165,7 @@ def run_demo(
     from torch.utils.data import DataLoader
 
     from .baselines import create_baseline
-    from .visualization import compare
+    from .visualization import compare, method_label
     from .zoo import load_reference_model, reference_splits
 
     start = time.perf_counter()
@@ -193,7 +193,7 @@ def run_demo(
         a, b = query[qi]["image"], gallery[gi]["image"]
         rows = {"AMD": explainer.explain((a, b))}
         for name, method in methods.items():
-            rows[name] = method.explain((a, b))
+            rows[method_label(name)] = method.explain((a, b))
         fig, _ = compare(rows, top_k=3, title=kind)
         figure = f"figures/pair{n}.png"
         fig.savefig(out / figure, dpi=110, bbox_inches="tight")
