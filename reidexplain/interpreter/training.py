@@ -12,7 +12,7 @@ warm-up (AMD-SPEC section 5).
 
 Examples:
     >>> TrainingConfig().distillation_weight
-    50.0
+    5.0
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class TrainingConfig:
         lr: Adam learning rate of the trunk (AMD-SPEC 5: 1e-4).
         head_lr_factor: The decomposition (and black-box embedding) head learns ``head_lr_factor`` times
             faster: it starts from zero, the trunk from the target's weights.
-        trunk_lr_factor: Learning-rate factor of the trunk (0 freezes the copy of the target's trunk).
+        trunk_lr_factor: Learning-rate factor of the trunk (0 freezes the copy of the target's trunk). A
+            black-box trunk, which starts from scratch, uses ``head_lr_factor`` instead.
         weight_decay: Adam weight decay.
         warmup: Fraction of the steps with a linear warm-up of the learning rate.
         warmup_start: Learning-rate factor at the first step of the warm-up.
@@ -70,7 +71,7 @@ class TrainingConfig:
     weight_decay: float = 5e-4
     warmup: float = 0.15
     warmup_start: float = 0.01
-    distillation_weight: float = 50.0
+    distillation_weight: float = 5.0
     prior_weight: float = 1.0
     flip: bool = True
     target_steps: int = 600
@@ -156,7 +157,9 @@ def _optimizer(interpreter: AMDInterpreter, config: TrainingConfig) -> torch.opt
     own = interpreter.trunk
     trunk = [p for p in own.parameters() if p.requires_grad] if own is not None and config.trunk_lr_factor > 0 else []
     rest = [p for n, p in interpreter.named_parameters() if not n.startswith("trunk.") and p.requires_grad]
-    groups = [{"params": trunk, "lr": config.lr * config.trunk_lr_factor},
+    # A black-box trunk starts from scratch, not from the target's weights: it learns as fast as the head.
+    trunk_factor = config.head_lr_factor if interpreter.black_box else config.trunk_lr_factor
+    groups = [{"params": trunk, "lr": config.lr * trunk_factor},
               {"params": rest, "lr": config.lr * config.head_lr_factor}]
     return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=config.weight_decay)
 

@@ -114,7 +114,7 @@ def test_pair_losses_on_hand_made_components() -> None:
     assert float(out["reconstructed"][0]) == pytest.approx(2.5)
     assert float(out["distillation"]) == pytest.approx(0.5)
     assert float(out["prior"]) == pytest.approx(0.0, abs=1e-6)  # shares (1, 0) with attribute 0 exclusive
-    assert float(out["loss"]) == pytest.approx(50.0 * 0.5, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(TrainingConfig().distillation_weight * 0.5, rel=1e-5)
 
 
 def test_default_epochs() -> None:
