@@ -227,6 +227,7 @@ class Explainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
             self._setup(batch.images[: min(4, batch.images.shape[0])], batch.attributes.shape[1])
+        self.config = self.config.resolved(gray_box=self.split.gray_box)
         self.history = fit_interpreter(self.split, self.interpreter, loader, len(self._schema), self.metric,
                                        self.config, progress=progress, seed=seed)
         return self

@@ -146,7 +146,7 @@ def test_shared_trunk(tmp_path: Path) -> None:
 
 def test_black_box_mode() -> None:
     explainer = Explainer(amd_sequential_net(), feature_layer=None).fit(amd_batches(), epochs=2, progress=False)
-    assert explainer.mode == "black-box"
+    assert explainer.mode == "black-box" and explainer.config.distillation_weight == 50.0
     att = explainer.explain(_pair(2))
     assert att.maps[0].shape == (2, M, 32, 16)
     torch.testing.assert_close(att.contributions.sum(1), att.reconstructed)
@@ -198,7 +198,7 @@ def test_save_load_roundtrip(fitted: Explainer, tmp_path: Path) -> None:
     torch.testing.assert_close(a.maps[0], b.maps[0])
     assert loaded.history == fitted.history and loaded.mode == "gray-box"
     assert loaded.schema.names == fitted.schema.names
-    assert loaded.config == fitted.config
+    assert loaded.config == fitted.config and loaded.config.distillation_weight == 5.0
     raw = torch.load(path, weights_only=True)
     assert raw["format_version"] == 1 and raw["split_kind"] == "sequential" and raw["metric"] == "euclidean"
 

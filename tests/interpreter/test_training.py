@@ -114,7 +114,13 @@ def test_pair_losses_on_hand_made_components() -> None:
     assert float(out["reconstructed"][0]) == pytest.approx(2.5)
     assert float(out["distillation"]) == pytest.approx(0.5)
     assert float(out["prior"]) == pytest.approx(0.0, abs=1e-6)  # shares (1, 0) with attribute 0 exclusive
-    assert float(out["loss"]) == pytest.approx(TrainingConfig().distillation_weight * 0.5, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(5.0 * 0.5, rel=1e-5)  # the gray-box default weight
+
+
+def test_mode_dependent_distillation_weight() -> None:
+    assert TrainingConfig().resolved(gray_box=True).distillation_weight == 5.0
+    assert TrainingConfig().resolved(gray_box=False).distillation_weight == 50.0
+    assert TrainingConfig(distillation_weight=7.0).resolved(gray_box=False).distillation_weight == 7.0
 
 
 def test_default_epochs() -> None:
