@@ -45,3 +45,8 @@ def test_bad_model_spec_and_images(tmp_path, capsys):
     argv[-1] = "reidexplain.zoo:list_models"  # returns a list, not a model
     assert main(argv) == 2
     assert "returned list, not a torch.nn.Module" in capsys.readouterr().err
+
+
+def test_threads_option_is_checked(capsys):
+    assert main(["--threads", "0", "persons", "--out", "x.png"]) == 2
+    assert "--threads: expected >= 1" in capsys.readouterr().err
