@@ -34,14 +34,17 @@ from .distance import check_metric, pair_distance
 from .interpreter._batch import unpack_batch
 from .interpreter._build import TRUNKS, build_interpreter
 from .interpreter._evaluate import component_distance_matrices, embed_loader, score_query_gallery
+from .interpreter.model_aware import amd_plus_config
 from .interpreter.network import Components, component_embeddings
 from .interpreter.split import split_model
 from .interpreter.training import TrainingConfig, fit_interpreter
 
-__all__ = ["Explainer", "MatrixExplanation", "NotFittedError", "FORMAT_VERSION"]
+__all__ = ["Explainer", "MatrixExplanation", "NotFittedError", "FORMAT_VERSION", "METHODS"]
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+METHODS = ("amd", "amd+")
+"""Training variants of :class:`Explainer`: the paper's AMD and AMD+ (true to the model as well)."""
 
 
 class NotFittedError(RuntimeError):
@@ -100,10 +103,13 @@ class Explainer:
         trunk: Gray box only. ``"copy"`` (default, as in AMD): the interpreter trains its own copy of the
             target's trunk; ``"shared"``: it reads the target's own feature map (a frozen trunk), which
             halves the cost of training and of :meth:`explain`.
+        method: ``"amd"`` (default): the paper's losses. ``"amd+"``: explanations true to the model
+            as well as to the labels (model-aware prior, per-attribute probes, local maps; see
+            :mod:`reidexplain.interpreter.model_aware` and ``docs/how-amd-works.md``).
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; a bad ``feature_layer`` or ``attributes`` type.
-        ValueError: unknown ``metric``, schema name or ``trunk``.
+        ValueError: unknown ``metric``, schema name, ``trunk`` or ``method``.
 
     Examples:
         >>> from torch import nn
@@ -114,7 +120,8 @@ class Explainer:
 
     def __init__(self, model: nn.Module, attributes: str | AttributeSchema | Sequence[str] | None = None,
                  metric: str = "euclidean", feature_layer: str | nn.Module | None = "auto",
-                 device: torch.device | str | None = None, hidden: int = 256, trunk: str = "copy") -> None:
+                 device: torch.device | str | None = None, hidden: int = 256, trunk: str = "copy",
+                 method: str = "amd") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if feature_layer is not None and not isinstance(feature_layer, (str, nn.Module)):
@@ -132,6 +139,9 @@ class Explainer:
         if trunk not in TRUNKS:
             raise ValueError(f"trunk: expected one of {TRUNKS}, got {trunk!r}")
         self.trunk = trunk
+        if method not in METHODS:
+            raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+        self.method = method
         self.split = None
         self.interpreter = None
         self.config = TrainingConfig()
@@ -228,6 +238,8 @@ class Explainer:
             torch.manual_seed(seed)
             self._setup(batch.images[: min(4, batch.images.shape[0])], batch.attributes.shape[1])
         self.config = self.config.resolved(gray_box=self.split.gray_box)
+        if self.method == "amd+":
+            self.config = amd_plus_config(self.config, self.split, loader, len(self._schema), self.metric, config)
         self.history = fit_interpreter(self.split, self.interpreter, loader, len(self._schema), self.metric,
                                        self.config, progress=progress, seed=seed)
         return self
@@ -298,6 +310,7 @@ class Explainer:
             maps=(up[:n], up[n:]), attribute_names=self._schema.names, reconstructed=dk.mean(dim=1),
             contributions=dk / dk.shape[1], attribute_labels=self._schema.labels,
             extras={"maps_lowres": (low[:n], low[n:]), "component_distances": dk, "mode": self.mode,
+                    "variant": self.method,
                     "feature_layer": self.split.feature_layer},
         )
 

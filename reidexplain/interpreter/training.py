@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..distance import pair_distance
 from ._batch import iter_batches
 from .losses import attribute_prior_loss, metric_distillation_loss
+from .model_aware import AttributeProbes, map_entropy_loss, model_aware_prior_loss, probe_loss
 from .network import AMDInterpreter, component_embeddings
 from .split import TargetSplit
 
@@ -75,6 +76,11 @@ class TrainingConfig:
         target_steps: Optimiser steps aimed at when ``epochs`` is ``None``.
         max_epochs: Upper bound of the automatic epochs.
         max_seconds: Stop after this many seconds (checked after every step); ``None``: no limit.
+        usage_weights: AMD+ only: per-attribute model-usage weights ``w_k`` in ``[0, 1]``
+            (:func:`~reidexplain.interpreter.model_aware.attribute_usage`); the prior then counts
+            attribute ``k`` as exclusive to the degree ``w_k``. ``None``: the paper's prior.
+        probe_weight: AMD+ only: weight of the per-attribute probe loss on ``e_k`` (0: off).
+        entropy_weight: AMD+ only: weight of the maps' normalised spatial entropy (0: off).
 
     Examples:
         >>> TrainingConfig(epochs=3).lr
@@ -94,6 +100,9 @@ class TrainingConfig:
     target_steps: int = 600
     max_epochs: int = 60
     max_seconds: float | None = None
+    usage_weights: tuple[float, ...] | None = None
+    probe_weight: float = 0.0
+    entropy_weight: float = 0.0
 
     def resolved(self, gray_box: bool) -> TrainingConfig:
         """A copy with the mode-dependent defaults filled in."""
@@ -149,11 +158,33 @@ def pair_losses(embeddings: torch.Tensor, components: torch.Tensor, attributes: 
     shares = dk / dk.sum(dim=1, keepdim=True).clamp_min(1e-12)
     exclusive = attributes[i] != attributes[j]
     md = metric_distillation_loss(d, d_hat)
-    ap = attribute_prior_loss(shares, exclusive)
+    if config.usage_weights is None:
+        ap = attribute_prior_loss(shares, exclusive)
+    else:
+        ap = model_aware_prior_loss(shares, exclusive, torch.as_tensor(config.usage_weights, device=shares.device))
     weight = GRAY_BOX_DISTILLATION_WEIGHT if config.distillation_weight is None else config.distillation_weight
     loss = weight * md + config.prior_weight * ap
     return {"loss": loss, "distillation": md.detach(), "prior": ap.detach(), "distance": d.detach(),
             "reconstructed": d_hat.detach()}
+
+
+def _add_truthful_terms(losses: dict[str, torch.Tensor], out: Any, attributes: torch.Tensor,
+                        config: TrainingConfig, probes: tuple | None) -> tuple | None:
+    """AMD+: add the probe and map-entropy terms to ``losses["loss"]``; builds the probes on first use."""
+    if config.probe_weight > 0:
+        if probes is None:
+            # Training-only classifiers: built once the width of e_k is known, never saved.
+            net = AttributeProbes(attributes.shape[1], out.components.shape[-1]).to(out.components.device)
+            probes = (net, torch.optim.Adam(net.parameters(), lr=config.lr * config.head_lr_factor))
+        probes[1].zero_grad(set_to_none=True)
+        term = probe_loss(probes[0](out.components), attributes)
+        losses["loss"] = losses["loss"] + config.probe_weight * term
+        losses["probe"] = term.detach()
+    if config.entropy_weight > 0:
+        term = map_entropy_loss(out.maps)
+        losses["loss"] = losses["loss"] + config.entropy_weight * term
+        losses["entropy"] = term.detach()
+    return probes
 
 
 def _calibrate(split: TargetSplit, interpreter: AMDInterpreter, images: torch.Tensor, metric: str) -> None:
@@ -253,6 +284,7 @@ def fit_interpreter(split: TargetSplit, interpreter: AMDInterpreter, loader: Ite
     devices = [device] if device.type == "cuda" else []
     interpreter.train()
     steps = 0
+    probes: tuple[AttributeProbes, torch.optim.Optimizer] | None = None
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
@@ -269,9 +301,12 @@ def fit_interpreter(split: TargetSplit, interpreter: AMDInterpreter, loader: Ite
                     _calibrate(split, interpreter, images, metric)
                     out = component_embeddings(split, interpreter, images)
                     losses = pair_losses(out.embeddings, out.components, batch.attributes.to(device), metric, config)
+                    probes = _add_truthful_terms(losses, out, batch.attributes.to(device), config, probes)
                     optimizer.zero_grad(set_to_none=True)
                     losses["loss"].backward()
                     optimizer.step()
+                    if probes is not None:
+                        probes[1].step()
                     schedule.step()
                     steps += 1
                     d, d_hat = losses["distance"], losses["reconstructed"]

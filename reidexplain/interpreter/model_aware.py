@@ -1,0 +1,272 @@
+"""Explanations true to the model, not only to the labels: the terms of AMD+ (``method="amd+"``).
+
+The paper's attribute prior pushes every attribute in which two persons differ to a minimum share of
+the distance, whether or not the target model looks at it, and says nothing about where a map may look.
+AMD+ adds three levers, each trained only from what a real user has (images, labels, the target):
+
+* :func:`attribute_usage`: how much the target's distance grows when attribute ``k`` differs, with the
+  other attributes held fixed (a least-squares fit of the pair distances on the exclusive-attribute
+  indicators), scaled to ``w_k`` in ``[0, 1]``. :func:`model_aware_prior_loss` then treats attribute
+  ``k`` as exclusive only to the degree ``w_k``: an attribute the model ignores is treated as common.
+* :func:`probe_loss`: a linear classifier per attribute must read attribute ``k`` from the component
+  embedding ``e_k``, so the map ``A_k`` has to keep the pixels that carry it.
+* :func:`map_entropy_loss`: the normalised entropy of each map, so that maps are local.
+
+Examples:
+    >>> import torch
+    >>> shares = torch.tensor([[0.4, 0.04, 0.28, 0.28]]); exclusive = torch.tensor([[True, True, False, False]])
+    >>> usage = torch.tensor([1.0, 0.0, 1.0, 1.0])  # the model ignores attribute 1: no floor for it
+    >>> round(float(model_aware_prior_loss(shares, exclusive, usage)), 3)
+    0.2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..distance import pair_distance
+from ._batch import iter_batches
+from .losses import PRIOR_WEIGHTS, prior_thresholds
+
+if TYPE_CHECKING:
+    from .split import TargetSplit
+    from .training import TrainingConfig
+
+__all__ = ["attribute_usage", "model_aware_prior_loss", "AttributeProbes", "probe_loss", "map_entropy_loss",
+           "AMD_PLUS_DEFAULTS", "amd_plus_config"]
+
+
+def attribute_usage(embeddings: torch.Tensor, attributes: torch.Tensor, metric: str = "euclidean",
+                    pids: torch.Tensor | None = None, max_pairs: int = 200_000, seed: int = 0) -> torch.Tensor:
+    """Model-aware weights ``w_k``: the distance the target adds when attribute ``k`` differs.
+
+    Over pairs of different people (all pairs when ``pids`` is ``None``), the target distance is fitted
+    by least squares as ``d_ij ~ b + sum_k beta_k e_ijk`` with ``e_ij = a_i XOR a_j``; holding the other
+    attributes fixed separates an attribute the model uses from one that merely co-occurs with it.
+    ``w_k = clip(beta_k / max_j beta_j, 0, 1)``.
+
+    Args:
+        embeddings: ``(N,D)`` target embeddings of labelled images.
+        attributes: ``(N,M)`` 0/1 labels.
+        metric: The target's distance.
+        pids: Optional ``(N,)`` identities: same-person pairs are left out.
+        max_pairs: At most this many pairs (drawn with ``seed``) enter the fit.
+        seed: Seed of that draw.
+
+    Returns:
+        ``(M,)`` float weights in ``[0, 1]`` (all ones when no attribute adds distance).
+
+    Raises:
+        ValueError: shapes disagree or fewer than two images.
+
+    Examples:
+        >>> import torch
+        >>> a = torch.randint(0, 2, (40, 3), generator=torch.Generator().manual_seed(0)).float()
+        >>> emb = torch.cat([4 * a[:, :1], a[:, 1:2], torch.zeros(40, 1)], dim=1)  # ignores attribute 2
+        >>> attribute_usage(emb, a).round(decimals=1)
+        tensor([1.0000, 0.2000, 0.0000])
+    """
+    if embeddings.dim() != 2 or attributes.dim() != 2 or embeddings.shape[0] != attributes.shape[0]:
+        raise ValueError(f"`embeddings`/`attributes`: expected (N,D) and (N,M) with the same N, got "
+                         f"{tuple(embeddings.shape)} and {tuple(attributes.shape)}")
+    n, m = attributes.shape
+    if n < 2:
+        raise ValueError(f"`embeddings`: expected at least two images, got {n}")
+    i, j = torch.triu_indices(n, n, offset=1)
+    if pids is not None:
+        keep = pids.reshape(-1)[i] != pids.reshape(-1)[j]
+        if keep.any():
+            i, j = i[keep], j[keep]
+    if i.numel() > max_pairs:
+        pick = torch.randperm(i.numel(), generator=torch.Generator().manual_seed(seed))[:max_pairs]
+        i, j = i[pick], j[pick]
+    emb = embeddings.detach().double()
+    d = pair_distance(emb[i], emb[j], metric)
+    exclusive = (attributes[i] != attributes[j]).double()
+    design = torch.cat([torch.ones(exclusive.shape[0], 1, dtype=torch.float64), exclusive], dim=1)
+    # A small ridge keeps attributes that never differ (a constant column) from making the fit singular.
+    gram = design.T @ design + 1e-6 * design.shape[0] * torch.eye(m + 1, dtype=torch.float64)
+    beta = torch.linalg.solve(gram, design.T @ d)[1:]
+    top = beta.max()
+    if not top > 0:
+        return torch.ones(m)
+    return (beta / top).clamp(0.0, 1.0).float()
+
+
+def model_aware_prior_loss(shares: torch.Tensor, exclusive: torch.Tensor, usage: torch.Tensor,
+                           weights: tuple[float, float, float] = PRIOR_WEIGHTS) -> torch.Tensor:
+    """The attribute prior with attribute ``k`` counted as exclusive to the degree ``w_k`` (mean over pairs).
+
+    With soft exclusivity ``e'_k = e_k w_k`` and ``N' = sum_k e'_k``: group ``ReLU(r' - sum e'_k p_k)``,
+    floor ``sum e'_k ReLU(t' - p_k)``, cap ``sum (1 - e'_k) ReLU(p_k - t')`` with ``(r', t')`` from
+    :func:`~reidexplain.interpreter.losses.prior_thresholds` at ``N'``. With ``w = 1`` this is exactly
+    :func:`~reidexplain.interpreter.losses.attribute_prior_loss`; an ignored attribute (``w_k = 0``) is
+    capped like a common one instead of being given a floor.
+
+    Args:
+        shares: ``(P,M)`` shares of each pair.
+        exclusive: ``(P,M)`` bool exclusive indicators.
+        usage: ``(M,)`` weights in ``[0, 1]`` (:func:`attribute_usage`).
+        weights: Weights of the group, floor and cap terms.
+
+    Returns:
+        A non-negative scalar.
+
+    Raises:
+        ValueError: ``usage`` is not ``(M,)`` with values in ``[0, 1]``.
+
+    Examples:
+        >>> import torch
+        >>> shares = torch.tensor([[0.7, 0.1, 0.1, 0.1]])
+        >>> float(model_aware_prior_loss(shares, torch.tensor([[True, False, False, False]]), torch.ones(4)))
+        0.0
+    """
+    m = shares.shape[-1]
+    if usage.shape != (m,):
+        raise ValueError(f"`usage`: expected shape ({m},), got {tuple(usage.shape)}")
+    if usage.numel() and (usage.min() < 0 or usage.max() > 1):
+        raise ValueError(f"`usage`: expected values in [0, 1], got [{float(usage.min())}, {float(usage.max())}]")
+    e = exclusive.to(shares.dtype) * usage.to(shares)
+    r, t = prior_thresholds(e.sum(dim=1).detach().clamp(0, m), m)
+    r, t = r.to(shares), t.to(shares)
+    group = F.relu(r - (e * shares).sum(dim=1))
+    floor = (e * F.relu(t[:, None] - shares)).sum(dim=1)
+    cap = ((1 - e) * F.relu(shares - t[:, None])).sum(dim=1)
+    loss = weights[0] * group + weights[1] * floor + weights[2] * cap
+    return loss.mean() if loss.numel() else shares.sum() * 0.0
+
+
+class AttributeProbes(nn.Module):
+    """One linear classifier per attribute on its (normalised) component embedding ``e_k``.
+
+    Used only while training AMD+; not part of the saved interpreter.
+
+    Args:
+        num_attributes: ``M``.
+        dim: Width ``D'`` of the component embeddings.
+        scale: Logit scale of the cosine classifier.
+
+    Examples:
+        >>> import torch
+        >>> AttributeProbes(3, 8)(torch.rand(2, 3, 8)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, num_attributes: int, dim: int, scale: float = 10.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_attributes, dim) * dim ** -0.5)
+        self.bias = nn.Parameter(torch.zeros(num_attributes))
+        self.scale = float(scale)
+
+    def forward(self, components: torch.Tensor) -> torch.Tensor:
+        """``(B,M,D')`` component embeddings -> ``(B,M)`` logits."""
+        # Normalised: the target's embeddings may be on any scale (BN-neck ~10..40, cosine ~1).
+        unit = F.normalize(components, dim=-1)
+        return self.scale * torch.einsum("bmd,md->bm", unit, F.normalize(self.weight, dim=-1)) + self.bias
+
+
+def probe_loss(logits: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """Class-balanced binary cross-entropy of the per-attribute probes (mean over attributes).
+
+    Each attribute's positives and negatives weigh half each, so a rare attribute cannot be ignored by
+    predicting the majority class.
+
+    Args:
+        logits: ``(B,M)`` probe logits.
+        attributes: ``(B,M)`` 0/1 labels.
+
+    Returns:
+        A non-negative scalar.
+
+    Examples:
+        >>> import torch
+        >>> y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> float(probe_loss(20 * (2 * y - 1), y)) < 1e-6
+        True
+    """
+    y = attributes.to(logits)
+    per = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    pos = y.sum(dim=0)
+    neg = y.shape[0] - pos
+    w = torch.where(y > 0, 0.5 / pos.clamp_min(1), 0.5 / neg.clamp_min(1))
+    # An attribute with one class only in the batch carries half the weight (its other half is absent).
+    return (w * per).sum(dim=0).mean()
+
+
+def map_entropy_loss(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Mean normalised spatial entropy of the maps: 1 for a flat map, 0 for a single peak.
+
+    Args:
+        maps: ``(B,M,h,w)`` non-negative attribute maps.
+        eps: Guards ``log 0``.
+
+    Returns:
+        A scalar in ``[0, 1]``.
+
+    Examples:
+        >>> import torch
+        >>> round(float(map_entropy_loss(torch.ones(1, 2, 4, 2))), 4)
+        1.0
+    """
+    flat = maps.flatten(2)
+    cells = flat.shape[-1]
+    if cells < 2:
+        return maps.sum() * 0.0
+    q = flat / flat.sum(dim=-1, keepdim=True).clamp_min(eps)
+    entropy = -(q * (q + eps).log()).sum(dim=-1)
+    return (entropy / torch.log(torch.tensor(float(cells)))).mean()
+
+
+AMD_PLUS_DEFAULTS: dict[str, float] = {"probe_weight": 1.0, "entropy_weight": 0.0}
+"""Weights of the AMD+ terms used by ``Explainer(method="amd+")`` unless given to ``fit``."""
+
+
+def amd_plus_config(config: TrainingConfig, split: TargetSplit, loader: Iterable, num_attributes: int,
+                    metric: str, given: dict[str, Any] | None = None) -> TrainingConfig:
+    """``config`` with the AMD+ fields filled in: usage weights from one pass of the target over ``loader``.
+
+    Fields the caller gave (``given``) are kept.
+
+    Args:
+        config: The resolved training configuration.
+        split: The split target.
+        loader: The training batches (labels, optional pids).
+        num_attributes: ``M``.
+        metric: The target's distance.
+        given: The options the caller passed to ``fit``.
+
+    Returns:
+        A new :class:`~reidexplain.interpreter.TrainingConfig`.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from reidexplain.interpreter.split import split_model
+        >>> from reidexplain.interpreter.training import TrainingConfig
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> split = split_model(net, torch.rand(2, 3, 8, 4))
+        >>> cfg = amd_plus_config(TrainingConfig(), split, [(torch.rand(6, 3, 8, 4), torch.eye(6)[:, :3])], 3,
+        ...                       "euclidean")
+        >>> len(cfg.usage_weights), cfg.probe_weight
+        (3, 1.0)
+    """
+    given = given or {}
+    updates: dict[str, Any] = {k: v for k, v in AMD_PLUS_DEFAULTS.items() if k not in given}
+    if "usage_weights" not in given:
+        embs, attrs, pids = [], [], []
+        with torch.no_grad():
+            for batch in iter_batches(loader, num_attributes, warn=False):
+                embs.append(split.embed(batch.images.to(split.device))[1].detach().cpu())
+                attrs.append(batch.attributes.cpu())
+                pids.append(batch.pids.cpu() if batch.pids is not None else None)
+        have_pids = all(p is not None for p in pids)
+        usage = attribute_usage(torch.cat(embs), torch.cat(attrs), metric,
+                                torch.cat(pids) if have_pids else None)
+        updates["usage_weights"] = tuple(round(float(w), 4) for w in usage)
+    return replace(config, **updates)
