@@ -313,8 +313,8 @@ def test_sizes_and_errors(tmp_path):
         BenchmarkSize(pairs=0)
     with pytest.raises(ValueError, match="scale_fractions"):
         BenchmarkSize(scale_fractions=(0.0, 1.0))
-    with pytest.raises(ValueError, match="val_ids"):
-        run_benchmark(tmp_path / "bad", size=BenchmarkSize(name="bad", num_train_ids=5, val_ids=4,
+    with pytest.raises(ValueError, match="amd_train_ids"):
+        run_benchmark(tmp_path / "bad", size=BenchmarkSize(name="bad", num_train_ids=5, amd_train_ids=1,
                                                                 image_size=(64, 32)),
                       model=_tiny_model(), progress=False)
     with pytest.raises(TypeError, match="model"):

@@ -16,8 +16,9 @@ class BenchmarkSize:
     The data always come from :func:`reidexplain.zoo.reference_splits` with ``num_train_ids``
     training identities (those the reference model was trained on) followed by ``num_test_ids`` test
     identities, so a smaller test set is a subset of the full one. The AMD interpreters are fitted on
-    the first ``amd_train_ids`` training identities; the next ``val_ids`` training identities form a
-    validation query/gallery split, used only to choose the re-weighting ``alpha`` (AMD-SPEC 7).
+    the first ``amd_train_ids`` training identities; ``val_ids`` fresh identities (neither training nor
+    test: the reference model has seen every training identity) form a validation query/gallery split,
+    used only to choose the re-weighting ``alpha`` (AMD-SPEC 7).
 
     Attributes:
         name: ``"full"``, ``"quick"``, ``"tiny"`` or a name of your own.
@@ -25,8 +26,8 @@ class BenchmarkSize:
         num_test_ids: Test identities split into query and gallery (``None``: the reference config).
         images_per_id: Images per identity (``None``: the reference config).
         image_size: ``(height, width)`` (``None``: the reference config).
-        amd_train_ids: Training identities the interpreters are fitted on (``None``: all but ``val_ids``).
-        val_ids: Training identities held out as the validation split of the re-weighting.
+        amd_train_ids: Training identities the interpreters are fitted on (``None``: all of them).
+        val_ids: Fresh identities of the validation split of the re-weighting.
         gray_seconds: Fit budget (wall-clock seconds) of the gray-box interpreter.
         black_seconds: Fit budget of the black-box interpreter.
         cross_seconds: Fit budget of the 18-attribute (shared schema) interpreter of the cross-domain run.

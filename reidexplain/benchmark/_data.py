@@ -123,7 +123,7 @@ class BenchmarkData:
         amd_train: Rendered items the interpreters are fitted on.
         query, gallery: Rendered test query/gallery items (market domain).
         query_set, gallery_set: The same test images as datasets with masks and counterfactuals.
-        val_query, val_gallery: Rendered validation items (held-out training identities).
+        val_query, val_gallery: Rendered validation items (fresh identities, neither training nor test).
         duke_query, duke_gallery: Rendered test items of the synthetic duke domain.
         duke_schema: The DukeMTMC schema.
     """
@@ -153,9 +153,13 @@ class BenchmarkData:
 def prepare_data(size: BenchmarkSize, progress: bool = False) -> BenchmarkData:
     """Build and render every split the benchmark uses.
 
-    The validation split re-uses :func:`~reidexplain.data.synthetic_splits`: every draw is seeded by
-    (seed, domain, pid, image), so its "test" identities ``amd_train_ids .. amd_train_ids + val_ids - 1``
-    are exactly those training identities of the reference data, with the same images.
+    Every draw of :func:`~reidexplain.data.synthetic_splits` is seeded by (seed, domain, pid, image), so
+    the interpreters' training set is exactly the first ``amd_train_ids`` training identities of the
+    reference data. The validation split of the re-weighting (AMD-SPEC section 7) is made of
+    ``val_ids`` *fresh* identities, numbered after the training and test ones: the reference model was
+    trained on every training identity, so held-out training identities would not be held out from
+    the model (it ranks them almost perfectly, and any ``alpha`` looks alike), and the test set is
+    never used to choose ``alpha``.
 
     Args:
         size: The benchmark size.
@@ -165,7 +169,7 @@ def prepare_data(size: BenchmarkSize, progress: bool = False) -> BenchmarkData:
         A :class:`BenchmarkData`.
 
     Raises:
-        ValueError: ``amd_train_ids + val_ids`` exceeds the training identities.
+        ValueError: ``amd_train_ids`` exceeds the training identities or is below 2.
 
     Examples:
         >>> from reidexplain.benchmark import get_size
@@ -178,22 +182,26 @@ def prepare_data(size: BenchmarkSize, progress: bool = False) -> BenchmarkData:
     per_id = int(overrides.get("images_per_id", REFERENCE_CONFIG["images_per_id"]))
     image_size = tuple(overrides.get("image_size", REFERENCE_CONFIG["image_size"]))
     seed = int(REFERENCE_CONFIG["seed"])
-    amd_ids = size.amd_train_ids if size.amd_train_ids is not None else num_train - size.val_ids
-    if amd_ids < 2 or amd_ids + size.val_ids > num_train:
-        raise ValueError(f"size: amd_train_ids ({amd_ids}) + val_ids ({size.val_ids}) must not exceed the "
-                         f"{num_train} training identities, and amd_train_ids must be >= 2")
+    num_test = int(overrides.get("num_test_ids", REFERENCE_CONFIG["num_test_ids"]))
+    amd_ids = size.amd_train_ids if size.amd_train_ids is not None else num_train
+    if not 2 <= amd_ids <= num_train:
+        raise ValueError(f"size: amd_train_ids ({amd_ids}) must be between 2 and the {num_train} training "
+                         "identities")
     market = reference_splits("market", with_masks=False, **overrides)
     masked = reference_splits("market", with_masks=True, **overrides)
     duke = reference_splits("duke", with_masks=False, **overrides)
-    val = synthetic_splits(amd_ids, size.val_ids, per_id, domain="market", seed=seed, image_size=image_size,
-                           with_masks=False)
+    amd_train = synthetic_splits(amd_ids, 1, per_id, domain="market", seed=seed, image_size=image_size,
+                                 with_masks=False)["train"]
+    # Fresh identities after the training and test ones (see the docstring).
+    val = synthetic_splits(num_train + num_test, size.val_ids, per_id, domain="market", seed=seed,
+                           image_size=image_size, with_masks=False)
 
     def render(dataset: Dataset, desc: str) -> list[dict[str, Any]]:
         return materialise(dataset, desc, progress)
 
     return BenchmarkData(
         schema=market["query"].schema,
-        amd_train=render(val["train"], "render train"),
+        amd_train=render(amd_train, "render train"),
         query=render(market["query"], "render query"),
         gallery=render(market["gallery"], "render gallery"),
         query_set=masked["query"],

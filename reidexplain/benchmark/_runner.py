@@ -141,7 +141,7 @@ def run_benchmark(out: str | os.PathLike[str] = "benchmark-results", quick: bool
     18-attribute interpreter (cross-domain) within time budgets; scores every method on the same pairs
     of different people (pointing game, relevance mass, deletion/insertion AUC, seconds per pair);
     AMD's X-mAP_e/c, ADRE, causal agreement and Rank-1/mAP with ``d`` and ``d_hat``; the Market -> Duke
-    run; the re-weighted distance with ``alpha`` chosen on held-out training identities; a table per
+    run; the re-weighted distance with ``alpha`` chosen on fresh validation identities; a table per
     attribute (the model's sensitivity, AMD's shares and per-attribute localisation); and the time to
     explain every query x gallery pair. Writes ``results.json`` and ``BENCHMARKS.md`` into ``out``.
 
