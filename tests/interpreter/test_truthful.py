@@ -1,0 +1,133 @@
+"""AMD+ (issue 8): model-aware prior, probe and entropy terms; the paper path is unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from reidexplain.explainer import Explainer
+from reidexplain.interpreter.losses import attribute_prior_loss
+from reidexplain.interpreter.model_aware import (
+    AttributeProbes,
+    attribute_usage,
+    map_entropy_loss,
+    model_aware_prior_loss,
+    probe_loss,
+)
+from reidexplain.interpreter.training import TrainingConfig, pair_losses
+
+
+def _shares(p: int, m: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shares = torch.rand(p, m, generator=g)
+    return shares / shares.sum(1, keepdim=True), torch.rand(p, m, generator=g) < 0.3
+
+
+def test_usage_one_equals_paper_prior() -> None:
+    shares, exclusive = _shares(50, 10)
+    paper = attribute_prior_loss(shares, exclusive)
+    assert torch.allclose(model_aware_prior_loss(shares, exclusive, torch.ones(10)), paper, atol=1e-6)
+
+
+def test_binary_usage_equals_paper_prior_on_used_attributes() -> None:
+    shares, exclusive = _shares(40, 8, seed=1)
+    usage = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1], dtype=torch.float32)
+    expected = attribute_prior_loss(shares, exclusive & usage.bool())
+    assert torch.allclose(model_aware_prior_loss(shares, exclusive, usage), expected, atol=1e-6)
+
+
+def test_model_aware_prior_zero_when_satisfied_and_rejects_bad_usage() -> None:
+    shares = torch.tensor([[0.7, 0.02, 0.14, 0.14]])
+    exclusive = torch.tensor([[True, True, False, False]])
+    assert float(model_aware_prior_loss(shares, exclusive, torch.tensor([1.0, 0.0, 1.0, 1.0]))) == 0.0
+    assert float(attribute_prior_loss(shares, exclusive)) > 0.1  # the paper forces a floor on attribute 1
+    with pytest.raises(ValueError, match="usage"):
+        model_aware_prior_loss(shares, exclusive, torch.ones(3))
+    with pytest.raises(ValueError, match="usage"):
+        model_aware_prior_loss(shares, exclusive, torch.full((4,), 2.0))
+
+
+def test_attribute_usage_separates_used_from_co_occurring() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 2, (80, 4), generator=g).float()
+    a[:, 3] = a[:, 0]  # co-occurs with a used attribute on most images, but the model ignores it
+    a[:8, 3] = 1 - a[:8, 3]
+    emb = torch.cat([3 * a[:, :1], a[:, 1:2], torch.zeros(80, 2)], dim=1)
+    w = attribute_usage(emb, a)
+    assert w.shape == (4,) and float(w.min()) >= 0 and float(w.max()) == 1.0
+    assert float(w[0]) == 1.0 and 0.2 < float(w[1]) < 0.5
+    assert float(w[2]) < 0.05 and float(w[3]) < 0.05
+    pids = torch.arange(80) // 2
+    assert torch.allclose(attribute_usage(emb, a, pids=pids)[0], torch.tensor(1.0))
+    with pytest.raises(ValueError, match="embeddings"):
+        attribute_usage(emb[:5], a)
+
+
+def test_attribute_usage_all_ones_when_nothing_adds_distance() -> None:
+    assert torch.equal(attribute_usage(torch.zeros(6, 3), torch.eye(6)[:, :3]), torch.ones(3))
+
+
+def test_probe_loss_limits_and_shapes() -> None:
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    assert float(probe_loss(30 * (2 * y - 1), y)) < 1e-6
+    zero = probe_loss(torch.zeros(3, 3), y)
+    # Balanced: attributes 0 and 1 weigh log 2 in all, attribute 2 (positives only) half of it.
+    assert float(zero) == pytest.approx((2 * 0.6931 + 0.3466) / 3, abs=1e-3)
+    assert AttributeProbes(3, 5)(torch.rand(4, 3, 5)).shape == (4, 3)
+
+
+def test_map_entropy_limits() -> None:
+    assert float(map_entropy_loss(torch.ones(2, 3, 4, 2))) == pytest.approx(1.0)
+    peak = torch.zeros(2, 3, 4, 2)
+    peak[..., 1, 1] = 5.0
+    assert float(map_entropy_loss(peak)) < 1e-6
+
+
+def test_pair_losses_paper_path_unchanged() -> None:
+    g = torch.Generator().manual_seed(3)
+    emb = torch.rand(5, 6, generator=g)
+    comps = emb[:, None] + 0.1 * torch.rand(5, 4, 6, generator=g)
+    attrs = torch.randint(0, 2, (5, 4), generator=g)
+    out = pair_losses(emb, comps, attrs, "euclidean", TrainingConfig())
+    i, j = torch.triu_indices(5, 5, offset=1)
+    dk = torch.linalg.vector_norm(comps[i] - comps[j], dim=-1)
+    ap = attribute_prior_loss(dk / dk.sum(1, keepdim=True), attrs[i] != attrs[j])
+    assert torch.allclose(out["prior"], ap, atol=1e-5)
+    same = pair_losses(emb, comps, attrs, "euclidean", TrainingConfig(usage_weights=(1.0,) * 4))
+    assert torch.allclose(same["prior"], ap, atol=1e-5)
+    other = pair_losses(emb, comps, attrs, "euclidean", TrainingConfig(usage_weights=(1.0, 0.0, 0.0, 1.0)))
+    assert not torch.allclose(other["prior"], ap)
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def test_explainer_methods() -> None:
+    g = torch.Generator().manual_seed(0)
+    data = [{"image": torch.rand(8, 3, 16, 8, generator=g), "attributes": torch.randint(0, 2, (8, 3), generator=g),
+             "pid": torch.arange(8) // 2}]
+    paper = Explainer(_net()).fit(data, epochs=2, progress=False)
+    assert paper.method == "amd" and paper.config.usage_weights is None and paper.config.probe_weight == 0.0
+    plus = Explainer(_net(), method="amd+").fit(data, epochs=2, progress=False)
+    assert len(plus.config.usage_weights) == 3 and plus.config.probe_weight == 1.0
+    assert all(0.0 <= w <= 1.0 for w in plus.config.usage_weights)
+    att = plus.explain((data[0]["image"][0], data[0]["image"][2]))
+    assert att.extras["variant"] == "amd+"
+    assert torch.allclose(att.contributions.sum(1), att.reconstructed, atol=1e-5)
+    given = Explainer(_net(), method="amd+").fit(data, epochs=1, progress=False, probe_weight=0.0,
+                                                  usage_weights=(1.0, 0.5, 0.0))
+    assert given.config.usage_weights == (1.0, 0.5, 0.0) and given.config.probe_weight == 0.0
+    with pytest.raises(ValueError, match="method"):
+        Explainer(_net(), method="truthy")
+
+
+def test_config_round_trips_new_fields() -> None:
+    cfg = TrainingConfig(usage_weights=(0.5, 1.0), probe_weight=2.0, entropy_weight=0.1)
+    assert TrainingConfig(**cfg.to_dict()) == cfg
+    assert {f.name for f in dataclasses.fields(TrainingConfig)} >= {"usage_weights", "probe_weight",
+                                                                    "entropy_weight"}
