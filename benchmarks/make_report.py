@@ -98,12 +98,28 @@ def _explainer_section(data: dict[str, Any]) -> list[str]:
     return [_records_table(data.get("results", []), cols), "", *_generic(data, skip=("results",))]
 
 
+def _truthful_section(data: dict[str, Any]) -> list[str]:
+    cols = [("variant", "variant"), ("steps", "steps"), ("x_map_e", "X-mAP_e"), ("adre", "ADRE %"),
+            ("causal_agreement", "causal agr."), ("causal_agreement_used", "causal agr. (used attrs)"),
+            ("pointing_used", "pointing used %"), ("pointing_unused", "pointing ignored %"),
+            ("share_exclusive_used_percent", "share used %"),
+            ("share_exclusive_unused_percent", "share ignored %"), ("fair_share_percent", "1/M %")]
+    intro = (f"{data.get('attributes_used', '?')} of {len(data.get('attributes', []))} attributes move the "
+             f"model's distance more than a new photo of the same person; fits of "
+             f"{data.get('fit_budget_seconds', '?')} s each, {data.get('pairs', '?')} pairs for the causal "
+             "agreement and the pointing game. Each row adds one lever to the row above it.")
+    return [intro, "", _records_table(data.get("variants", []), cols), "",
+            *_generic(data, skip=("variants", "attributes", "model_uses", "sensitivity_ratio"))]
+
+
 # stem prefix -> (title, script, section renderer); the first matching prefix wins.
 KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] = [
     ("benchmark", "Ground-truth benchmark: AMD against the Captum baselines", "run_benchmark.py", None),
     ("data", "Synthetic persons: rendering speed", "bench_data.py", _data_section),
     ("zoo", "Reference ReID model", "bench_zoo.py", _zoo_section),
     ("explainer", "AMD explainer on the reference model", "bench_explainer.py", _explainer_section),
+    ("truthful", "AMD+ ablation: explanations true to the model (issue 8)", "bench_truthful.py",
+     _truthful_section),
 ]
 
 
