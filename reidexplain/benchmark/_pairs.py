@@ -23,8 +23,10 @@ def sample_pairs(query_pids: Sequence[int], gallery_pids: Sequence[int], query_a
     drawn again. Pairs in ``exclude`` (and duplicates) are never returned.
 
     Args:
-        query_pids, gallery_pids: Person ids of the query and gallery images.
-        query_attrs, gallery_attrs: ``(Q,M)`` and ``(G,M)`` 0/1 labels.
+        query_pids: Person ids of the query images.
+        gallery_pids: Person ids of the gallery images.
+        query_attrs: ``(Q,M)`` 0/1 labels of the queries.
+        gallery_attrs: ``(G,M)`` 0/1 labels of the gallery.
         num_pairs: How many pairs to draw.
         seed: Seed of the draw.
         exclude: ``(query_index, gallery_index)`` pairs not to draw again.
