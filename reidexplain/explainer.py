@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,13 @@ from .attribution import PairAttribution
 from .distance import check_metric, pair_distance
 from .interpreter._batch import unpack_batch
 from .interpreter._build import TRUNKS, build_interpreter
-from .interpreter._evaluate import component_distance_matrices, embed_loader, score_query_gallery
+from .interpreter._evaluate import (
+    MatrixExplanation,
+    component_distance_matrices,
+    embed_loader,
+    retrieval_scores,
+    score_query_gallery,
+)
 from .interpreter.model_aware import amd_plus_config
 from .interpreter.network import Components, component_embeddings
 from .interpreter.split import split_model
@@ -54,34 +58,6 @@ class NotFittedError(RuntimeError):
         >>> issubclass(NotFittedError, RuntimeError)
         True
     """
-
-
-@dataclass
-class MatrixExplanation:
-    """AMD quantities for every query x gallery pair.
-
-    Attributes:
-        distance: ``(Q,G)`` target distances.
-        reconstructed: ``(Q,G)`` interpreter distances ``d_hat``.
-        contributions: ``(Q,G,M)`` per-attribute contributions ``c_k = d_k / M`` (sum: ``d_hat``).
-        attribute_names: The ``M`` names.
-
-    Examples:
-        >>> import torch
-        >>> m = MatrixExplanation(torch.ones(1, 2), torch.ones(1, 2), torch.full((1, 2, 4), 0.25), ("a",) * 4)
-        >>> m.shares.sum(-1)
-        tensor([[1., 1.]])
-    """
-
-    distance: torch.Tensor
-    reconstructed: torch.Tensor
-    contributions: torch.Tensor
-    attribute_names: tuple[str, ...]
-
-    @property
-    def shares(self) -> torch.Tensor:
-        """``(Q,G,M)`` shares of ``d_hat`` per attribute; they sum to 1 over ``M``."""
-        return self.contributions / self.contributions.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
 class Explainer:
@@ -383,16 +359,7 @@ class Explainer:
             self.split, self.interpreter, gallery_loader, m, progress, "gallery")
         scores, dist, recon = score_query_gallery(query, gallery, self.metric, progress)
         if query["pids"] is not None and gallery["pids"] is not None:
-            from .metrics.retrieval import evaluate_retrieval
-
-            qc, gc = query["camids"], gallery["camids"]
-            if qc is None or gc is None:
-                qc, gc = _camids_without_cameras(query, gallery)
-            for name, mat in (("target", dist), ("interpreter", recon)):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    r = evaluate_retrieval(mat, query["pids"], gallery["pids"], qc, gc, ranks=(1, 5))
-                scores.update({f"rank1_{name}": r["rank1"], f"rank5_{name}": r["rank5"], f"map_{name}": r["mAP"]})
+            scores.update(retrieval_scores(query, gallery, {"target": dist, "interpreter": recon}))
         return scores
 
     # ------------------------------------------------------------------ save / load
@@ -428,12 +395,3 @@ class Explainer:
 
         return restore(cls, Path(path), model, attributes, device, FORMAT_VERSION)
 
-
-def _camids_without_cameras(query: dict, gallery: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Camera ids that make the retrieval protocol ignore only an image matched with itself."""
-    q = torch.arange(query["embeddings"].shape[0])
-    g = torch.full((gallery["embeddings"].shape[0],), -1, dtype=torch.long)
-    same = (query["fingerprints"][:, None, :] == gallery["fingerprints"][None, :, :]).all(-1)
-    qi, gi = same.nonzero(as_tuple=True)
-    g[gi] = q[qi]
-    return q, g

@@ -45,6 +45,7 @@ def checkpoint_dict(explainer: Any, version: int) -> dict[str, Any]:
         "input_size": list(explainer.input_size),
         "hidden": explainer.hidden,
         "trunk": explainer.trunk,
+        "method": getattr(explainer, "method", "amd"),
         "interpreter": {k: v.detach().cpu() for k, v in explainer.interpreter.state_dict().items()},
         "config": explainer.config.to_dict(),
         "history": [dict(h) for h in explainer.history],
@@ -87,7 +88,7 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
                          "(its parameter names or shapes differ)")
     layer = ckpt["feature_layer"] if ckpt["split_kind"] != "none" else None
     explainer = cls(model, attributes=schema, metric=ckpt["metric"], feature_layer=layer, device=device,
-                    hidden=ckpt["hidden"], trunk=ckpt.get("trunk", "copy"))
+                    hidden=ckpt["hidden"], trunk=ckpt.get("trunk", "copy"), method=ckpt.get("method", "amd"))
     h, w = ckpt["input_size"]
     probe = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
     try:

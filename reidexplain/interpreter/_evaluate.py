@@ -7,7 +7,9 @@ quantity then follows from ``distance_matrix`` per attribute, in chunks of queri
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,9 +21,37 @@ from ._batch import iter_batches
 from .network import AMDInterpreter, component_embeddings
 from .split import TargetSplit
 
-__all__ = ["component_distance_matrices", "embed_loader", "score_query_gallery"]
+__all__ = ["MatrixExplanation", "component_distance_matrices", "embed_loader", "score_query_gallery", "retrieval_scores"]
 
 _PAIR_BUDGET = 4_000_000  # elements of a (chunk, G, M) block
+
+
+@dataclass
+class MatrixExplanation:
+    """AMD quantities for every query x gallery pair.
+
+    Attributes:
+        distance: ``(Q,G)`` target distances.
+        reconstructed: ``(Q,G)`` interpreter distances ``d_hat``.
+        contributions: ``(Q,G,M)`` per-attribute contributions ``c_k = d_k / M`` (sum: ``d_hat``).
+        attribute_names: The ``M`` names.
+
+    Examples:
+        >>> import torch
+        >>> m = MatrixExplanation(torch.ones(1, 2), torch.ones(1, 2), torch.full((1, 2, 4), 0.25), ("a",) * 4)
+        >>> m.shares.sum(-1)
+        tensor([[1., 1.]])
+    """
+
+    distance: torch.Tensor
+    reconstructed: torch.Tensor
+    contributions: torch.Tensor
+    attribute_names: tuple[str, ...]
+
+    @property
+    def shares(self) -> torch.Tensor:
+        """``(Q,G,M)`` shares of ``d_hat`` per attribute; they sum to 1 over ``M``."""
+        return self.contributions / self.contributions.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
 def component_distance_matrices(q_emb: torch.Tensor, q_comp: torch.Tensor, g_emb: torch.Tensor,
@@ -103,3 +133,34 @@ def score_query_gallery(query: dict[str, Any], gallery: dict[str, Any], metric: 
     scores = {k: (sums[k] / counts[k] if counts[k] else float("nan")) for k in sums}
     scores["num_pairs"] = float(pairs)
     return scores, torch.cat(dist_rows), torch.cat(recon_rows)
+
+
+def _camids_without_cameras(query: dict[str, Any], gallery: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Camera ids that make the retrieval protocol ignore only an image matched with itself."""
+    q = torch.arange(query["embeddings"].shape[0])
+    g = torch.full((gallery["embeddings"].shape[0],), -1, dtype=torch.long)
+    same = (query["fingerprints"][:, None, :] == gallery["fingerprints"][None, :, :]).all(-1)
+    qi, gi = same.nonzero(as_tuple=True)
+    g[gi] = q[qi]
+    return q, g
+
+
+def retrieval_scores(query: dict[str, Any], gallery: dict[str, Any],
+                     distances: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Rank-1, Rank-5 and mAP (percent) of each ``(Q,G)`` distance matrix, keys suffixed by its name.
+
+    Without camids every query is treated as coming from a camera of its own, so that only an image
+    matched with itself is ignored.
+    """
+    from ..metrics.retrieval import evaluate_retrieval
+
+    qc, gc = query["camids"], gallery["camids"]
+    if qc is None or gc is None:
+        qc, gc = _camids_without_cameras(query, gallery)
+    scores: dict[str, float] = {}
+    for name, mat in distances.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a query without a valid match is skipped, as documented
+            r = evaluate_retrieval(mat, query["pids"], gallery["pids"], qc, gc, ranks=(1, 5))
+        scores.update({f"rank1_{name}": r["rank1"], f"rank5_{name}": r["rank5"], f"map_{name}": r["mAP"]})
+    return scores
