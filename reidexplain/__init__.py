@@ -47,7 +47,7 @@ from reidexplain.data import (
     write_market1501,
 )
 from reidexplain.distance import distance_matrix, pair_distance
-from reidexplain.explainer import Explainer, NotFittedError
+from reidexplain.explainer import METHODS, Explainer, NotFittedError
 from reidexplain.visualization import compare, plot_attribution
 from reidexplain.zoo import create_model, list_models, load_reference_model
 
@@ -60,6 +60,7 @@ __all__ = [
     "__version__",
     # explaining
     "Explainer",
+    "METHODS",
     "NotFittedError",
     "PairAttribution",
     "compare",
