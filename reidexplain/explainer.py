@@ -78,7 +78,8 @@ class Explainer:
         hidden: Width of the decomposition head's middle layer (AMD: 256).
         trunk: Gray box only. ``"copy"`` (default, as in AMD): the interpreter trains its own copy of the
             target's trunk; ``"shared"``: it reads the target's own feature map (a frozen trunk), which
-            halves the cost of training and of :meth:`explain`.
+            saves one trunk pass per image in :meth:`fit` and :meth:`explain` (measured: ``explain``
+            2.4 instead of 3.5 target forward passes) at some cost in X-mAP.
         method: ``"amd"`` (default): the paper's losses. ``"amd+"``: explanations true to the model
             as well as to the labels (model-aware prior, per-attribute probes, local maps; see
             :mod:`reidexplain.interpreter.model_aware` and ``docs/how-amd-works.md``).
@@ -182,7 +183,9 @@ class Explainer:
             progress: Show a progress bar with the running loss and ADRE.
             seed: Seed of everything random inside the call.
             **config: Other :class:`~reidexplain.interpreter.TrainingConfig` fields
-                (``distillation_weight``, ``weight_decay``, ``flip``, ``max_seconds``, ...).
+                (``distillation_weight``, default 5 in gray-box and 50 in black-box mode;
+                ``weight_decay``, ``flip``, ``max_seconds``, ...). On the zoo's reference model these
+                defaults give ADRE 1.7 %, X-mAP_e 81, X-mAP_c 98 in under 3 minutes on 2 CPU cores.
 
         Returns:
             ``self``, fitted; :attr:`history` holds the per-epoch losses and ADRE.
