@@ -84,14 +84,15 @@ def embed_loader(split: TargetSplit, interpreter: AMDInterpreter, loader: Iterab
             comps = component_embeddings(split, interpreter, images)
             out["embeddings"].append(comps.embeddings.cpu())
             out["components"].append(comps.components.cpu())
-            out["attributes"].append(batch.attributes.bool())
-            out["fingerprints"].append(_fingerprint(batch.images))
+            # Everything per image is gathered on the CPU, whatever device the loader yields.
+            out["attributes"].append(batch.attributes.bool().cpu())
+            out["fingerprints"].append(_fingerprint(batch.images).cpu())
             has_pids &= batch.pids is not None
             has_camids &= batch.camids is not None
             if batch.pids is not None:
-                out["pids"].append(batch.pids)
+                out["pids"].append(batch.pids.cpu())
             if batch.camids is not None:
-                out["camids"].append(batch.camids)
+                out["camids"].append(batch.camids.cpu())
     result: dict[str, Any] = {k: torch.cat(v) for k, v in out.items() if k not in ("pids", "camids")}
     result["pids"] = torch.cat(out["pids"]) if has_pids else None
     result["camids"] = torch.cat(out["camids"]) if has_camids else None
