@@ -56,7 +56,6 @@ def tiny_runs(tmp_path_factory):
     def refuse(*args, **kwargs):
         raise AssertionError("the benchmark test must not load or train the reference model")
 
-    torch.set_num_threads(1)
     folders = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("reidexplain.zoo.load_reference_model", refuse)

@@ -26,15 +26,6 @@ from reidexplain.metrics.explanation import adre  # noqa: E402
 M = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread, especially on a CPU shared with other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def fitted() -> Explainer:
     torch.manual_seed(0)

@@ -49,11 +49,3 @@ def toy_reid():
     return ToyReID()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The models here are tiny: a second intra-op thread only adds synchronisation, and on a shared
-    # 2-core machine it makes every step many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
