@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-__all__ = ["check_images", "check_pair", "check_embeddings", "normalize_labels"]
+__all__ = ["check_images", "check_pair", "check_embeddings", "normalize_labels", "as_bool_mask"]
 
 
 def check_images(x: object, name: str = "images") -> torch.Tensor:
@@ -94,3 +94,12 @@ def normalize_labels(labels: object, num_attributes: int | None = None, name: st
     raise ValueError(
         f"`{name}`: labels must be binary (0/1, -1/+1 or 1/2), got values {sorted(values)[:8]}"
     )
+
+
+def as_bool_mask(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Return a bool or 0/1 tensor as bool; anything else raises ``ValueError`` naming ``name``."""
+    if x.dtype == torch.bool:
+        return x
+    if x.numel() and not ((x == 0) | (x == 1)).all():
+        raise ValueError(f"`{name}`: expected a bool or 0/1 tensor")
+    return x != 0

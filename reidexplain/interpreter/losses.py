@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .._checks import as_bool_mask
+
 __all__ = [
     "PRIOR_WEIGHTS",
     "metric_distillation_loss",
@@ -120,10 +122,7 @@ def _check_shares(shares: torch.Tensor, exclusive: torch.Tensor) -> torch.Tensor
         raise ValueError(
             f"`exclusive`: expected the shape of `shares` {tuple(shares.shape)}, got {tuple(exclusive.shape)}"
         )
-    if exclusive.dtype != torch.bool:
-        if exclusive.numel() and not ((exclusive == 0) | (exclusive == 1)).all():
-            raise ValueError("`exclusive`: expected a bool or 0/1 tensor")
-        exclusive = exclusive != 0
+    exclusive = as_bool_mask(exclusive, "exclusive")
     return exclusive
 
 

@@ -28,6 +28,8 @@ from typing import Literal
 
 import torch
 
+from .._checks import as_bool_mask
+
 __all__ = ["average_precision", "x_map_exclusive", "x_map_common", "adre"]
 
 Reduction = Literal["mean", "none"]
@@ -44,10 +46,7 @@ def _check(shares: torch.Tensor, exclusive: torch.Tensor, valid: torch.Tensor | 
         raise ValueError(
             f"`exclusive`: expected the shape of `shares` {tuple(shares.shape)}, got {tuple(exclusive.shape)}"
         )
-    if exclusive.dtype != torch.bool:
-        if exclusive.numel() and not ((exclusive == 0) | (exclusive == 1)).all():
-            raise ValueError("`exclusive`: expected a bool or 0/1 tensor")
-        exclusive = exclusive != 0
+    exclusive = as_bool_mask(exclusive, "exclusive")
     valid = _check_valid(valid, shares.shape[:-1])
     return shares.float(), exclusive, valid
 
