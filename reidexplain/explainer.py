@@ -177,7 +177,7 @@ class Explainer:
                 ``(B,M)`` (optional ``"pid"``, ``"camid"``), or tuples ``(images, attributes)`` /
                 ``(images, pids, attributes)``. Labels 0/1; -1/+1 and the 1/2 of ``.mat`` files are
                 converted with a warning. Identity-balanced (PK) batches give same-person pairs too.
-            epochs: Passes over the loader. Default ``None``: about ``config.target_steps`` (600)
+            epochs: Passes over the loader. Default ``None``: about 600 (black box: 1500)
                 optimiser steps, at most 60 epochs.
             lr: Learning rate of the trunk; the decomposition head uses 10x (AMD-SPEC 5: 1e-4).
             progress: Show a progress bar with the running loss and ADRE.

@@ -121,6 +121,8 @@ def test_mode_dependent_distillation_weight() -> None:
     assert TrainingConfig().resolved(gray_box=True).distillation_weight == 5.0
     assert TrainingConfig().resolved(gray_box=False).distillation_weight == 50.0
     assert TrainingConfig(distillation_weight=7.0).resolved(gray_box=False).distillation_weight == 7.0
+    assert TrainingConfig().resolved(gray_box=True).target_steps == 600
+    assert TrainingConfig().resolved(gray_box=False).target_steps == 1500
 
 
 def test_default_epochs() -> None:
