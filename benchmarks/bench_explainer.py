@@ -93,6 +93,7 @@ def run_mode(mode: str, model: torch.nn.Module, train: list, query: list, galler
     last = explainer.history[-1]
     return {
         "mode": mode, "split": explainer.split.describe(), "fit_seconds": round(fit_seconds, 1),
+        "fit_threads": torch.get_num_threads(),
         "steps": int(last["steps"]), "epochs": int(last["epoch"]),
         **{k: round(float(v), 2) for k, v in scores.items()},
         "explain_ms": round(explain_s * 1e3, 2), "target_forward_ms": round(forward_s * 1e3, 2),

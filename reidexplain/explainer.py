@@ -79,7 +79,7 @@ class Explainer:
         trunk: Gray box only. ``"copy"`` (default, as in AMD): the interpreter trains its own copy of the
             target's trunk; ``"shared"``: it reads the target's own feature map (a frozen trunk), which
             saves one trunk pass per image in :meth:`fit` and :meth:`explain` (measured: ``explain``
-            2.4 instead of 3.5 target forward passes) at some cost in X-mAP.
+            2.5 instead of 3.5 target forward passes) at some cost in X-mAP.
         method: ``"amd"`` (default): the paper's losses. ``"amd+"``: explanations true to the model
             as well as to the labels (model-aware prior, per-attribute probes, local maps; see
             :mod:`reidexplain.interpreter.model_aware` and ``docs/how-amd-works.md``).
