@@ -1,8 +1,17 @@
-"""Vectorised drawing of anti-aliased shapes on a float canvas, with per-attribute mask bookkeeping.
+"""Anti-aliased shapes on a float canvas, drawn in batches, with per-attribute mask bookkeeping.
 
 Every shape is evaluated only inside its bounding window, from a signed distance (in pixels) built from
-1-D coordinate vectors by broadcasting; its coverage is ``clip(0.5 - distance, 0, 1)``, a one-pixel
-anti-aliased edge. There is no per-pixel Python loop; the cost is a few numpy calls per shape.
+coordinate vectors by broadcasting; its coverage is ``clip(0.5 - distance, 0, 1)``, a one-pixel
+anti-aliased edge. There is no per-pixel Python loop.
+
+Drawing is deferred, because at these image sizes the number of numpy calls, not the number of pixels,
+sets the cost. A shape method (``capsules``, ``ellipses``, ``rect``, ``polygon``) only records the shape
+and its window and returns a :class:`Shape` handle; ``clip`` and ``stripes`` record an edit of a shape;
+``paint`` records a layer. :meth:`Canvas.flush` then evaluates all shapes of one kind together, on a
+stack of their windows padded to the largest one (a few numpy calls per kind), prepares the blending
+terms of all layers of a kind at once, and blends the layers into the image in the order they were
+painted (a few numpy calls per layer). The arithmetic of every pixel is the same as drawing the shapes
+one by one, so the image does not depend on how the shapes are batched.
 
 Masks follow one rule that makes counterfactual renders exact (see ``synthetic.py``): a shape drawn
 with tags ``T`` (the attributes its existence, geometry or colour depend on) sets the masks of ``T``
@@ -15,40 +24,68 @@ shape updates all of them with a handful of operations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
-Color = np.ndarray  # (3, 1, 1) float32, or (3, h, w) for a textured fill
+Color = np.ndarray  # (3, 1, 1) float32
 MAX_MASKS = 64
+_HALF, _ZERO, _ONE, _INF = np.float32(0.5), np.float32(0.0), np.float32(1.0), np.float32(np.inf)
+_KINDS = ("capsule", "ellipse", "rect", "polygon")
 
 
-@dataclass
-class Region:
-    """Coverage ``alpha`` (h, w) of a shape inside the window ``[y0:y1, x0:x1]`` of the canvas."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-    alpha: np.ndarray
-
-
-def rgb(values: tuple[float, float, float] | np.ndarray) -> Color:
+def rgb(values: Sequence[float] | np.ndarray) -> Color:
     """A colour as a broadcastable ``(3, 1, 1)`` float32 array."""
     return np.asarray(values, dtype=np.float32).reshape(3, 1, 1)
 
 
 def _coverage(dist: np.ndarray) -> np.ndarray:
     """In place: signed distance -> anti-aliased coverage in [0, 1]."""
-    np.subtract(np.float32(0.5), dist, out=dist)
-    np.maximum(dist, np.float32(0.0), out=dist)
-    np.minimum(dist, np.float32(1.0), out=dist)
+    np.subtract(_HALF, dist, out=dist)
+    np.maximum(dist, _ZERO, out=dist)
+    np.minimum(dist, _ONE, out=dist)
     return dist
 
 
+@lru_cache(maxsize=4096)
+def _grid(h: int, w: int) -> np.ndarray:
+    """Pixel centres ``(2, h * w)`` (row, column; row-major) of an ``h`` by ``w`` window at the origin."""
+    grid = np.empty((2, h, w), dtype=np.float32)
+    grid[0] = (np.arange(h, dtype=np.float32) + _HALF)[:, None]
+    grid[1] = np.arange(w, dtype=np.float32) + _HALF
+    grid = grid.reshape(2, h * w)
+    grid.setflags(write=False)
+    return grid
+
+
+class Shape:
+    """Handle of a recorded shape: its window ``[y0:y1, x0:x1]`` and, after ``flush``, its coverage.
+
+    A base shape of ``kind`` has one parameter row per element (capsule, ellipse, polygon edge) in
+    ``rows``; an edited shape (``kind`` None) applies ``edit`` to the coverage of ``base``.
+    """
+
+    __slots__ = ("kind", "rows", "y0", "y1", "x0", "x1", "base", "edit", "alpha", "stacked", "off",
+                 "color", "tags")
+
+    def __init__(self, kind: int | None, rows: list[tuple[float, ...]], win: tuple[int, int, int, int],
+                 base: Shape | None = None, edit: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.kind, self.rows = kind, rows
+        self.y0, self.y1, self.x0, self.x1 = win
+        self.base, self.edit = base, edit
+        self.alpha: np.ndarray | None = None
+        self.stacked = False  # its first layer is prepared with all the others (see ``flush``)
+        self.off = 0  # offset of its coverage in the flat buffer of all coverages
+        self.color: Sequence[float] | np.ndarray | None = None
+        self.tags = 0
+
+
 class Canvas:
-    """An RGB float image ``(3, H, W)`` plus up to 64 boolean masks, drawn on with shapes."""
+    """An RGB float image ``(3, H, W)`` plus up to 64 boolean masks, drawn on with shapes.
+
+    Shapes and layers are recorded and drawn by :meth:`flush`; read ``image`` or :meth:`masks` after it.
+    """
 
     def __init__(self, height: int, width: int, num_masks: int, with_masks: bool = True) -> None:
         if num_masks > MAX_MASKS:
@@ -59,8 +96,10 @@ class Canvas:
         self._dtype = np.uint32 if num_masks <= 32 else np.uint64
         self.bits = np.zeros((height, width), dtype=self._dtype) if with_masks else None
         # Pixel centres at integer + 0.5, so that a shape and its mirror image cover mirrored pixels.
-        self._xs = np.arange(width, dtype=np.float32) + np.float32(0.5)
-        self._ys = np.arange(height, dtype=np.float32) + np.float32(0.5)
+        self._xs = np.arange(width, dtype=np.float32) + _HALF
+        self._ys = np.arange(height, dtype=np.float32) + _HALF
+        self._shapes: list[list[Shape]] = [[] for _ in _KINDS]
+        self._layers: list[tuple[Shape, Sequence[float] | np.ndarray, int, bool]] = []
 
     @property
     def has_masks(self) -> bool:
@@ -70,8 +109,12 @@ class Canvas:
         """The ``(num_masks, H, W)`` boolean masks, unpacked from the bit image."""
         if self.bits is None:
             return None
-        powers = (self._dtype(1) << np.arange(self.num_masks, dtype=self._dtype))[:, None, None]
-        return (self.bits[None] & powers) != 0
+        self.flush()
+        # Bytes of the little-endian words, one row per byte, unpacked bit by bit: row k is mask k.
+        size = self._dtype().itemsize
+        planes = self.bits.astype(f"<u{size}", copy=False).view(np.uint8).reshape(-1, size).T
+        unpacked = np.unpackbits(planes, axis=0, count=self.num_masks, bitorder="little")
+        return unpacked.view(np.bool_).reshape(self.num_masks, self.height, self.width)
 
     # ------------------------------------------------------------------ windows
     def _window(self, x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int] | None:
@@ -81,86 +124,54 @@ class Canvas:
             return None
         return iy0, iy1, ix0, ix1
 
-    def _axes(self, win: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        return self._xs[win[2]:win[3]], self._ys[win[0]:win[1]]
+    def _add(self, kind: int, rows: list[tuple[float, ...]], win: tuple[int, int, int, int]) -> Shape:
+        shape = Shape(kind, rows, win)
+        self._shapes[kind].append(shape)
+        return shape
 
-    # ------------------------------------------------------------------ shapes
-    def capsules(self, segments: list[tuple[tuple[float, float], tuple[float, float], float]]) -> Region | None:
-        """The union of capsules ``(p0, p1, radius)``: segments (pixel ``(x, y)``) thickened by a radius.
-
-        All capsules are evaluated in one set of numpy calls on their common window, which costs about
-        as much as a single capsule (the calls, not the pixels, dominate at these sizes).
-        """
+    # ------------------------------------------------------------------ shapes (recorded)
+    def capsules(self, segments: Sequence[tuple[tuple[float, float], tuple[float, float], float]]) -> Shape | None:
+        """The union of capsules ``(p0, p1, radius)``: segments (pixel ``(x, y)``) thickened by a radius."""
         rows = []
+        lo_x = lo_y = math.inf
+        hi_x = hi_y = -math.inf
         for (ax, ay), (bx, by), r in segments:
             dx, dy = bx - ax, by - ay
             denom = dx * dx + dy * dy
             rows.append((ax, ay, dx, dy, 1.0 / denom if denom > 1e-9 else 0.0, denom, r))
-        win = self._window(min(min(q[0], q[0] + q[2]) - q[6] for q in rows),
-                           min(min(q[1], q[1] + q[3]) - q[6] for q in rows),
-                           max(max(q[0], q[0] + q[2]) + q[6] for q in rows),
-                           max(max(q[1], q[1] + q[3]) + q[6] for q in rows))
-        if win is None:
-            return None
-        prm = np.array(rows, dtype=np.float32)[:, :, None, None]
-        ax, ay, dx, dy, inv, denom, rad = (prm[:, i] for i in range(7))
-        xs, ys = self._axes(win)
-        px = xs - ax  # (K, 1, w)
-        py = ys[:, None] - ay  # (K, h, 1)
-        sq = py * py + px * px
-        # |p - a - t (b - a)|^2 with t the clipped projection: |pa|^2 - t (2 proj - t denom).
-        proj = py * dy + px * dx
-        t = proj * inv
-        np.maximum(t, np.float32(0.0), out=t)
-        np.minimum(t, np.float32(1.0), out=t)
-        proj *= np.float32(2.0)
-        proj -= t * denom
-        sq -= t * proj
-        np.maximum(sq, np.float32(0.0), out=sq)
-        dist = np.sqrt(sq, out=sq)
-        dist -= rad
-        dist = dist[0] if len(rows) == 1 else dist.min(axis=0)
-        return Region(win[0], win[1], win[2], win[3], _coverage(dist))
+            ex, ey = ax + dx, ay + dy
+            lo_x = min(lo_x, min(ax, ex) - r)
+            lo_y = min(lo_y, min(ay, ey) - r)
+            hi_x = max(hi_x, max(ax, ex) + r)
+            hi_y = max(hi_y, max(ay, ey) + r)
+        win = self._window(lo_x, lo_y, hi_x, hi_y)
+        return None if win is None else self._add(0, rows, win)
 
-    def capsule(self, p0: tuple[float, float], p1: tuple[float, float], radius: float) -> Region | None:
+    def capsule(self, p0: tuple[float, float], p1: tuple[float, float], radius: float) -> Shape | None:
         """A segment from ``p0`` to ``p1`` (pixel ``(x, y)``) thickened by ``radius``."""
         return self.capsules([(p0, p1, radius)])
 
-    def ellipses(self, shapes: list[tuple[float, float, float, float]]) -> Region | None:
+    def ellipses(self, shapes: Sequence[tuple[float, float, float, float]]) -> Shape | None:
         """The union of axis-aligned ellipses ``(cx, cy, rx, ry)`` (approximate signed distance)."""
         win = self._window(min(e[0] - e[2] for e in shapes), min(e[1] - e[3] for e in shapes),
                            max(e[0] + e[2] for e in shapes), max(e[1] + e[3] for e in shapes))
         if win is None:
             return None
-        prm = np.array([(cx, cy, 1.0 / rx, 1.0 / ry, min(rx, ry)) for cx, cy, rx, ry in shapes],
-                       dtype=np.float32)[:, :, None, None]
-        cx, cy, irx, iry, rmin = (prm[:, i] for i in range(5))
-        xs, ys = self._axes(win)
-        ex = ((xs - cx) * irx) ** 2
-        ey = ((ys[:, None] - cy) * iry) ** 2
-        dist = np.sqrt(ey + ex)
-        dist -= np.float32(1.0)
-        dist *= rmin
-        dist = dist[0] if len(shapes) == 1 else dist.min(axis=0)
-        return Region(win[0], win[1], win[2], win[3], _coverage(dist))
+        rows = [(cx, cy, 1.0 / rx, 1.0 / ry, min(rx, ry)) for cx, cy, rx, ry in shapes]
+        return self._add(1, rows, win)
 
-    def ellipse(self, cx: float, cy: float, rx: float, ry: float) -> Region | None:
+    def ellipse(self, cx: float, cy: float, rx: float, ry: float) -> Shape | None:
         """An axis-aligned ellipse (approximate signed distance, exact on the axes)."""
         return self.ellipses([(cx, cy, rx, ry)])
 
-    def rect(self, x0: float, y0: float, x1: float, y1: float) -> Region | None:
+    def rect(self, x0: float, y0: float, x1: float, y1: float) -> Shape | None:
         """An axis-aligned rectangle; corners may be given in any order."""
         x0, x1 = min(x0, x1), max(x0, x1)
         y0, y1 = min(y0, y1), max(y0, y1)
         win = self._window(x0, y0, x1, y1)
-        if win is None:
-            return None
-        xs, ys = self._axes(win)
-        dist = np.maximum.outer(np.maximum(np.float32(y0) - ys, ys - np.float32(y1)),
-                                np.maximum(np.float32(x0) - xs, xs - np.float32(x1)))
-        return Region(win[0], win[1], win[2], win[3], _coverage(dist))
+        return None if win is None else self._add(2, [(x0, y0, x1, y1)], win)
 
-    def polygon(self, points: list[tuple[float, float]]) -> Region | None:
+    def polygon(self, points: Sequence[tuple[float, float]]) -> Shape | None:
         """A convex polygon, as the intersection of the half-planes of its edges (either winding)."""
         px = [p[0] for p in points]
         py = [p[1] for p in points]
@@ -170,8 +181,7 @@ class Canvas:
         n = len(points)
         area2 = sum(px[i] * py[(i + 1) % n] - px[(i + 1) % n] * py[i] for i in range(n))
         orient = 1.0 if area2 > 0 else -1.0
-        xs, ys = self._axes(win)
-        dist = None
+        rows = []
         for i in range(n):
             ax, ay = px[i], py[i]
             ex, ey = px[(i + 1) % n] - ax, py[(i + 1) % n] - ay
@@ -179,65 +189,215 @@ class Canvas:
             if norm < 1e-9:
                 continue
             nx, ny = orient * ey / norm, -orient * ex / norm  # outward normal
-            d = np.add.outer(ys * np.float32(ny), xs * np.float32(nx) - np.float32(ax * nx + ay * ny))
-            dist = d if dist is None else np.maximum(dist, d, out=dist)
-        if dist is None:
-            return None
-        return Region(win[0], win[1], win[2], win[3], _coverage(dist))
+            rows.append((nx, ny, ax * nx + ay * ny))
+        return self._add(3, rows, win) if rows else None
 
-    # ------------------------------------------------------------------ composition
-    def clip(self, region: Region | None, *, above: float | None = None, left: float | None = None,
-             right: float | None = None) -> Region | None:
-        """Keep the part of ``region`` with ``y < above``, ``x > left``, ``x < right``."""
-        if region is None:
-            return None
-        alpha = region.alpha
-        xs, ys = self._axes((region.y0, region.y1, region.x0, region.x1))
-        if above is not None:
-            alpha = alpha * np.clip(0.5 - (ys - above), 0.0, 1.0).astype(np.float32)[:, None]
-        if left is not None:
-            alpha = alpha * np.clip(0.5 + (xs - left), 0.0, 1.0).astype(np.float32)[None, :]
-        if right is not None:
-            alpha = alpha * np.clip(0.5 - (xs - right), 0.0, 1.0).astype(np.float32)[None, :]
-        return Region(region.y0, region.y1, region.x0, region.x1, alpha)
+    # ------------------------------------------------------------------ edits (recorded)
+    def _edited(self, shape: Shape, edit: Callable[[np.ndarray], np.ndarray]) -> Shape:
+        return Shape(None, [], (shape.y0, shape.y1, shape.x0, shape.x1), base=shape, edit=edit)
 
-    def stripes(self, region: Region | None, period: float, phase: float, duty: float) -> Region | None:
-        """Horizontal bands of ``region``: rows where ``((y - phase) / period) mod 1 < duty``."""
-        if region is None:
+    def clip(self, shape: Shape | None, *, above: float | None = None, left: float | None = None,
+             right: float | None = None) -> Shape | None:
+        """Keep the part of ``shape`` with ``y < above``, ``x > left``, ``x < right``."""
+        if shape is None:
             return None
-        frac = np.mod((self._ys[region.y0:region.y1] - phase) / period, 1.0)
-        band = np.clip(np.minimum(frac, duty - frac) * period + 0.5, 0.0, 1.0).astype(np.float32)
-        return Region(region.y0, region.y1, region.x0, region.x1, region.alpha * band[:, None])
+        xs, ys = self._xs[shape.x0:shape.x1], self._ys[shape.y0:shape.y1]
 
-    def paint(self, region: Region | None, color: Color, tags: np.unsignedinteger | None = None,
-              present: bool = True, would_be: np.unsignedinteger | None = None) -> None:
-        """Blend ``color`` over ``region`` and update the masks (see the module docstring).
+        def edit(alpha: np.ndarray) -> np.ndarray:
+            if above is not None:
+                alpha = alpha * np.clip(0.5 - (ys - above), 0.0, 1.0).astype(np.float32)[:, None]
+            if left is not None:
+                alpha = alpha * np.clip(0.5 + (xs - left), 0.0, 1.0).astype(np.float32)[None, :]
+            if right is not None:
+                alpha = alpha * np.clip(0.5 - (xs - right), 0.0, 1.0).astype(np.float32)[None, :]
+            return alpha
+
+        return self._edited(shape, edit)
+
+    def stripes(self, shape: Shape | None, period: float, phase: float, duty: float) -> Shape | None:
+        """Horizontal bands of ``shape``: rows where ``((y - phase) / period) mod 1 < duty``."""
+        if shape is None:
+            return None
+        ys = self._ys[shape.y0:shape.y1]
+
+        def edit(alpha: np.ndarray) -> np.ndarray:
+            frac = np.mod((ys - phase) / period, 1.0)
+            band = np.clip(np.minimum(frac, duty - frac) * period + 0.5, 0.0, 1.0).astype(np.float32)
+            return alpha * band[:, None]
+
+        return self._edited(shape, edit)
+
+    # ------------------------------------------------------------------ layers (recorded)
+    def paint(self, shape: Shape | None, color: Sequence[float] | np.ndarray, tags: int | None = None,
+              present: bool = True, would_be: int | None = None) -> None:
+        """Record a layer: blend ``color`` over ``shape`` and update the masks (see the module docstring).
 
         Args:
-            region: Coverage to paint; ``None`` paints nothing.
-            color: ``(3,1,1)`` colour or a ``(3,h,w)`` texture of the region's window size.
+            shape: Shape to paint; ``None`` paints nothing.
+            color: RGB colour (three floats).
             tags: Bits of the masks the shape depends on (existence, geometry or colour).
             present: ``False`` for a shape absent in this render: nothing is painted, and only the
                 ``would_be`` masks get its footprint.
             would_be: Bits of the attribute whose single flip would make the shape present.
         """
-        if region is None:
+        if shape is None:
             return
-        ys, xs = slice(region.y0, region.y1), slice(region.x0, region.x1)
-        alpha = region.alpha
-        if present:
-            win = self.image[:, ys, xs]
-            # Not `win += (color - win) * alpha`: with alpha == 1 that differs from `color` in the last
-            # bit, and a counterfactual would then change pixels hidden under an opaque shape.
-            win *= np.float32(1.0) - alpha
-            win += color * alpha
-        if self.bits is None:
+        bits = (tags if present else would_be) or 0
+        if not present and (not bits or self.bits is None):
             return
-        bits = self.bits[ys, xs]
-        if not present:
-            if would_be:
-                np.bitwise_or(bits, would_be, out=bits, where=alpha > 0)
+        if shape.kind is not None and not shape.stacked:
+            # The first layer of a base shape is prepared with all the others, in a few numpy calls.
+            shape.stacked, shape.tags = True, bits
+            if present:
+                shape.color = color
+            self._layers.append((shape, color, bits, present))
+        else:
+            self._layers.append((shape, color, -1 - bits, present))  # prepared on its own
+
+    # ------------------------------------------------------------------ drawing
+    @staticmethod
+    def _evaluate(kind: int, shapes: list[Shape], out: np.ndarray) -> None:
+        """Coverage of ``shapes`` (one kind, most elements first) into the flat buffer ``out``.
+
+        Every element (capsule, ellipse, edge) is evaluated on its shape's window, all windows flattened
+        and concatenated, so that every numpy call is one contiguous loop. The elements are ordered by
+        their rank within their shape: rank 0 of every shape first (the layout of ``out``), then rank 1
+        of the shapes having one (a prefix of them), and so on; a union is then one call per rank.
+        """
+        elems, rows, levels = [], [], []
+        for j in range(len(shapes[0].rows)):
+            size = 0
+            for shape in shapes:
+                if len(shape.rows) <= j:
+                    break
+                elems.append(shape)
+                rows.append(shape.rows[j])
+                size += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
+            levels.append(size)
+        sizes = [(e.y1 - e.y0) * (e.x1 - e.x0) for e in elems]
+        grid = np.concatenate([_grid(e.y1 - e.y0, e.x1 - e.x0) for e in elems], axis=1)
+        grid += np.repeat(np.array([[e.y0 for e in elems], [e.x0 for e in elems]], np.float32), sizes, axis=1)
+        ys, xs = grid[0], grid[1]
+        prm = np.repeat(np.array(rows, dtype=np.float32).T, sizes, axis=1)
+        union = np.minimum
+        if kind == 0:  # capsules: |p - a - t (b - a)| with t the clipped projection
+            ax, ay, dx, dy, inv, denom, rad = prm
+            px = xs - ax
+            py = ys - ay
+            sq = py * py
+            sq += px * px
+            # |p - a - t (b - a)|^2 = |pa|^2 - t (2 proj - t denom).
+            proj = py * dy
+            proj += px * dx
+            t = proj * inv
+            np.clip(t, _ZERO, _ONE, out=t)  # one call, and faster than maximum and minimum with a scalar
+            proj *= np.float32(2.0)
+            proj -= t * denom
+            sq -= t * proj
+            np.clip(sq, _ZERO, _INF, out=sq)
+            dist = np.sqrt(sq, out=sq)
+            dist -= rad
+        elif kind == 1:  # ellipses
+            cx, cy, irx, iry, rmin = prm
+            ex = xs - cx
+            ex *= irx
+            ex *= ex
+            dist = ys - cy
+            dist *= iry
+            dist *= dist
+            dist += ex
+            np.sqrt(dist, out=dist)
+            dist -= _ONE
+            dist *= rmin
+        elif kind == 2:  # rectangles
+            x0, y0, x1, y1 = prm
+            dist = np.maximum(np.maximum(y0 - ys, ys - y1), np.maximum(x0 - xs, xs - x1))
+        else:  # convex polygons: the largest signed distance to the lines of their edges
+            nx, ny, off = prm
+            dist = xs * nx
+            dist -= off
+            dist += ys * ny
+            union = np.maximum
+        start = levels[0]
+        for size in levels[1:]:
+            union(dist[:size], dist[start:start + size], out=dist[:size])
+            start += size
+        np.subtract(_HALF, dist[:levels[0]], out=out)
+        np.clip(out, _ZERO, _ONE, out=out)
+
+    def _alpha(self, shape: Shape, flat: np.ndarray) -> np.ndarray:
+        if shape.alpha is None:
+            if shape.kind is None:
+                shape.alpha = shape.edit(self._alpha(shape.base, flat))
+            else:
+                h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
+                shape.alpha = flat[shape.off:shape.off + h * w].reshape(h, w)
+        return shape.alpha
+
+    def flush(self) -> None:
+        """Evaluate the recorded shapes and blend the recorded layers, in order, into ``image``/``bits``."""
+        if not self._layers:
             return
-        np.copyto(bits, 0, where=alpha >= 1.0)
-        if tags:
-            np.bitwise_or(bits, tags, out=bits, where=alpha > 0)
+        groups, total = [], 0
+        for kind, shapes in enumerate(self._shapes):
+            if shapes:
+                shapes = sorted(shapes, key=lambda s: len(s.rows), reverse=True)
+                groups.append((kind, shapes, total))
+                for shape in shapes:
+                    shape.off = total
+                    total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
+        flat = np.empty(total, dtype=np.float32)
+        for kind, shapes, start in groups:
+            end = shapes[-1].off + (shapes[-1].y1 - shapes[-1].y0) * (shapes[-1].x1 - shapes[-1].x0)
+            self._evaluate(kind, shapes, flat[start:end])
+        ordered = [shape for _, shapes, _ in groups for shape in shapes]
+        sizes = [(s.y1 - s.y0) * (s.x1 - s.x0) for s in ordered]
+        # Blending terms of every layer at once: 1 - alpha and colour * alpha; bits kept (not opaque)
+        # and bits added (covered: the tags of a present layer, the would-be bits of an absent one).
+        oma = _ONE - flat
+        colors = np.array([(0.0, 0.0, 0.0) if s.color is None else s.color for s in ordered], np.float32)
+        ca = np.repeat(colors.T, sizes, axis=1)
+        ca *= flat
+        dtype, bits = self._dtype, self.bits
+        if bits is not None:
+            keep = (flat < _ONE).astype(dtype)
+            np.negative(keep, out=keep)  # 1 -> all bits set
+            add = np.repeat(np.array([s.tags for s in ordered], dtype=dtype), sizes)
+            add *= flat > _ZERO
+        image = self.image
+        for shape, color, tag, present in self._layers:
+            ys, xs = slice(shape.y0, shape.y1), slice(shape.x0, shape.x1)
+            if tag >= 0:  # prepared above
+                h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
+                span = slice(shape.off, shape.off + h * w)
+                if present:
+                    win = image[:, ys, xs]
+                    # Not `win += (color - win) * alpha`: with alpha == 1 that differs from `color` in
+                    # the last bit, and a counterfactual would then change pixels hidden under an
+                    # opaque shape.
+                    win *= oma[span].reshape(h, w)
+                    win += ca[:, span].reshape(3, h, w)
+                    if bits is not None:
+                        b = bits[ys, xs]
+                        b &= keep[span].reshape(h, w)
+                        if tag:
+                            b |= add[span].reshape(h, w)
+                elif bits is not None:
+                    b = bits[ys, xs]
+                    b |= add[span].reshape(h, w)
+                continue
+            tag = -1 - tag
+            alpha = self._alpha(shape, flat)
+            if present:
+                win = image[:, ys, xs]
+                win *= _ONE - alpha
+                win += rgb(color) * alpha
+            if bits is None:
+                continue
+            b = bits[ys, xs]
+            if present:
+                np.copyto(b, 0, where=alpha >= _ONE)
+            if tag:
+                np.bitwise_or(b, dtype(tag), out=b, where=alpha > _ZERO)
+        self._shapes = [[] for _ in _KINDS]
+        self._layers = []

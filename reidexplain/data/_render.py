@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from reidexplain.attributes import AttributeSchema
-from reidexplain.data._canvas import Canvas, Region, rgb
+from reidexplain.data._canvas import Canvas, Shape
 from reidexplain.data._domains import PALETTE
 from reidexplain.data._identity import Identity, Nuisance, field_of
 
@@ -89,22 +89,22 @@ class PersonPainter:
     def R(self, r: float) -> float:
         return r * self.s
 
-    def poly(self, pts: Sequence[tuple[float, float]]) -> Region | None:
+    def poly(self, pts: Sequence[tuple[float, float]]) -> Shape | None:
         return self.cv.polygon([self.P(u, v) for u, v in pts])
 
-    def cap(self, a: tuple[float, float], b: tuple[float, float], r: float) -> Region | None:
+    def cap(self, a: tuple[float, float], b: tuple[float, float], r: float) -> Shape | None:
         return self.cv.capsules([(self.P(*a), self.P(*b), self.R(r))])
 
-    def caps(self, segments: Sequence[tuple[tuple[float, float], tuple[float, float], float]]) -> Region | None:
+    def caps(self, segments: Sequence[tuple[tuple[float, float], tuple[float, float], float]]) -> Shape | None:
         return self.cv.capsules([(self.P(*a), self.P(*b), self.R(r)) for a, b, r in segments])
 
-    def ell(self, u: float, v: float, ru: float, rv: float) -> Region | None:
+    def ell(self, u: float, v: float, ru: float, rv: float) -> Shape | None:
         return self.ells([(u, v, ru, rv)])
 
-    def ells(self, shapes: Sequence[tuple[float, float, float, float]]) -> Region | None:
+    def ells(self, shapes: Sequence[tuple[float, float, float, float]]) -> Shape | None:
         return self.cv.ellipses([(*self.P(u, v), self.R(ru), self.R(rv)) for u, v, ru, rv in shapes])
 
-    def box(self, u0: float, v0: float, u1: float, v1: float, cut: float = 0.0) -> Region | None:
+    def box(self, u0: float, v0: float, u1: float, v1: float, cut: float = 0.0) -> Shape | None:
         u0, u1 = min(u0, u1), max(u0, u1)
         if cut <= 0:
             (x0, y0), (x1, y1) = self.P(u0, v0), self.P(u1, v1)
@@ -112,27 +112,27 @@ class PersonPainter:
         return self.poly([(u0 + cut, v0), (u1 - cut, v0), (u1, v0 + cut), (u1, v1 - cut),
                           (u1 - cut, v1), (u0 + cut, v1), (u0, v1 - cut), (u0, v0 + cut)])
 
-    def clip_v(self, region: Region | None, above: float) -> Region | None:
+    def clip_v(self, region: Shape | None, above: float) -> Shape | None:
         return self.cv.clip(region, above=self.top + above * self.s)
 
-    def clip_behind(self, region: Region | None, u: float) -> Region | None:
+    def clip_behind(self, region: Shape | None, u: float) -> Shape | None:
         x = self.P(u, 0.0)[0]
         return self.cv.clip(region, right=x) if self.mir > 0 else self.cv.clip(region, left=x)
 
     # ------------------------------------------------------------------ painting
-    def put(self, make: Callable[[], Region | None], color: np.ndarray, deps: Sequence[str] = (),
-            needs: Sequence[tuple[str, bool]] = ()) -> Region | None:
+    def put(self, make: Callable[[], Shape | None], color: np.ndarray, deps: Sequence[str] = (),
+            needs: Sequence[tuple[str, bool]] = ()) -> Shape | None:
         failing = [f for f, v in needs if getattr(self.id, f) != v]
         if failing:
             if not self.cv.has_masks or len(failing) > 1:
                 return None
             would_be = self.tags.of((failing[0],))
             if would_be:
-                self.cv.paint(make(), rgb(color), present=False, would_be=would_be)
+                self.cv.paint(make(), color, present=False, would_be=would_be)
             return None
         region = make()
         tags = self.tags.of(tuple(deps) + tuple(f for f, _ in needs)) if self.cv.has_masks else None
-        self.cv.paint(region, rgb(color), tags)
+        self.cv.paint(region, color, tags)
         return region
 
     def draw(self) -> None:
@@ -151,6 +151,7 @@ class PersonPainter:
         self.head()
         self.arms((1,) if self.side else (-1, 1))
         self.handbag()
+        self.cv.flush()
 
     # ------------------------------------------------------------------ body parts
     def legs(self, signs: tuple[int, ...], far: bool = False) -> None:
