@@ -110,16 +110,17 @@ class Canvas:
         if self.bits is None:
             return None
         self.flush()
-        # Bytes of the little-endian words, one row per byte, unpacked bit by bit: row k is mask k.
-        size = self._dtype().itemsize
-        planes = self.bits.astype(f"<u{size}", copy=False).view(np.uint8).reshape(-1, size).T
-        unpacked = np.unpackbits(planes, axis=0, count=self.num_masks, bitorder="little")
-        return unpacked.view(np.bool_).reshape(self.num_masks, self.height, self.width)
+        powers = (self._dtype(1) << np.arange(self.num_masks, dtype=self._dtype))[:, None, None]
+        return (self.bits[None] & powers) != 0
 
     # ------------------------------------------------------------------ windows
     def _window(self, x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int] | None:
-        ix0, iy0 = max(math.floor(x0) - 1, 0), max(math.floor(y0) - 1, 0)
-        ix1, iy1 = min(math.ceil(x1) + 1, self.width), min(math.ceil(y1) + 1, self.height)
+        ix0, iy0 = math.floor(x0) - 1, math.floor(y0) - 1
+        ix1, iy1 = math.ceil(x1) + 1, math.ceil(y1) + 1
+        ix0 = ix0 if ix0 > 0 else 0
+        iy0 = iy0 if iy0 > 0 else 0
+        ix1 = ix1 if ix1 < self.width else self.width
+        iy1 = iy1 if iy1 < self.height else self.height
         if ix0 >= ix1 or iy0 >= iy1:
             return None
         return iy0, iy1, ix0, ix1

@@ -11,6 +11,7 @@ inside the flipped attribute's masks.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -29,6 +30,7 @@ class MaskTags:
             index.setdefault(field_of(name, schema), []).append(k)
         self._index = index
         self._cache: dict[tuple[str, ...], int] = {}
+        self._put_cache: dict[tuple[tuple[str, ...], tuple[tuple[str, bool], ...]], int] = {}
 
     def of(self, fields: Sequence[str]) -> int:
         """Mask bits of the schema attributes that read any of ``fields``."""
@@ -39,6 +41,20 @@ class MaskTags:
                 value |= 1 << k
             self._cache[key] = value
         return self._cache[key]
+
+    def of_shape(self, deps: tuple[str, ...], needs: tuple[tuple[str, bool], ...]) -> int:
+        """Mask bits of a shape that reads ``deps`` and exists for the values ``needs``."""
+        value = self._put_cache.get((deps, needs))
+        if value is None:
+            value = self._put_cache[deps, needs] = self.of(tuple(deps) + tuple(f for f, _ in needs))
+        return value
+
+
+@lru_cache(maxsize=4096)
+def _garment_rgb(name: str, tint: tuple[float, ...], saturation: float) -> np.ndarray:
+    color = garment_rgb(name, tint, saturation)
+    color.setflags(write=False)
+    return color
 
 
 def garment_rgb(name: str, tint: Sequence[float], saturation: float) -> np.ndarray:
@@ -75,8 +91,9 @@ class PersonPainter:
         self.sh = (0.100 if fem else 0.120) * bw
         self.wa = (0.078 if fem else 0.092) * bw
         self.hip = (0.120 if fem else 0.096) * bw
-        self.upper = garment_rgb(ident.upper_color, ident.upper_tint, saturation)
-        self.lower = garment_rgb(ident.lower_color, ident.lower_tint, saturation)
+        self.upper = _garment_rgb(ident.upper_color, tuple(ident.upper_tint), saturation)
+        self.lower = _garment_rgb(ident.lower_color, tuple(ident.lower_tint), saturation)
+        self.masked = canvas.has_masks
         self.skin = np.asarray(ident.skin)
         # Front/back: shoulder width (a gender cue) places the arms; side view: it does not.
         self.arm_deps: tuple[str, ...] = () if self.side else ("female",)
@@ -122,17 +139,17 @@ class PersonPainter:
     # ------------------------------------------------------------------ painting
     def put(self, make: Callable[[], Shape | None], color: np.ndarray, deps: Sequence[str] = (),
             needs: Sequence[tuple[str, bool]] = ()) -> Shape | None:
-        failing = [f for f, v in needs if getattr(self.id, f) != v]
-        if failing:
-            if not self.cv.has_masks or len(failing) > 1:
+        if needs:
+            failing = [f for f, v in needs if getattr(self.id, f) != v]
+            if failing:
+                if not self.masked or len(failing) > 1:
+                    return None
+                would_be = self.tags.of((failing[0],))
+                if would_be:
+                    self.cv.paint(make(), color, present=False, would_be=would_be)
                 return None
-            would_be = self.tags.of((failing[0],))
-            if would_be:
-                self.cv.paint(make(), color, present=False, would_be=would_be)
-            return None
         region = make()
-        tags = self.tags.of(tuple(deps) + tuple(f for f, _ in needs)) if self.cv.has_masks else None
-        self.cv.paint(region, color, tags)
+        self.cv.paint(region, color, self.tags.of_shape(deps, needs) if self.masked else None)
         return region
 
     def draw(self) -> None:

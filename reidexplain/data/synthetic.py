@@ -158,6 +158,7 @@ class SyntheticPersons(Dataset):
         self._tags = MaskTags(self.schema)
         self._looks: dict[int, CameraLook] = {}
         self._identities: dict[int, Identity] = {}
+        self._labels: dict[int, np.ndarray] = {}
         self._plans = [self._camera_plan(self.id_offset + k) for k in range(self.num_identities)]
         self._item_id = np.repeat(np.arange(self.num_identities), self.images_per_id)
         self._item_img = np.tile(np.arange(self.images_per_id), self.num_identities)
@@ -324,6 +325,9 @@ class SyntheticPersons(Dataset):
             raise ValueError(f"`nuisance.camid`: expected a camera in [0, {self._spec.num_cameras}) of "
                              f"domain {self.domain!r}, got {nuisance.camid}")
         person = self.flipped(identity, flip)
+        return self._draw(person, nuisance, labels_of(person, self.schema))
+
+    def _draw(self, person: Identity, nuisance: Nuisance, labels: np.ndarray) -> dict[str, Any]:
         h, w = self.image_size
         canvas = Canvas(h, w, len(self.schema), with_masks=self.with_masks)
         bank = background_bank(self._spec, nuisance.camid, h, w)
@@ -334,7 +338,7 @@ class SyntheticPersons(Dataset):
             "image": torch.from_numpy(apply_camera(canvas.image, nuisance)),
             "pid": int(person.pid),
             "camid": int(nuisance.camid),
-            "attributes": torch.from_numpy(labels_of(person, self.schema)),
+            "attributes": torch.from_numpy(labels),
         }
         if canvas.has_masks:
             item["masks"] = torch.from_numpy(canvas.masks())
@@ -353,7 +357,12 @@ class SyntheticPersons(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Render item ``i``: ``{"image", "pid", "camid", "attributes", "masks"}``."""
         i = self._check_index(i)
-        return self.render(self.identity(i), self.nuisance(i))
+        k = int(self._item_id[i])
+        labels = self._labels.get(k)
+        if labels is None:
+            labels = self._labels[k] = labels_of(self._identity_of(k), self.schema)
+        # The dataset's own draws need no checks and no flip; a copy, so that the item owns its labels.
+        return self._draw(self._identity_of(k), self.nuisance(i), labels.copy())
 
     def __repr__(self) -> str:
         return (f"SyntheticPersons(domain={self.domain!r}, items={len(self)}, "
