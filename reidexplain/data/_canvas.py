@@ -24,8 +24,8 @@ shape updates all of them with a handful of operations.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 
 import numpy as np
 
@@ -48,14 +48,66 @@ def _coverage(dist: np.ndarray) -> np.ndarray:
     return dist
 
 
-@lru_cache(maxsize=4096)
+class _Arena:
+    """Scratch memory for :meth:`Canvas.flush`, reused from one drawing to the next.
+
+    Fresh temporaries of tens of kilobytes per numpy call cost more than the arithmetic (the allocator
+    returns the memory to the system and faults it in again), so every large intermediate is a slice
+    of one buffer. A flush takes slices and resets; growing replaces the buffer (earlier slices keep the
+    old one alive).
+    """
+
+    def __init__(self) -> None:
+        self._buf = np.empty(1 << 20, dtype=np.uint8)
+        self._pos = 0
+
+    def reset(self) -> None:
+        self._pos = 0
+
+    def take(self, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """An uninitialised array of ``shape`` and ``dtype``, valid until the next ``reset``."""
+        itemsize = np.dtype(dtype).itemsize
+        size = math.prod(shape) * itemsize
+        start = -(-self._pos // 64) * 64
+        if start + size > self._buf.size:
+            self._buf = np.empty(max(2 * self._buf.size, size), dtype=np.uint8)
+            start = 0
+        self._pos = start + size
+        return self._buf[start:start + size].view(dtype).reshape(shape)
+
+
+_ARENAS = threading.local()
+
+
+def _arena() -> _Arena:
+    """The calling thread's scratch memory."""
+    arena = getattr(_ARENAS, "arena", None)
+    if arena is None:
+        arena = _ARENAS.arena = _Arena()
+    arena.reset()
+    return arena
+
+
+_GRIDS: dict[tuple[int, int], np.ndarray] = {}
+_GRID_BYTES = [0, 16 << 20]  # cached bytes, budget (the cache is emptied when it would exceed it)
+_GRID_LOCK = threading.Lock()
+
+
 def _grid(h: int, w: int) -> np.ndarray:
     """Pixel centres ``(2, h * w)`` (row, column; row-major) of an ``h`` by ``w`` window at the origin."""
-    grid = np.empty((2, h, w), dtype=np.float32)
-    grid[0] = (np.arange(h, dtype=np.float32) + _HALF)[:, None]
-    grid[1] = np.arange(w, dtype=np.float32) + _HALF
-    grid = grid.reshape(2, h * w)
-    grid.setflags(write=False)
+    grid = _GRIDS.get((h, w))
+    if grid is None:
+        grid = np.empty((2, h, w), dtype=np.float32)
+        grid[0] = (np.arange(h, dtype=np.float32) + _HALF)[:, None]
+        grid[1] = np.arange(w, dtype=np.float32) + _HALF
+        grid = grid.reshape(2, h * w)
+        grid.setflags(write=False)
+        with _GRID_LOCK:
+            if _GRID_BYTES[0] + grid.nbytes > _GRID_BYTES[1]:
+                _GRIDS.clear()
+                _GRID_BYTES[0] = 0
+            _GRIDS[h, w] = grid
+            _GRID_BYTES[0] += grid.nbytes
     return grid
 
 
@@ -140,11 +192,13 @@ class Canvas:
             dx, dy = bx - ax, by - ay
             denom = dx * dx + dy * dy
             rows.append((ax, ay, dx, dy, 1.0 / denom if denom > 1e-9 else 0.0, denom, r))
-            ex, ey = ax + dx, ay + dy
-            lo_x = min(lo_x, min(ax, ex) - r)
-            lo_y = min(lo_y, min(ay, ey) - r)
-            hi_x = max(hi_x, max(ax, ex) + r)
-            hi_y = max(hi_y, max(ay, ey) + r)
+            ex, ey = ax + dx, ay + dy  # the window is that of the segment as evaluated: a + (b - a)
+            lo, hi = (ax - r, ex + r) if ax <= ex else (ex - r, ax + r)
+            lo_x = lo if lo < lo_x else lo_x
+            hi_x = hi if hi > hi_x else hi_x
+            lo, hi = (ay - r, ey + r) if ay <= ey else (ey - r, ay + r)
+            lo_y = lo if lo < lo_y else lo_y
+            hi_y = hi if hi > hi_y else hi_y
         win = self._window(lo_x, lo_y, hi_x, hi_y)
         return None if win is None else self._add(0, rows, win)
 
@@ -179,13 +233,12 @@ class Canvas:
         win = self._window(min(px), min(py), max(px), max(py))
         if win is None:
             return None
-        n = len(points)
-        area2 = sum(px[i] * py[(i + 1) % n] - px[(i + 1) % n] * py[i] for i in range(n))
+        following = [*points[1:], points[0]]
+        area2 = sum(ax * by - bx * ay for (ax, ay), (bx, by) in zip(points, following, strict=True))
         orient = 1.0 if area2 > 0 else -1.0
         rows = []
-        for i in range(n):
-            ax, ay = px[i], py[i]
-            ex, ey = px[(i + 1) % n] - ax, py[(i + 1) % n] - ay
+        for (ax, ay), (bx, by) in zip(points, following, strict=True):
+            ex, ey = bx - ax, by - ay
             norm = math.hypot(ex, ey)
             if norm < 1e-9:
                 continue
@@ -257,7 +310,7 @@ class Canvas:
 
     # ------------------------------------------------------------------ drawing
     @staticmethod
-    def _evaluate(kind: int, shapes: list[Shape], out: np.ndarray) -> None:
+    def _evaluate(kind: int, shapes: list[Shape], out: np.ndarray, arena: _Arena) -> None:
         """Coverage of ``shapes`` (one kind, most elements first) into the flat buffer ``out``.
 
         Every element (capsule, ellipse, edge) is evaluated on its shape's window, all windows flattened
@@ -272,38 +325,46 @@ class Canvas:
                 if len(shape.rows) <= j:
                     break
                 elems.append(shape)
-                rows.append(shape.rows[j])
+                rows.append((shape.y0, shape.x0, *shape.rows[j]))
                 size += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
             levels.append(size)
         sizes = [(e.y1 - e.y0) * (e.x1 - e.x0) for e in elems]
-        grid = np.concatenate([_grid(e.y1 - e.y0, e.x1 - e.x0) for e in elems], axis=1)
-        grid += np.repeat(np.array([[e.y0 for e in elems], [e.x0 for e in elems]], np.float32), sizes, axis=1)
-        ys, xs = grid[0], grid[1]
+        n = sum(sizes)
+        # Per pixel: its window's corner and its element's parameters (one call), then its centre.
         prm = np.repeat(np.array(rows, dtype=np.float32).T, sizes, axis=1)
+        grid = arena.take((2, n))
+        np.concatenate([_grid(e.y1 - e.y0, e.x1 - e.x0) for e in elems], axis=1, out=grid)
+        grid += prm[:2]
+        ys, xs = grid[0], grid[1]
+        prm = prm[2:]
+        tmp = arena.take((3, n))
         union = np.minimum
         if kind == 0:  # capsules: |p - a - t (b - a)| with t the clipped projection
             ax, ay, dx, dy, inv, denom, rad = prm
-            px = xs - ax
-            py = ys - ay
-            sq = py * py
-            sq += px * px
+            px, py, t = tmp
+            np.subtract(xs, ax, out=px)
+            np.subtract(ys, ay, out=py)
+            sq = np.multiply(py, py, out=ys)
+            np.multiply(px, px, out=t)
+            sq += t
             # |p - a - t (b - a)|^2 = |pa|^2 - t (2 proj - t denom).
-            proj = py * dy
-            proj += px * dx
-            t = proj * inv
+            proj = np.multiply(py, dy, out=xs)
+            np.multiply(px, dx, out=t)
+            proj += t
+            np.multiply(proj, inv, out=t)
             np.clip(t, _ZERO, _ONE, out=t)  # one call, and faster than maximum and minimum with a scalar
             proj *= np.float32(2.0)
-            proj -= t * denom
-            sq -= t * proj
+            proj -= np.multiply(t, denom, out=px)
+            sq -= np.multiply(t, proj, out=px)
             np.clip(sq, _ZERO, _INF, out=sq)
             dist = np.sqrt(sq, out=sq)
             dist -= rad
         elif kind == 1:  # ellipses
             cx, cy, irx, iry, rmin = prm
-            ex = xs - cx
+            ex = np.subtract(xs, cx, out=xs)
             ex *= irx
             ex *= ex
-            dist = ys - cy
+            dist = np.subtract(ys, cy, out=ys)
             dist *= iry
             dist *= dist
             dist += ex
@@ -312,12 +373,15 @@ class Canvas:
             dist *= rmin
         elif kind == 2:  # rectangles
             x0, y0, x1, y1 = prm
-            dist = np.maximum(np.maximum(y0 - ys, ys - y1), np.maximum(x0 - xs, xs - x1))
+            a, b, c = tmp
+            dist = np.maximum(np.subtract(y0, ys, out=a), np.subtract(ys, y1, out=b), out=a)
+            np.maximum(np.subtract(x0, xs, out=b), np.subtract(xs, x1, out=c), out=b)
+            np.maximum(dist, b, out=dist)
         else:  # convex polygons: the largest signed distance to the lines of their edges
             nx, ny, off = prm
-            dist = xs * nx
+            dist = np.multiply(xs, nx, out=xs)
             dist -= off
-            dist += ys * ny
+            dist += np.multiply(ys, ny, out=ys)
             union = np.maximum
         start = levels[0]
         for size in levels[1:]:
@@ -347,24 +411,25 @@ class Canvas:
                 for shape in shapes:
                     shape.off = total
                     total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
-        flat = np.empty(total, dtype=np.float32)
+        arena = _arena()
+        flat = arena.take((total,))
         for kind, shapes, start in groups:
             end = shapes[-1].off + (shapes[-1].y1 - shapes[-1].y0) * (shapes[-1].x1 - shapes[-1].x0)
-            self._evaluate(kind, shapes, flat[start:end])
+            self._evaluate(kind, shapes, flat[start:end], arena)
         ordered = [shape for _, shapes, _ in groups for shape in shapes]
         sizes = [(s.y1 - s.y0) * (s.x1 - s.x0) for s in ordered]
         # Blending terms of every layer at once: 1 - alpha and colour * alpha; bits kept (not opaque)
         # and bits added (covered: the tags of a present layer, the would-be bits of an absent one).
-        oma = _ONE - flat
+        oma = np.subtract(_ONE, flat, out=arena.take((total,)))
         colors = np.array([(0.0, 0.0, 0.0) if s.color is None else s.color for s in ordered], np.float32)
-        ca = np.repeat(colors.T, sizes, axis=1)
-        ca *= flat
+        ca = np.multiply(np.repeat(colors.T, sizes, axis=1), flat, out=arena.take((3, total)))
         dtype, bits = self._dtype, self.bits
         if bits is not None:
-            keep = (flat < _ONE).astype(dtype)
-            np.negative(keep, out=keep)  # 1 -> all bits set
+            flag = np.less(flat, _ONE, out=arena.take((total,), np.bool_))
+            keep = arena.take((total,), dtype)
+            np.negative(flag, out=keep, dtype=dtype)  # not opaque -> all bits set
             add = np.repeat(np.array([s.tags for s in ordered], dtype=dtype), sizes)
-            add *= flat > _ZERO
+            add *= np.greater(flat, _ZERO, out=flag)
         image = self.image
         for shape, color, tag, present in self._layers:
             ys, xs = slice(shape.y0, shape.y1), slice(shape.x0, shape.x1)

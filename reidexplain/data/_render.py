@@ -106,20 +106,25 @@ class PersonPainter:
     def R(self, r: float) -> float:
         return r * self.s
 
+    # The helpers below inline `P` (same arithmetic, same order): they run for every shape.
     def poly(self, pts: Sequence[tuple[float, float]]) -> Shape | None:
-        return self.cv.polygon([self.P(u, v) for u, v in pts])
+        cx, mir, s, top = self.cx, self.mir, self.s, self.top
+        return self.cv.polygon([(cx + mir * u * s, top + v * s) for u, v in pts])
 
     def cap(self, a: tuple[float, float], b: tuple[float, float], r: float) -> Shape | None:
-        return self.cv.capsules([(self.P(*a), self.P(*b), self.R(r))])
+        return self.caps(((a, b, r),))
 
     def caps(self, segments: Sequence[tuple[tuple[float, float], tuple[float, float], float]]) -> Shape | None:
-        return self.cv.capsules([(self.P(*a), self.P(*b), self.R(r)) for a, b, r in segments])
+        cx, mir, s, top = self.cx, self.mir, self.s, self.top
+        return self.cv.capsules([((cx + mir * au * s, top + av * s), (cx + mir * bu * s, top + bv * s), r * s)
+                                 for (au, av), (bu, bv), r in segments])
 
     def ell(self, u: float, v: float, ru: float, rv: float) -> Shape | None:
         return self.ells([(u, v, ru, rv)])
 
     def ells(self, shapes: Sequence[tuple[float, float, float, float]]) -> Shape | None:
-        return self.cv.ellipses([(*self.P(u, v), self.R(ru), self.R(rv)) for u, v, ru, rv in shapes])
+        cx, mir, s, top = self.cx, self.mir, self.s, self.top
+        return self.cv.ellipses([(cx + mir * u * s, top + v * s, ru * s, rv * s) for u, v, ru, rv in shapes])
 
     def box(self, u0: float, v0: float, u1: float, v1: float, cut: float = 0.0) -> Shape | None:
         u0, u1 = min(u0, u1), max(u0, u1)
