@@ -299,8 +299,8 @@ class Canvas:
         bits = (tags if present else would_be) or 0
         if not present and (not bits or self.bits is None):
             return
-        if shape.kind is not None and not shape.stacked:
-            # The first layer of a base shape is prepared with all the others, in a few numpy calls.
+        if not shape.stacked:
+            # The first layer of a shape is prepared with all the others, in a few numpy calls.
             shape.stacked, shape.tags = True, bits
             if present:
                 shape.color = color
@@ -411,12 +411,20 @@ class Canvas:
                 for shape in shapes:
                     shape.off = total
                     total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
+        base_total = total
+        edited = [layer[0] for layer in self._layers if layer[0].kind is None and layer[2] >= 0]
+        for shape in edited:
+            shape.off = total
+            total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
         arena = _arena()
         flat = arena.take((total,))
         for kind, shapes, start in groups:
             end = shapes[-1].off + (shapes[-1].y1 - shapes[-1].y0) * (shapes[-1].x1 - shapes[-1].x0)
             self._evaluate(kind, shapes, flat[start:end], arena)
-        ordered = [shape for _, shapes, _ in groups for shape in shapes]
+        for shape in edited:  # after the shapes they edit; their coverage joins the flat buffer
+            h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
+            flat[shape.off:shape.off + h * w] = self._alpha(shape, flat[:base_total]).reshape(-1)
+        ordered = [shape for _, shapes, _ in groups for shape in shapes] + edited
         sizes = [(s.y1 - s.y0) * (s.x1 - s.x0) for s in ordered]
         # Blending terms of every layer at once: 1 - alpha and colour * alpha; bits kept (not opaque)
         # and bits added (covered: the tags of a present layer, the would-be bits of an absent one).
