@@ -1,17 +1,19 @@
 """Anti-aliased shapes on a float canvas, drawn in batches, with per-attribute mask bookkeeping.
 
-Every shape is evaluated only inside its bounding window, from a signed distance (in pixels) built from
-coordinate vectors by broadcasting; its coverage is ``clip(0.5 - distance, 0, 1)``, a one-pixel
-anti-aliased edge. There is no per-pixel Python loop.
+Every shape is evaluated only inside its bounding window, from a signed distance (in pixels); its
+coverage is ``clip(0.5 - distance, 0, 1)``, a one-pixel anti-aliased edge. There is no per-pixel Python
+loop.
 
 Drawing is deferred, because at these image sizes the number of numpy calls, not the number of pixels,
 sets the cost. A shape method (``capsules``, ``ellipses``, ``rect``, ``polygon``) only records the shape
 and its window and returns a :class:`Shape` handle; ``clip`` and ``stripes`` record an edit of a shape;
-``paint`` records a layer. :meth:`Canvas.flush` then evaluates all shapes of one kind together, on a
-stack of their windows padded to the largest one (a few numpy calls per kind), prepares the blending
-terms of all layers of a kind at once, and blends the layers into the image in the order they were
-painted (a few numpy calls per layer). The arithmetic of every pixel is the same as drawing the shapes
-one by one, so the image does not depend on how the shapes are batched.
+``paint`` records a layer. :meth:`Canvas.flush` then evaluates all shapes of one kind together: their
+windows are flattened and concatenated, with every pixel's coordinates and shape parameters beside it,
+so that each step of the distance is one contiguous numpy call for all of them. It prepares the
+blending terms of all layers at once (``1 - alpha``, ``colour * alpha``, the mask bits to keep and to
+add), and then blends the layers into the image in the order they were painted, four numpy calls per
+layer. The arithmetic of every pixel is the same as drawing the shapes one at a time (the
+``test_canvas.py`` reference), so the image does not depend on how the shapes are batched.
 
 Masks follow one rule that makes counterfactual renders exact (see ``synthetic.py``): a shape drawn
 with tags ``T`` (the attributes its existence, geometry or colour depend on) sets the masks of ``T``
@@ -38,14 +40,6 @@ _KINDS = ("capsule", "ellipse", "rect", "polygon")
 def rgb(values: Sequence[float] | np.ndarray) -> Color:
     """A colour as a broadcastable ``(3, 1, 1)`` float32 array."""
     return np.asarray(values, dtype=np.float32).reshape(3, 1, 1)
-
-
-def _coverage(dist: np.ndarray) -> np.ndarray:
-    """In place: signed distance -> anti-aliased coverage in [0, 1]."""
-    np.subtract(_HALF, dist, out=dist)
-    np.maximum(dist, _ZERO, out=dist)
-    np.minimum(dist, _ONE, out=dist)
-    return dist
 
 
 class _Arena:
@@ -151,7 +145,8 @@ class Canvas:
         self._xs = np.arange(width, dtype=np.float32) + _HALF
         self._ys = np.arange(height, dtype=np.float32) + _HALF
         self._shapes: list[list[Shape]] = [[] for _ in _KINDS]
-        self._layers: list[tuple[Shape, Sequence[float] | np.ndarray, int, bool]] = []
+        # (shape, colour, tags or would-be bits, present, blending terms prepared with the others)
+        self._layers: list[tuple[Shape, Sequence[float] | np.ndarray, int, bool, bool]] = []
 
     @property
     def has_masks(self) -> bool:
@@ -304,9 +299,9 @@ class Canvas:
             shape.stacked, shape.tags = True, bits
             if present:
                 shape.color = color
-            self._layers.append((shape, color, bits, present))
-        else:
-            self._layers.append((shape, color, -1 - bits, present))  # prepared on its own
+            self._layers.append((shape, color, bits, present, True))
+        else:  # a shape painted again: that layer is prepared on its own
+            self._layers.append((shape, color, bits, present, False))
 
     # ------------------------------------------------------------------ drawing
     @staticmethod
@@ -412,7 +407,7 @@ class Canvas:
                     shape.off = total
                     total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
         base_total = total
-        edited = [layer[0] for layer in self._layers if layer[0].kind is None and layer[2] >= 0]
+        edited = [layer[0] for layer in self._layers if layer[0].kind is None and layer[4]]
         for shape in edited:
             shape.off = total
             total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
@@ -439,9 +434,9 @@ class Canvas:
             add = np.repeat(np.array([s.tags for s in ordered], dtype=dtype), sizes)
             add *= np.greater(flat, _ZERO, out=flag)
         image = self.image
-        for shape, color, tag, present in self._layers:
+        for shape, color, tag, present, shared in self._layers:
             ys, xs = slice(shape.y0, shape.y1), slice(shape.x0, shape.x1)
-            if tag >= 0:  # prepared above
+            if shared:  # prepared above
                 h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
                 span = slice(shape.off, shape.off + h * w)
                 if present:
@@ -460,7 +455,6 @@ class Canvas:
                     b = bits[ys, xs]
                     b |= add[span].reshape(h, w)
                 continue
-            tag = -1 - tag
             alpha = self._alpha(shape, flat)
             if present:
                 win = image[:, ys, xs]
