@@ -42,46 +42,6 @@ def rgb(values: Sequence[float] | np.ndarray) -> Color:
     return np.asarray(values, dtype=np.float32).reshape(3, 1, 1)
 
 
-class _Arena:
-    """Scratch memory for :meth:`Canvas.flush`, reused from one drawing to the next.
-
-    Fresh temporaries of tens of kilobytes per numpy call cost more than the arithmetic (the allocator
-    returns the memory to the system and faults it in again), so every large intermediate is a slice
-    of one buffer. A flush takes slices and resets; growing replaces the buffer (earlier slices keep the
-    old one alive).
-    """
-
-    def __init__(self) -> None:
-        self._buf = np.empty(1 << 20, dtype=np.uint8)
-        self._pos = 0
-
-    def reset(self) -> None:
-        self._pos = 0
-
-    def take(self, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-        """An uninitialised array of ``shape`` and ``dtype``, valid until the next ``reset``."""
-        itemsize = np.dtype(dtype).itemsize
-        size = math.prod(shape) * itemsize
-        start = -(-self._pos // 64) * 64
-        if start + size > self._buf.size:
-            self._buf = np.empty(max(2 * self._buf.size, size), dtype=np.uint8)
-            start = 0
-        self._pos = start + size
-        return self._buf[start:start + size].view(dtype).reshape(shape)
-
-
-_ARENAS = threading.local()
-
-
-def _arena() -> _Arena:
-    """The calling thread's scratch memory."""
-    arena = getattr(_ARENAS, "arena", None)
-    if arena is None:
-        arena = _ARENAS.arena = _Arena()
-    arena.reset()
-    return arena
-
-
 _GRIDS: dict[tuple[int, int], np.ndarray] = {}
 _GRID_BYTES = [0, 16 << 20]  # cached bytes, budget (the cache is emptied when it would exceed it)
 _GRID_LOCK = threading.Lock()
@@ -305,7 +265,7 @@ class Canvas:
 
     # ------------------------------------------------------------------ drawing
     @staticmethod
-    def _evaluate(kind: int, shapes: list[Shape], out: np.ndarray, arena: _Arena) -> None:
+    def _evaluate(kind: int, shapes: list[Shape], out: np.ndarray) -> None:
         """Coverage of ``shapes`` (one kind, most elements first) into the flat buffer ``out``.
 
         Every element (capsule, ellipse, edge) is evaluated on its shape's window, all windows flattened
@@ -327,12 +287,11 @@ class Canvas:
         n = sum(sizes)
         # Per pixel: its window's corner and its element's parameters (one call), then its centre.
         prm = np.repeat(np.array(rows, dtype=np.float32).T, sizes, axis=1)
-        grid = arena.take((2, n))
-        np.concatenate([_grid(e.y1 - e.y0, e.x1 - e.x0) for e in elems], axis=1, out=grid)
+        grid = np.concatenate([_grid(e.y1 - e.y0, e.x1 - e.x0) for e in elems], axis=1)
         grid += prm[:2]
         ys, xs = grid[0], grid[1]
         prm = prm[2:]
-        tmp = arena.take((3, n))
+        tmp = np.empty((3, n), np.float32)  # scratch rows
         union = np.minimum
         if kind == 0:  # capsules: |p - a - t (b - a)| with t the clipped projection
             ax, ay, dx, dy, inv, denom, rad = prm
@@ -411,11 +370,10 @@ class Canvas:
         for shape in edited:
             shape.off = total
             total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
-        arena = _arena()
-        flat = arena.take((total,))
+        flat = np.empty(total, np.float32)
         for kind, shapes, start in groups:
             end = shapes[-1].off + (shapes[-1].y1 - shapes[-1].y0) * (shapes[-1].x1 - shapes[-1].x0)
-            self._evaluate(kind, shapes, flat[start:end], arena)
+            self._evaluate(kind, shapes, flat[start:end])
         for shape in edited:  # after the shapes they edit; their coverage joins the flat buffer
             h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
             flat[shape.off:shape.off + h * w] = self._alpha(shape, flat[:base_total]).reshape(-1)
@@ -423,16 +381,15 @@ class Canvas:
         sizes = [(s.y1 - s.y0) * (s.x1 - s.x0) for s in ordered]
         # Blending terms of every layer at once: 1 - alpha and colour * alpha; bits kept (not opaque)
         # and bits added (covered: the tags of a present layer, the would-be bits of an absent one).
-        oma = np.subtract(_ONE, flat, out=arena.take((total,)))
+        oma = _ONE - flat
         colors = np.array([(0.0, 0.0, 0.0) if s.color is None else s.color for s in ordered], np.float32)
-        ca = np.multiply(np.repeat(colors.T, sizes, axis=1), flat, out=arena.take((3, total)))
+        ca = np.repeat(colors.T, sizes, axis=1)
+        ca *= flat
         dtype, bits = self._dtype, self.bits
         if bits is not None:
-            flag = np.less(flat, _ONE, out=arena.take((total,), np.bool_))
-            keep = arena.take((total,), dtype)
-            np.negative(flag, out=keep, dtype=dtype)  # not opaque -> all bits set
+            keep = np.negative(flat < _ONE, dtype=dtype)  # not opaque -> all bits set
             add = np.repeat(np.array([s.tags for s in ordered], dtype=dtype), sizes)
-            add *= np.greater(flat, _ZERO, out=flag)
+            add *= flat > _ZERO
         image = self.image
         for shape, color, tag, present, shared in self._layers:
             ys, xs = slice(shape.y0, shape.y1), slice(shape.x0, shape.x1)
