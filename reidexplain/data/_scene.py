@@ -146,8 +146,8 @@ def _noise_bank(height: int, width: int) -> np.ndarray:
     return bank
 
 
-def camera_noise(height: int, width: int, seed: int) -> np.ndarray:
-    """Unit Gaussian noise ``(3, H, W)`` for ``seed``: a seeded crop of a cached bank (cheap)."""
+def _noise_crop(height: int, width: int, seed: int) -> tuple[np.ndarray, float]:
+    """The read-only crop of the noise bank for ``seed`` and its sign (see :func:`camera_noise`)."""
     bank = _noise_bank(height, width)
     x0 = seed % (width + 1)
     y0 = (seed // (width + 1)) % (height + 1)
@@ -158,22 +158,40 @@ def camera_noise(height: int, width: int, seed: int) -> np.ndarray:
         noise = noise[:, ::-1]
     if variant & 2:
         noise = noise[:, :, ::-1]
-    return -noise if variant & 4 else noise
+    return noise, -1.0 if variant & 4 else 1.0
+
+
+def camera_noise(height: int, width: int, seed: int) -> np.ndarray:
+    """Unit Gaussian noise ``(3, H, W)`` for ``seed``: a seeded crop of a cached bank (cheap)."""
+    noise, sign = _noise_crop(height, width, seed)
+    return -noise if sign < 0 else noise
+
+
+@lru_cache(maxsize=64)
+def _ramp_base(height: int) -> np.ndarray:
+    """Row position in [-0.5, 0.5] (float32): the shape of the vertical light gradient."""
+    base = np.arange(height, dtype=np.float32) / max(height - 1, 1) - 0.5
+    base.setflags(write=False)
+    return base
 
 
 def apply_camera(image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
     """Light (gain, colour cast, vertical gradient), saturation, Gaussian noise; clipped to [0, 1]."""
     _, h, w = image.shape
-    ramp = 1.0 + nuisance.gradient * (np.arange(h, dtype=np.float32) / max(h - 1, 1) - 0.5)
+    ramp = 1.0 + nuisance.gradient * _ramp_base(h)
     gain = np.asarray(nuisance.cast, np.float32)[:, None] * np.float32(nuisance.gain)
     out = image * (gain * ramp[None, :]).astype(np.float32)[:, :, None]
     if nuisance.saturation != 1.0:
-        gray = out.mean(axis=0, keepdims=True)
+        # out.mean(axis=0, keepdims=True), without its Python overhead: the same sum and division.
+        gray = np.add.reduce(out, axis=0, keepdims=True)
+        np.true_divide(gray, np.intp(out.shape[0]), out=gray, casting="unsafe")
         out -= gray
         out *= np.float32(nuisance.saturation)
         out += gray
     np.clip(out, 0.0, 1.0, out=out)
     if nuisance.noise_std > 0:
-        out += camera_noise(h, w, nuisance.noise_seed) * np.float32(nuisance.noise_std)
+        # -noise * std == noise * -std exactly: the sign goes into the scale, not into a copy.
+        noise, sign = _noise_crop(h, w, nuisance.noise_seed)
+        out += noise * np.float32(sign * nuisance.noise_std)
         np.clip(out, 0.0, 1.0, out=out)
     return out
