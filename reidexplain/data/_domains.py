@@ -9,7 +9,9 @@ marginal rate stays the schema's ratio. Fields the schema does not name are iden
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -212,10 +214,19 @@ def camera_look(spec: DomainSpec, camid: int) -> CameraLook:
     )
 
 
+@lru_cache(maxsize=256)
+def _view_cdf(view_probs: tuple[float, float, float]) -> list[float]:
+    """The cumulative view probabilities exactly as ``Generator.choice`` computes them."""
+    cdf = np.asarray(view_probs, dtype=np.float64).cumsum()
+    cdf /= cdf[-1]
+    return cdf.tolist()
+
+
 def sample_nuisance(spec: DomainSpec, look: CameraLook, camid: int, rng: np.random.Generator,
                     strength: float, occlusion_prob: float) -> Nuisance:
     """Draw the per-image nuisance; every number is drawn even at ``strength=0`` (stable streams)."""
-    view = VIEWS[int(rng.choice(3, p=look.view_probs))]
+    # rng.choice(3, p=look.view_probs) without its checks: the same single uniform draw and cdf lookup.
+    view = VIEWS[bisect.bisect_right(_view_cdf(look.view_probs), rng.random())]
     mirror = bool(rng.random() < 0.5)
     u = rng.uniform(-1.0, 1.0, 6)
     cast = np.asarray(look.cast) * (1.0 + rng.normal(0.0, 0.03, 3) * strength)
