@@ -63,11 +63,16 @@ def garment_rgb(name: str, tint: Sequence[float], saturation: float) -> np.ndarr
     return np.clip(gray + saturation * (color - gray), 0.0, 1.0)
 
 
-def shoe_rgb(ident: Identity) -> np.ndarray:
+def shoe_rgb(ident: Identity) -> tuple[float, float, float]:
     t = ident.shoe_tone
     if ident.light_shoes:
-        return np.array([0.80 + 0.15 * t, 0.80 + 0.13 * t, 0.78 + 0.10 * t])
-    return np.array([0.07 + 0.2 * t, 0.06 + 0.12 * t, 0.06 + 0.06 * t])
+        return 0.80 + 0.15 * t, 0.80 + 0.13 * t, 0.78 + 0.10 * t
+    return 0.07 + 0.2 * t, 0.06 + 0.12 * t, 0.06 + 0.06 * t
+
+
+def _scaled(color: Sequence[float], k: float) -> tuple[float, float, float]:
+    """``np.asarray(color) * k`` in plain floats (the same double products, without numpy's overhead)."""
+    return color[0] * k, color[1] * k, color[2] * k
 
 
 class PersonPainter:
@@ -94,7 +99,8 @@ class PersonPainter:
         self.upper = _garment_rgb(ident.upper_color, tuple(ident.upper_tint), saturation)
         self.lower = _garment_rgb(ident.lower_color, tuple(ident.lower_tint), saturation)
         self.masked = canvas.has_masks
-        self.skin = np.asarray(ident.skin)
+        self.upper_t, self.lower_t = tuple(self.upper.tolist()), tuple(self.lower.tolist())
+        self.skin = tuple(ident.skin)
         # Front/back: shoulder width (a gender cue) places the arms; side view: it does not.
         self.arm_deps: tuple[str, ...] = () if self.side else ("female",)
         self.wrists: dict[int, tuple[float, float]] = {}
@@ -184,7 +190,7 @@ class PersonPainter:
             if self.side:
                 hip = (0.0, 0.5)
                 phi = sign * swing * 0.38
-                ankle = (0.445 * np.sin(phi), 0.5 + 0.445 * np.cos(phi))
+                ankle = (0.445 * float(np.sin(phi)), 0.5 + 0.445 * float(np.cos(phi)))
             else:
                 hip = (sign * 0.05 * bw, 0.5)
                 ankle = (sign * 0.058 * bw, 0.945 - 0.02 * max(0.0, sign * swing))
@@ -193,16 +199,16 @@ class PersonPainter:
             joints.append((hip, knee, ankle, shaft))
         low = ("lower_color",)
         self.put(lambda: self.caps([s for h, k, a, _ in joints
-                                    for s in ((h, k, 0.044 * bw), (k, a, 0.034 * bw))]), self.skin * shade)
-        self.put(lambda: self.caps([(h, k, 0.052 * bw) for h, k, _, _ in joints]), self.lower * shade, low,
+                                    for s in ((h, k, 0.044 * bw), (k, a, 0.034 * bw))]), _scaled(self.skin, shade))
+        self.put(lambda: self.caps([(h, k, 0.052 * bw) for h, k, _, _ in joints]), _scaled(self.lower_t, shade), low,
                  needs=(("skirt", False),))
-        self.put(lambda: self.caps([(k, a, 0.043 * bw) for _, k, a, _ in joints]), self.lower * shade, low,
+        self.put(lambda: self.caps([(k, a, 0.043 * bw) for _, k, a, _ in joints]), _scaled(self.lower_t, shade), low,
                  needs=(("skirt", False), ("short_lower", False)))
         self.put(lambda: self.caps([(a, t, 0.047 * bw) for _, _, a, t in joints]),
-                 np.asarray(self.id.boots_rgb) * shade, needs=(("boots", True),))
+                 _scaled(self.id.boots_rgb, shade), needs=(("boots", True),))
         fwd, rx = (0.022, 0.05 * bw) if self.side else (0.0, 0.034 * bw)
         self.put(lambda: self.ells([(a[0] + fwd, a[1] + 0.026, rx, 0.021) for _, _, a, _ in joints]),
-                 shoe_rgb(self.id) * shade, ("light_shoes",))
+                 _scaled(shoe_rgb(self.id), shade), ("light_shoes",))
 
     def lower_body(self) -> None:
         bw, wa, hip = self.bw, self.wa, self.hip
@@ -250,37 +256,37 @@ class PersonPainter:
             self.put(lambda: self.cv.stripes(torso, self.R(0.045), self.top + self.R(0.2), 0.45),
                      np.clip(stripe, 0.0, 1.0), deps)
         elif self.id.pattern == "logo" and self.view == "front":
-            self.put(lambda: self.ell(0.0, 0.27, 0.034, 0.03), np.asarray(self.id.pattern_rgb))
+            self.put(lambda: self.ell(0.0, 0.27, 0.034, 0.03), self.id.pattern_rgb)
 
     def backpack(self) -> None:
-        bw, color = self.bw, np.asarray(self.id.backpack_rgb)
+        bw, color = self.bw, self.id.backpack_rgb
         need = (("backpack", True),)
         if self.view == "back":
             self.put(lambda: self.box(-0.088 * bw, 0.195, 0.088 * bw, 0.41, 0.02), color, needs=need)
-            self.put(lambda: self.box(-0.062 * bw, 0.32, 0.062 * bw, 0.395, 0.01), color * 0.7,
+            self.put(lambda: self.box(-0.062 * bw, 0.32, 0.062 * bw, 0.395, 0.01), _scaled(color, 0.7),
                      needs=need)
         elif self.view == "front":
             self.put(lambda: self.caps([((sign * 0.046 * bw, 0.165), (sign * 0.058 * bw, 0.34), 0.011)
-                                        for sign in (-1, 1)]), color * 0.8, needs=need)
+                                        for sign in (-1, 1)]), _scaled(color, 0.8), needs=need)
         else:
             self.put(lambda: self.box(-0.15 * bw, 0.195, -0.05 * bw, 0.415, 0.025), color, needs=need)
-            self.put(lambda: self.cap((-0.03, 0.165), (0.04 * bw, 0.33), 0.01), color * 0.8, needs=need)
+            self.put(lambda: self.cap((-0.03, 0.165), (0.04 * bw, 0.33), 0.01), _scaled(color, 0.8), needs=need)
 
     def shoulder_bag(self) -> None:
-        bw, color, need = self.bw, np.asarray(self.id.bag_rgb), (("shoulder_bag", True),)
+        bw, color, need = self.bw, self.id.bag_rgb, (("shoulder_bag", True),)
         if self.side:
             strap, bag = ((-0.035, 0.165), (0.03, 0.44)), (-0.05 * bw, 0.43, 0.045 * bw, 0.53)
         else:
             c = self.carry
             strap = ((-c * 0.07 * bw, 0.165), (c * 0.11 * bw, 0.455))
             bag = (c * 0.09 * bw, 0.43, c * 0.175 * bw, 0.535)
-        self.put(lambda: self.cap(strap[0], strap[1], 0.009), color * 0.6, needs=need)
+        self.put(lambda: self.cap(strap[0], strap[1], 0.009), _scaled(color, 0.6), needs=need)
         self.put(lambda: self.box(*bag, cut=0.012), color, needs=need)
 
     def head(self) -> None:
-        hair, dark = np.asarray(self.id.hair_rgb), np.array([0.08, 0.06, 0.06])
+        hair, dark = self.id.hair_rgb, (0.08, 0.06, 0.06)
         hx = 0.006 if self.side else 0.0
-        self.put(lambda: self.box(-0.022, 0.115, 0.022, 0.175), self.skin * 0.92)
+        self.put(lambda: self.box(-0.022, 0.115, 0.022, 0.175), _scaled(self.skin, 0.92))
         self.put(lambda: self.ell(hx, 0.072, 0.05, 0.064), self.skin)
         cap = lambda: self.clip_v(self.ell(hx, 0.068, 0.054, 0.064), 0.05)  # noqa: E731
         if self.view == "front":
@@ -301,10 +307,10 @@ class PersonPainter:
             self.put(lambda: self.cap((0.0, 0.08), (0.0, 0.24), 0.054), hair, needs=long_hair)
         else:
             self.put(lambda: self.cap((-0.03, 0.07), (-0.05, 0.245), 0.03), hair, needs=long_hair)
-        hat, need = np.asarray(self.id.hat_rgb), (("hat", True),)
+        hat, need = self.id.hat_rgb, (("hat", True),)
         self.put(lambda: self.clip_v(self.ell(hx, 0.066, 0.058, 0.064), 0.048), hat, needs=need)
         brim = (-0.055, 0.037, 0.095, 0.05) if self.side else (-0.068, 0.036, 0.068, 0.05)
-        self.put(lambda: self.box(*brim), hat * 0.8, needs=need)
+        self.put(lambda: self.box(*brim), _scaled(hat, 0.8), needs=need)
 
     def arms(self, signs: tuple[int, ...], far: bool = False) -> None:
         bw, swing = self.bw, self.nuis.swing
@@ -313,29 +319,28 @@ class PersonPainter:
         for sign in signs:
             if self.side:
                 joint, angle, length = (-0.005, 0.195), -sign * swing * 0.5, 0.29
-                direction = (np.sin(angle), np.cos(angle))
+                direction = (float(np.sin(angle)), float(np.cos(angle)))
             else:
                 joint = (sign * (self.sh - 0.024), 0.195)
                 angle, length = 0.09 + 0.04 * sign * swing, 0.29 * (1.0 - 0.06 * abs(swing))
-                direction = (sign * np.sin(angle), np.cos(angle))
+                direction = (sign * float(np.sin(angle)), float(np.cos(angle)))
             points.append(lambda t, j=joint, d=direction, n=length: (j[0] + t * n * d[0], j[1] + t * n * d[1]))
             self.wrists[sign] = points[-1](1.04)
         deps = self.arm_deps
         sleeve = ("upper_color",) + deps
-        self.put(lambda: self.caps([(at(0.0), at(1.0), 0.026 * bw) for at in points]), self.skin * shade, deps)
-        self.put(lambda: self.caps([(at(0.0), at(0.4), 0.034 * bw) for at in points]), self.upper * shade,
-                 sleeve)
-        self.put(lambda: self.caps([(at(0.38), at(0.93), 0.031 * bw) for at in points]), self.upper * shade,
-                 sleeve, needs=(("short_sleeves", False),))
-        self.put(lambda: self.ells([(*at(1.04), 0.022, 0.024) for at in points]), self.skin * shade * 0.95,
-                 deps)
+        skin, upper = _scaled(self.skin, shade), _scaled(self.upper_t, shade)
+        self.put(lambda: self.caps([(at(0.0), at(1.0), 0.026 * bw) for at in points]), skin, deps)
+        self.put(lambda: self.caps([(at(0.0), at(0.4), 0.034 * bw) for at in points]), upper, sleeve)
+        self.put(lambda: self.caps([(at(0.38), at(0.93), 0.031 * bw) for at in points]), upper, sleeve,
+                 needs=(("short_sleeves", False),))
+        self.put(lambda: self.ells([(*at(1.04), 0.022, 0.024) for at in points]), _scaled(skin, 0.95), deps)
 
     def handbag(self) -> None:
-        sign = 1 if self.side else int(np.sign(self.carry))
+        sign = 1 if self.side else (self.carry > 0) - (self.carry < 0)
         wx, wy = self.wrists[sign]
-        bw, color = self.bw, np.asarray(self.id.handbag_rgb)
+        bw, color = self.bw, self.id.handbag_rgb
         need = (("handbag", True),)
-        self.put(lambda: self.cap((wx - 0.018 * bw, wy + 0.03), (wx, wy), 0.006), color * 0.6,
+        self.put(lambda: self.cap((wx - 0.018 * bw, wy + 0.03), (wx, wy), 0.006), _scaled(color, 0.6),
                  self.arm_deps, needs=need)
         self.put(lambda: self.box(wx - 0.038 * bw, wy + 0.02, wx + 0.038 * bw, wy + 0.095, 0.01),
                  color, self.arm_deps, needs=need)
