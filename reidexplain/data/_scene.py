@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+from reidexplain.data._canvas import fast_clip
 from reidexplain.data._domains import CameraLook, DomainSpec, camera_look, get_domain
 from reidexplain.data._identity import Nuisance
 
@@ -188,10 +189,10 @@ def apply_camera(image: np.ndarray, nuisance: Nuisance) -> np.ndarray:
         out -= gray
         out *= np.float32(nuisance.saturation)
         out += gray
-    np.clip(out, 0.0, 1.0, out=out)
+    fast_clip(out, 0.0, 1.0, out=out)
     if nuisance.noise_std > 0:
         # -noise * std == noise * -std exactly: the sign goes into the scale, not into a copy.
         noise, sign = _noise_crop(h, w, nuisance.noise_seed)
         out += noise * np.float32(sign * nuisance.noise_std)
-        np.clip(out, 0.0, 1.0, out=out)
+        fast_clip(out, 0.0, 1.0, out=out)
     return out
