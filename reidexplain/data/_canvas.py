@@ -346,10 +346,12 @@ class Canvas:
         np.subtract(_HALF, dist[:levels[0]], out=out)
         fast_clip(out, _ZERO, _ONE, out=out)
 
-    def _alpha(self, shape: Shape, flat: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _alpha(shape: Shape, flat: np.ndarray) -> np.ndarray:
+        """The coverage of ``shape`` (a view of ``flat`` for a base shape, computed for an edited one)."""
         if shape.alpha is None:
             if shape.kind is None:
-                shape.alpha = shape.edit(self._alpha(shape.base, flat))
+                shape.alpha = shape.edit(Canvas._alpha(shape.base, flat))
             else:
                 h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
                 shape.alpha = flat[shape.off:shape.off + h * w].reshape(h, w)
@@ -357,41 +359,12 @@ class Canvas:
 
     def flush(self) -> None:
         """Evaluate the recorded shapes and blend the recorded layers, in order, into ``image``/``bits``."""
-        if not self._layers:
-            return
-        groups, total = [], 0
-        for kind, shapes in enumerate(self._shapes):
-            if shapes:
-                shapes = sorted(shapes, key=lambda s: len(s.rows), reverse=True)
-                groups.append((kind, shapes, total))
-                for shape in shapes:
-                    shape.off = total
-                    total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
-        base_total = total
-        edited = [layer[0] for layer in self._layers if layer[0].kind is None and layer[4]]
-        for shape in edited:
-            shape.off = total
-            total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
-        flat = np.empty(total, np.float32)
-        for kind, shapes, start in groups:
-            end = shapes[-1].off + (shapes[-1].y1 - shapes[-1].y0) * (shapes[-1].x1 - shapes[-1].x0)
-            self._evaluate(kind, shapes, flat[start:end])
-        for shape in edited:  # after the shapes they edit; their coverage joins the flat buffer
-            h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
-            flat[shape.off:shape.off + h * w] = self._alpha(shape, flat[:base_total]).reshape(-1)
-        ordered = [shape for _, shapes, _ in groups for shape in shapes] + edited
-        sizes = [(s.y1 - s.y0) * (s.x1 - s.x0) for s in ordered]
-        # Blending terms of every layer at once: 1 - alpha and colour * alpha; bits kept (not opaque)
-        # and bits added (covered: the tags of a present layer, the would-be bits of an absent one).
-        oma = _ONE - flat
-        colors = np.array([(0.0, 0.0, 0.0) if s.color is None else s.color for s in ordered], np.float32)
-        ca = np.repeat(colors.T, sizes, axis=1)
-        ca *= flat
+        flush_all([self])
+
+    def _blend(self, oma: np.ndarray, ca: np.ndarray, keep: np.ndarray | None, add: np.ndarray | None,
+               flat: np.ndarray) -> None:
+        """Blend the recorded layers with the terms :func:`flush_all` prepared, then forget them."""
         dtype, bits = self._dtype, self.bits
-        if bits is not None:
-            keep = np.negative(flat < _ONE, dtype=dtype)  # not opaque -> all bits set
-            add = np.repeat(np.array([s.tags for s in ordered], dtype=dtype), sizes)
-            add *= flat > _ZERO
         image = self.image
         for shape, color, tag, present, shared in self._layers:
             ys, xs = slice(shape.y0, shape.y1), slice(shape.x0, shape.x1)
@@ -428,3 +401,57 @@ class Canvas:
                 np.bitwise_or(b, dtype(tag), out=b, where=alpha > _ZERO)
         self._shapes = [[] for _ in _KINDS]
         self._layers = []
+
+
+def flush_all(canvases: Sequence[Canvas]) -> None:
+    """:meth:`Canvas.flush` for several canvases at once: the shapes of all of them evaluated together.
+
+    The shapes of one kind from every canvas share one flat batch, and the blending terms of all layers
+    are prepared together; each canvas then blends its own layers. Canvases whose masks differ in word
+    size are flushed in separate groups.
+    """
+    canvases = [c for c in canvases if c._layers]
+    dtypes = {c._dtype for c in canvases}
+    if len(dtypes) > 1:
+        for dtype in dtypes:
+            flush_all([c for c in canvases if c._dtype is dtype])
+        return
+    if not canvases:
+        return
+    groups, total = [], 0
+    for kind in range(len(_KINDS)):
+        shapes = [shape for c in canvases for shape in c._shapes[kind]]
+        if shapes:
+            shapes.sort(key=lambda s: len(s.rows), reverse=True)
+            groups.append((kind, shapes, total))
+            for shape in shapes:
+                shape.off = total
+                total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
+    base_total = total
+    edited = [layer[0] for c in canvases for layer in c._layers if layer[0].kind is None and layer[4]]
+    for shape in edited:
+        shape.off = total
+        total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
+    flat = np.empty(total, np.float32)
+    for kind, shapes, start in groups:
+        end = shapes[-1].off + (shapes[-1].y1 - shapes[-1].y0) * (shapes[-1].x1 - shapes[-1].x0)
+        Canvas._evaluate(kind, shapes, flat[start:end])
+    for shape in edited:  # after the shapes they edit; their coverage joins the flat buffer
+        h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
+        flat[shape.off:shape.off + h * w] = Canvas._alpha(shape, flat[:base_total]).reshape(-1)
+    ordered = [shape for _, shapes, _ in groups for shape in shapes] + edited
+    sizes = [(s.y1 - s.y0) * (s.x1 - s.x0) for s in ordered]
+    # Blending terms of every layer at once: 1 - alpha and colour * alpha; bits kept (not opaque)
+    # and bits added (covered: the tags of a present layer, the would-be bits of an absent one).
+    oma = _ONE - flat
+    colors = np.array([(0.0, 0.0, 0.0) if s.color is None else s.color for s in ordered], np.float32)
+    ca = np.repeat(colors.T, sizes, axis=1)
+    ca *= flat
+    keep = add = None
+    if any(c.bits is not None for c in canvases):
+        dtype = canvases[0]._dtype
+        keep = np.negative(flat < _ONE, dtype=dtype)  # not opaque -> all bits set
+        add = np.repeat(np.array([s.tags for s in ordered], dtype=dtype), sizes)
+        add *= flat > _ZERO
+    for canvas in canvases:
+        canvas._blend(oma, ca, keep, add, flat)

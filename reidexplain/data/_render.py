@@ -163,7 +163,8 @@ class PersonPainter:
         self.cv.paint(region, color, self.tags.of_shape(deps, needs) if self.masked else None)
         return region
 
-    def draw(self) -> None:
+    def draw(self, flush: bool = True) -> None:
+        """Record the person on the canvas and, unless ``flush`` is False, draw it (``Canvas.flush``)."""
         # Side view: the far limbs first and darker, then the near ones; front and back view: both
         # limbs of a pair in one call (they do not overlap), which halves the numpy calls.
         if self.side:
@@ -179,7 +180,8 @@ class PersonPainter:
         self.head()
         self.arms((1,) if self.side else (-1, 1))
         self.handbag()
-        self.cv.flush()
+        if flush:
+            self.cv.flush()
 
     # ------------------------------------------------------------------ body parts
     def legs(self, signs: tuple[int, ...], far: bool = False) -> None:

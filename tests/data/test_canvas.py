@@ -194,3 +194,29 @@ def test_flush_twice_and_empty_canvas():
     canvas.flush()
     assert canvas.image[1, 30, 20] == 1.0 and canvas.masks()[1, 30, 20]
     assert Canvas(H, W, 3, with_masks=False).masks() is None
+
+
+def test_flush_all_matches_flushing_each_canvas():
+    from reidexplain.data._canvas import flush_all
+
+    rng = np.random.default_rng(7)
+    scenes = [(_scene(rng, m), m, masked) for m, masked in ((5, True), (5, False), (40, True), (5, True))]
+
+    def record(layers, num_masks, masked):
+        canvas = Canvas(H, W, num_masks, with_masks=masked)
+        canvas.image[...] = 0.25
+        for kind, args, above, color, tags, present, would_be in layers:
+            shape = getattr(canvas, kind)(*args)
+            if above is not None:
+                shape = canvas.clip(shape, above=above)
+            canvas.paint(shape, color, tags, present, would_be)
+        return canvas
+
+    together = [record(*scene) for scene in scenes]
+    flush_all(together)
+    for canvas, scene in zip(together, scenes, strict=True):
+        alone = record(*scene)
+        alone.flush()
+        np.testing.assert_array_equal(canvas.image, alone.image)
+        if scene[2]:
+            np.testing.assert_array_equal(canvas.masks(), alone.masks())

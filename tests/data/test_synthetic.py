@@ -267,3 +267,25 @@ def test_invalid_render_inputs():
         synthetic_splits(2, 2, 1)
     assert isinstance(data.identity(-1), Identity)
     assert math.isclose(float(np.mean(data.attributes.numpy())), float(data.attributes.mean()))
+
+
+@pytest.mark.parametrize("with_masks", [True, False])
+def test_getitems_renders_the_same_items_as_getitem(with_masks):
+    data = SyntheticPersons(4, 3, domain="duke", seed=5, image_size=SMALL, with_masks=with_masks)
+    indices = [11, 0, -1, 3, 3, 7]
+    for batch in (1, 4):
+        data.BATCH = batch
+        items = data.__getitems__(indices)
+        assert len(items) == len(indices)
+        for i, item in zip(indices, items, strict=True):
+            single = data[i]
+            assert set(item) == set(single)
+            for key, value in single.items():
+                assert torch.equal(item[key], value) if torch.is_tensor(value) else item[key] == value
+    assert data.__getitems__([]) == []
+    with pytest.raises(IndexError):
+        data.__getitems__([0, 12])
+    # DataLoader uses __getitems__ for a batch of indices.
+    loader = DataLoader(data, batch_size=5, shuffle=False)
+    first = next(iter(loader))
+    assert torch.equal(first["image"], torch.stack([data[i]["image"] for i in range(5)]))
