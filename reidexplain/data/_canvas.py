@@ -74,13 +74,15 @@ class Shape:
     ``rows``; an edited shape (``kind`` None) applies ``edit`` to the coverage of ``base``.
     """
 
-    __slots__ = ("kind", "rows", "y0", "y1", "x0", "x1", "base", "edit", "alpha", "stacked", "off",
-                 "color", "tags")
+    __slots__ = ("kind", "rows", "y0", "y1", "x0", "x1", "h", "w", "n", "base", "edit", "alpha", "stacked",
+                 "off", "color", "tags")
 
     def __init__(self, kind: int | None, rows: list[tuple[float, ...]], win: tuple[int, int, int, int],
                  base: Shape | None = None, edit: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.kind, self.rows = kind, rows
         self.y0, self.y1, self.x0, self.x1 = win
+        self.h, self.w = win[1] - win[0], win[3] - win[2]
+        self.n = self.h * self.w
         self.base, self.edit = base, edit
         self.alpha: np.ndarray | None = None
         self.stacked = False  # its first layer is prepared with all the others (see ``flush``)
@@ -275,21 +277,22 @@ class Canvas:
         their rank within their shape: rank 0 of every shape first (the layout of ``out``), then rank 1
         of the shapes having one (a prefix of them), and so on; a union is then one call per rank.
         """
-        elems, rows, levels = [], [], []
+        grids = [_grid(shape.h, shape.w) for shape in shapes]
+        rows, sizes, levels, windows = [], [], [], []
         for j in range(len(shapes[0].rows)):
             size = 0
-            for shape in shapes:
+            for shape, grid in zip(shapes, grids, strict=True):
                 if len(shape.rows) <= j:
                     break
-                elems.append(shape)
                 rows.append((shape.y0, shape.x0, *shape.rows[j]))
-                size += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
+                sizes.append(shape.n)
+                windows.append(grid)
+                size += shape.n
             levels.append(size)
-        sizes = [(e.y1 - e.y0) * (e.x1 - e.x0) for e in elems]
-        n = sum(sizes)
+        n = sum(levels)
         # Per pixel: its window's corner and its element's parameters (one call), then its centre.
         prm = np.repeat(np.array(rows, dtype=np.float32).T, sizes, axis=1)
-        grid = np.concatenate([_grid(e.y1 - e.y0, e.x1 - e.x0) for e in elems], axis=1)
+        grid = np.concatenate(windows, axis=1)
         grid += prm[:2]
         ys, xs = grid[0], grid[1]
         prm = prm[2:]
@@ -353,8 +356,7 @@ class Canvas:
             if shape.kind is None:
                 shape.alpha = shape.edit(Canvas._alpha(shape.base, flat))
             else:
-                h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
-                shape.alpha = flat[shape.off:shape.off + h * w].reshape(h, w)
+                shape.alpha = flat[shape.off:shape.off + shape.n].reshape(shape.h, shape.w)
         return shape.alpha
 
     def flush(self) -> None:
@@ -369,8 +371,8 @@ class Canvas:
         for shape, color, tag, present, shared in self._layers:
             ys, xs = slice(shape.y0, shape.y1), slice(shape.x0, shape.x1)
             if shared:  # prepared above
-                h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
-                span = slice(shape.off, shape.off + h * w)
+                h, w = shape.h, shape.w
+                span = slice(shape.off, shape.off + shape.n)
                 if present:
                     win = image[:, ys, xs]
                     # Not `win += (color - win) * alpha`: with alpha == 1 that differs from `color` in
@@ -426,21 +428,20 @@ def flush_all(canvases: Sequence[Canvas]) -> None:
             groups.append((kind, shapes, total))
             for shape in shapes:
                 shape.off = total
-                total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
+                total += shape.n
     base_total = total
     edited = [layer[0] for c in canvases for layer in c._layers if layer[0].kind is None and layer[4]]
     for shape in edited:
         shape.off = total
-        total += (shape.y1 - shape.y0) * (shape.x1 - shape.x0)
+        total += shape.n
     flat = np.empty(total, np.float32)
     for kind, shapes, start in groups:
-        end = shapes[-1].off + (shapes[-1].y1 - shapes[-1].y0) * (shapes[-1].x1 - shapes[-1].x0)
+        end = shapes[-1].off + shapes[-1].n
         Canvas._evaluate(kind, shapes, flat[start:end])
     for shape in edited:  # after the shapes they edit; their coverage joins the flat buffer
-        h, w = shape.y1 - shape.y0, shape.x1 - shape.x0
-        flat[shape.off:shape.off + h * w] = Canvas._alpha(shape, flat[:base_total]).reshape(-1)
+        flat[shape.off:shape.off + shape.n] = Canvas._alpha(shape, flat[:base_total]).reshape(-1)
     ordered = [shape for _, shapes, _ in groups for shape in shapes] + edited
-    sizes = [(s.y1 - s.y0) * (s.x1 - s.x0) for s in ordered]
+    sizes = [s.n for s in ordered]
     # Blending terms of every layer at once: 1 - alpha and colour * alpha; bits kept (not opaque)
     # and bits added (covered: the tags of a present layer, the would-be bits of an absent one).
     oma = _ONE - flat
