@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -42,6 +43,22 @@ fast_clip = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", 
 def rgb(values: Sequence[float] | np.ndarray) -> Color:
     """A colour as a broadcastable ``(3, 1, 1)`` float32 array."""
     return np.asarray(values, dtype=np.float32).reshape(3, 1, 1)
+
+
+@lru_cache(maxsize=64)
+def _centres(n: int) -> np.ndarray:
+    """Pixel centres ``0.5, 1.5, ...`` of ``n`` pixels (float32, read-only)."""
+    centres = np.arange(n, dtype=np.float32) + _HALF
+    centres.setflags(write=False)
+    return centres
+
+
+@lru_cache(maxsize=64)
+def _powers(num_masks: int, dtype: type) -> np.ndarray:
+    """The bit of each mask, ``(num_masks, 1, 1)`` (read-only)."""
+    powers = (dtype(1) << np.arange(num_masks, dtype=dtype))[:, None, None]
+    powers.setflags(write=False)
+    return powers
 
 
 _GRIDS: dict[tuple[int, int], np.ndarray] = {}
@@ -106,8 +123,7 @@ class Canvas:
         self._dtype = np.uint32 if num_masks <= 32 else np.uint64
         self.bits = np.zeros((height, width), dtype=self._dtype) if with_masks else None
         # Pixel centres at integer + 0.5, so that a shape and its mirror image cover mirrored pixels.
-        self._xs = np.arange(width, dtype=np.float32) + _HALF
-        self._ys = np.arange(height, dtype=np.float32) + _HALF
+        self._xs, self._ys = _centres(width), _centres(height)
         self._shapes: list[list[Shape]] = [[] for _ in _KINDS]
         # (shape, colour, tags or would-be bits, present, blending terms prepared with the others)
         self._layers: list[tuple[Shape, Sequence[float] | np.ndarray, int, bool, bool]] = []
@@ -121,8 +137,7 @@ class Canvas:
         if self.bits is None:
             return None
         self.flush()
-        powers = (self._dtype(1) << np.arange(self.num_masks, dtype=self._dtype))[:, None, None]
-        return (self.bits[None] & powers) != 0
+        return (self.bits[None] & _powers(self.num_masks, self._dtype)) != 0
 
     # ------------------------------------------------------------------ windows
     def _window(self, x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int] | None:
@@ -199,10 +214,9 @@ class Canvas:
         for (ax, ay), (bx, by) in zip(points, following, strict=True):
             ex, ey = bx - ax, by - ay
             norm = math.hypot(ex, ey)
-            if norm < 1e-9:
-                continue
-            nx, ny = orient * ey / norm, -orient * ex / norm  # outward normal
-            rows.append((nx, ny, ax * nx + ay * ny))
+            if norm >= 1e-9:
+                nx, ny = orient * ey / norm, -orient * ex / norm  # outward normal
+                rows.append((nx, ny, ax * nx + ay * ny))
         return self._add(3, rows, win) if rows else None
 
     # ------------------------------------------------------------------ edits (recorded)
