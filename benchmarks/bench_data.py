@@ -2,10 +2,11 @@
 
 Prints one markdown table row per configuration (domain, image size, masks on/off): images per second
 of ``dataset[i]`` (identity and nuisance draws included), of ``render`` alone (the counterfactual path),
-and identities per second for labels without rendering (``dataset.attributes``). Rates are measured in
-process CPU time (robust to other processes taking turns on the CPU, not to them sharing its caches) and
-in wall time; the load average is recorded next to them. Results go to
-``benchmarks/results/data.json``.
+and identities per second for labels without rendering (``dataset.attributes``); then images per second
+of ``dataset.__getitems__`` on batches of 32 indices (what ``DataLoader`` calls; it draws
+``SyntheticPersons.BATCH`` persons together). Rates are measured in process CPU time (robust to other
+processes taking turns on the CPU, not to them sharing its caches) and in wall time; the load average
+is recorded next to them. Results go to ``benchmarks/results/data.json``.
 
 Run from the repository root (about 30 seconds)::
 
@@ -32,6 +33,7 @@ CONFIGS = [
     ("duke", (128, 64), False),
     ("market", (64, 32), True),
 ]
+BATCH = 32  # indices per __getitems__ call, as a DataLoader with batch_size=32 passes them
 
 
 def _rate(fn, count: int, repeats: int) -> tuple[float, float]:
@@ -55,6 +57,8 @@ def bench(domain: str, size: tuple[int, int], masks: bool, n_ids: int, per_id: i
     draws = [(data.identity(i), data.nuisance(i)) for i in range(n)]
     item_cpu, item_wall = _rate(lambda: [data[i] for i in range(n)], n, repeats)
     render_cpu, render_wall = _rate(lambda: [data.render(p, q) for p, q in draws], n, repeats)
+    batches = [list(range(s, min(n, s + BATCH))) for s in range(0, n, BATCH)]
+    batch_cpu, batch_wall = _rate(lambda: [data.__getitems__(b) for b in batches], n, repeats)
 
     def labels() -> None:
         fresh = SyntheticPersons(2000, 1, domain=domain, seed=1)
@@ -66,6 +70,7 @@ def bench(domain: str, size: tuple[int, int], masks: bool, n_ids: int, per_id: i
         "items_per_s_cpu": round(item_cpu), "items_per_s_wall": round(item_wall),
         "render_per_s_cpu": round(render_cpu), "render_per_s_wall": round(render_wall),
         "label_identities_per_s_cpu": round(label_cpu),
+        "getitems_per_s_cpu": round(batch_cpu), "getitems_per_s_wall": round(batch_wall),
     }
 
 
@@ -91,10 +96,20 @@ def main() -> None:
                     "cpu_count": os.cpu_count(), "load_average_before": round(load_before, 2),
                     "load_average_after": round(os.getloadavg()[0], 2)},
         "torch": torch.__version__,
-        "rows": rows,
+        "rows": [{k: v for k, v in r.items() if not k.startswith("getitems")} for r in rows],
+        # Batched rendering, a table of its own (the rows above keep their columns).
+        "getitems_batches_of_32": [
+            {"domain": r["domain"], "size": f"{r['height']}x{r['width']}", "masks": r["masks"],
+             "items_per_s_cpu": r["getitems_per_s_cpu"], "items_per_s_wall": r["getitems_per_s_wall"],
+             "vs_getitem_cpu": round(r["getitems_per_s_cpu"] / max(r["items_per_s_cpu"], 1), 2)}
+            for r in rows],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n| domain | size | masks | __getitems__ items/s (CPU) | (wall) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['domain']} | {r['height']}x{r['width']} | {'yes' if r['masks'] else 'no'} | "
+              f"{r['getitems_per_s_cpu']} | {r['getitems_per_s_wall']} |")
     print(f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}; wrote {args.out}")
 
 
