@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from reidexplain.benchmark import build_pair_set, get_size, sample_pairs, to_json_ready
-from reidexplain.benchmark._amd import agreement_summary, evaluate_explainer, flip_effects
+from reidexplain.benchmark._amd import (
+    agreement_summary,
+    averaged_flip_effects,
+    evaluate_explainer,
+    flip_effects,
+    measurement_ceiling,
+)
 from reidexplain.benchmark._attributes import (
     amd_attribute_localization,
     model_sensitivity,
@@ -37,6 +43,8 @@ from reidexplain.zoo import load_reference_model
 # name -> (Explainer method, extra fit options): each lever on top of the previous one.
 VARIANTS = {
     "amd (paper)": ("amd", {}),
+    "+ shared group maps": ("amd", {"shared_maps": True}),
+    "+ region recognition": ("amd", {"shared_maps": True, "recognition_weight": 1.0}),
     "+ model-aware prior": ("amd+", {"probe_weight": 0.0, "entropy_weight": 0.0}),
     "+ attribute probes (amd+)": ("amd+", {"probe_weight": 1.0, "entropy_weight": 0.0}),
     "+ map entropy": ("amd+", {"probe_weight": 1.0, "entropy_weight": 0.1}),
@@ -54,7 +62,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--out", default="benchmarks/results/truthful.json")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--photos", type=int, default=4, help="photos per person of the averaged effects")
+    parser.add_argument("--custom", nargs=3, action="append", default=[], metavar=("NAME", "METHOD", "JSON"),
+                        help="an extra variant: its name, method and fit options as JSON (repeatable)")
     args = parser.parse_args()
+    for name, method, options in args.custom:
+        VARIANTS[name] = (method, json.loads(options))
+        args.variants.append(name)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     started = time.perf_counter()
@@ -69,7 +83,17 @@ def main() -> None:
     pairs = sample_pairs(data.query_set.pids, data.gallery_set.pids, qa, ga, args.pairs, seed=0)
     pair_set = build_pair_set(data.query_set, data.gallery_set, pairs)
     effects, flipped = flip_effects(model, "euclidean", data.query_set, pair_set, common_flips=3, seed=0)
-    effects_used = effects.where(used[None, :], torch.tensor(float("nan")))
+    nan = torch.tensor(float("nan"))
+    effects_used = effects.where(used[None, :], nan)
+    # The same flips made to image b instead: how far two valid measurements of the model agree.
+    ceiling = measurement_ceiling(model, "euclidean", data, pair_set, effects, common_flips=3, seed=0)
+    effects_b = ceiling["effects_b"]
+    ceiling_used = agreement_summary(effects_used, effects_b.where(used[None, :], nan))
+    # Effects of the pair's two persons averaged over 4 x 4 photo pairs and both directions.
+    averaged = averaged_flip_effects(model, "euclidean", data, pair_set, flipped, photos=args.photos, seed=0)
+    both, both_used = averaged["effects"], averaged["effects"].where(used[None, :], nan)
+    reliability_used = agreement_summary(averaged["half_a"].where(used[None, :], nan),
+                                         averaged["half_b"].where(used[None, :], nan))
     rows = []
     for name in args.variants:
         method, options = VARIANTS[name]
@@ -82,6 +106,8 @@ def main() -> None:
         att = explainer.explain((pair_set.images_a, pair_set.images_b))
         causal = agreement_summary(att.contributions.detach().cpu(), effects)
         causal_used = agreement_summary(att.contributions.detach().cpu(), effects_used)
+        causal_both = agreement_summary(att.contributions.detach().cpu(), both)
+        causal_both_used = agreement_summary(att.contributions.detach().cpu(), both_used)
         loc = amd_attribute_localization(explainer, data, pairs)
         matrix = explainer.explain_matrix(stack_images(data.query), stack_images(data.gallery))
         shares = shares_by_exclusivity(matrix, data.query, data.gallery)
@@ -93,6 +119,8 @@ def main() -> None:
             "x_map_e": scores["x_map_e"], "adre": scores["adre"],
             "causal_agreement": causal["mean"], "causal_agreement_used": causal_used["mean"],
             "causal_positive_percent": causal["positive_percent"],
+            "causal_agreement_averaged": causal_both["mean"],
+            "causal_agreement_averaged_used": causal_both_used["mean"],
             "pointing_used": _mean([point[k] for k in range(m) if used[k]]),
             "pointing_unused": _mean([point[k] for k in range(m) if not used[k]]),
             "share_exclusive_used_percent": 100 * _mean([excl[k] for k in range(m) if used[k]]),
@@ -111,6 +139,9 @@ def main() -> None:
         "attributes": list(data.schema.names), "model_uses": used.tolist(),
         "sensitivity_ratio": sens["ratio"], "noise_floor": sens["noise_floor"],
         "attributes_used": int(used.sum()), "flips_per_pair": float(flipped.sum(1).double().mean()),
+        "measurement_ceiling": ceiling["ceiling"]["mean"], "measurement_ceiling_used": ceiling_used["mean"],
+        "photos": args.photos, "averaged_split_half": averaged["reliability"]["mean"],
+        "averaged_split_half_used": reliability_used["mean"],
         "variants": rows, "total_seconds": time.perf_counter() - started,
     }
     out = Path(args.out)

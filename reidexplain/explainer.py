@@ -38,8 +38,8 @@ from .interpreter._evaluate import (
     retrieval_scores,
     score_query_gallery,
 )
-from .interpreter.model_aware import amd_plus_config
-from .interpreter.network import Components, component_embeddings
+from .interpreter.model_aware import amd_plus_config, amd_plus_defaults
+from .interpreter.network import Components, component_embeddings, region_slots
 from .interpreter.split import split_model
 from .interpreter.training import TrainingConfig, fit_interpreter
 
@@ -164,7 +164,13 @@ class Explainer:
             self._schema = get_schema(None, num_attributes=num_attributes)
         self.split = split_model(self.model, probe, self.feature_layer, self.device)
         logger.info("AMD: %s", self.split.describe())
-        self.interpreter = build_interpreter(self.split, len(self._schema), self.hidden, self.trunk)
+        slots = None
+        if self.config.shared_maps:
+            slots = region_slots(self._schema)
+            groups = tuple(tuple(self._schema.names.index(n) for n in self._schema.groups[g])
+                           for g in self._schema.one_hot_groups)
+            self.config = dataclasses.replace(self.config, one_hot_groups=groups)
+        self.interpreter = build_interpreter(self.split, len(self._schema), self.hidden, self.trunk, slots)
         self.input_size = (int(probe.shape[-2]), int(probe.shape[-1]))
 
     # ------------------------------------------------------------------ fit
@@ -208,6 +214,8 @@ class Explainer:
         if unknown:
             raise TypeError(f"fit: unknown options {unknown}; expected TrainingConfig fields {sorted(fields)}")
         self.config = dataclasses.replace(TrainingConfig(), epochs=epochs, lr=lr, **config)
+        if self.method == "amd+":
+            self.config = amd_plus_defaults(self.config, given=config)
         first = next(iter(loader), None)
         if first is None:
             raise ValueError("loader: it yielded no batches (empty dataset?)")
@@ -245,7 +253,7 @@ class Explainer:
         with torch.no_grad():
             for chunk in images.split(batch_size):
                 parts.append(component_embeddings(self.split, self.interpreter, chunk.to(self.device)))
-        return Components(*(torch.cat(t) for t in zip(*parts, strict=True)))
+        return Components(*(None if t[0] is None else torch.cat(t) for t in zip(*parts, strict=True)))
 
     def explain(self, pair: tuple[torch.Tensor, torch.Tensor], batch_size: int = 32) -> PairAttribution:
         """Explain the target's distance between ``image_a`` and ``image_b`` (or ``B`` such pairs).

@@ -105,6 +105,9 @@ def test_tiny_amd_tables(tiny_runs):
         causal = amd["causal_agreement"][mode]
         assert causal["pairs"] <= results["num_pairs"]
         assert all(v is None or -1.0 <= v <= 1.0 for v in causal["per_pair"])
+    ceiling = amd["causal_ceiling"]
+    assert ceiling["pairs"] <= results["num_pairs"]
+    assert all(v is None or -1.0 <= v <= 1.0 for v in ceiling["per_pair"])
     # Each pair flips all its exclusive attributes plus `common_flips` common ones.
     assert amd["flips_per_pair"] >= 1 + SIZES["tiny"].common_flips - 1e-9
     assert 0.0 < amd["chance"]["x_map_e"] < 100.0 and 0.0 < amd["chance"]["x_map_c"] < 100.0
@@ -346,3 +349,27 @@ def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):
     assert "### Targets" in text and "| market | trained | 90.00 | 99.00 | 99.50 | 88.00 |" in text
     assert "| answer | 42 |" in text and "| 1.50 | b |" in text
     assert results["command"] in text
+
+
+def test_averaged_flip_effects_and_ceiling_on_a_tiny_split():
+    """Averaged effects: NaN exactly where not flipped, the halves average to the whole, finite ceiling."""
+    from reidexplain.benchmark import build_pair_set
+    from reidexplain.benchmark._amd import averaged_flip_effects, flip_effects, measurement_ceiling
+    from reidexplain.benchmark._data import prepare_data
+
+    torch.manual_seed(0)
+    data = prepare_data(get_size("tiny"), progress=False)
+    model = _tiny_model().eval()
+    qa = torch.stack([it["attributes"] for it in data.query])
+    ga = torch.stack([it["attributes"] for it in data.gallery])
+    pairs = sample_pairs(data.query_set.pids, data.gallery_set.pids, qa, ga, 3, seed=0)
+    pair_set = build_pair_set(data.query_set, data.gallery_set, pairs)
+    effects, valid = flip_effects(model, "euclidean", data.query_set, pair_set, common_flips=1, seed=0)
+    out = averaged_flip_effects(model, "euclidean", data, pair_set, valid, photos=2, seed=0)
+    assert torch.equal(torch.isnan(out["effects"]), ~valid)
+    assert (out["effects"][valid] >= 0).all()
+    halves = (out["half_a"] + out["half_b"]) / 2
+    assert torch.allclose(halves[valid], out["effects"][valid], atol=1e-5)  # equal-sized halves
+    ceiling = measurement_ceiling(model, "euclidean", data, pair_set, effects, common_flips=1, seed=0)
+    assert ceiling["effects_b"].shape == effects.shape
+    assert torch.equal(torch.isnan(ceiling["effects_b"]), torch.isnan(effects))

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..attributes import SHARED
 from ..data import SyntheticPersons
+from ..distance import pair_distance
 from ..explainer import Explainer, MatrixExplanation
 from ..metrics import (
     causal_agreement,
@@ -24,7 +25,7 @@ from ..metrics import (
 from ._data import BenchmarkData, ProjectedLabels, eval_loader, stack_images
 from ._pairs import PairSet
 
-__all__ = ["flip_effects", "agreement_summary", "evaluate_explainer", "chance_explanation_scores",
+__all__ = ["flip_effects", "swapped", "measurement_ceiling", "averaged_flip_effects", "agreement_summary", "evaluate_explainer", "chance_explanation_scores",
            "cross_domain", "reweighting", "reweighted_retrieval"]
 
 _SCORE_KEYS = ("x_map_e", "x_map_c", "adre", "rank1_target", "map_target", "rank1_interpreter",
@@ -75,6 +76,100 @@ def flip_effects(model: nn.Module, metric: str, query_set: SyntheticPersons, pai
         effects[start:stop] = counterfactual_effects(fn, pairs.images_a[start:stop], flipped,
                                                      valid[start:stop])
     return effects, valid
+
+
+def swapped(pairs: PairSet) -> PairSet:
+    """The same pairs with the roles of ``a`` and ``b`` exchanged (``pairs`` then index gallery, query)."""
+    return PairSet([(g, q) for q, g in pairs.pairs], pairs.images_b, pairs.images_a, pairs.attrs_b,
+                   pairs.attrs_a, pairs.masks_b, pairs.masks_a)
+
+
+def measurement_ceiling(model: nn.Module, metric: str, data: BenchmarkData, pairs: PairSet, effects: torch.Tensor,
+                        common_flips: int, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """How well two equally valid measurements of the same counterfactual effects agree with each other.
+
+    :func:`flip_effects` flips attributes of image ``a``; flipping the same attributes of image ``b``
+    instead measures the same thing ("what does the model do when the pair's attribute ``k`` changes").
+    Their per-pair Spearman agreement is the ceiling that any explainer's causal agreement with either
+    measurement can be expected to reach.
+
+    Returns:
+        ``{"effects_b": (P,M) tensor, "ceiling": agreement_summary of effects vs effects_b}``.
+    """
+    effects_b, _ = flip_effects(model, metric, data.gallery_set, swapped(pairs), common_flips, seed,
+                                progress=progress)
+    return {"effects_b": effects_b, "ceiling": agreement_summary(effects, effects_b)}
+
+
+def averaged_flip_effects(model: nn.Module, metric: str, data: BenchmarkData, pairs: PairSet,
+                          valid: torch.Tensor, photos: int = 4, seed: int = 0,
+                          progress: bool = False) -> dict[str, Any]:
+    """Flip effects of each pair's two *persons*, averaged over several photos of each.
+
+    One photo pair measures a flip's effect with the noise of that pose, camera and light (see
+    :func:`measurement_ceiling`). Here, for pair ``(a, b)``, up to ``photos`` test photos of person
+    ``a`` and of person ``b`` are drawn (seeded; the pair's own photos first); for every photo ``x`` of
+    ``a``, every photo ``y`` of ``b`` and every flipped attribute ``k``, ``|d(x^(k), y) - d(x, y)|`` is
+    measured, and symmetrically with the flip made to ``y``. The mean is the pair's effect of ``k``; the
+    means over two disjoint halves of the photo pairs give a split-half reliability.
+
+    Args:
+        model: The target (eval mode).
+        metric: Its distance.
+        data: The benchmark data (query and gallery sets with counterfactual renders).
+        pairs: The pairs.
+        valid: Bool ``(P,M)`` attributes to flip (as returned by :func:`flip_effects`).
+        photos: Photos per person.
+        seed: Seed of the choice of photos.
+        progress: Show a progress bar.
+
+    Returns:
+        ``{"effects": (P,M), "half_a": (P,M), "half_b": (P,M), "reliability": agreement_summary of the
+        halves}``; ``NaN`` where not flipped.
+    """
+    names = data.query_set.schema.names
+    where: dict[int, list[tuple[SyntheticPersons, int]]] = {}
+    for dataset in (data.query_set, data.gallery_set):
+        for index, pid in enumerate(dataset.pids):
+            where.setdefault(int(pid), []).append((dataset, index))
+    rng = np.random.default_rng(seed)
+
+    def photos_of(dataset: SyntheticPersons, index: int) -> list[tuple[SyntheticPersons, int]]:
+        others = [w for w in where[int(dataset.pids[index])] if w != (dataset, index)]
+        pick = rng.permutation(len(others))[: photos - 1]
+        return [(dataset, index)] + [others[i] for i in pick]
+
+    num = len(pairs)
+    sums = torch.zeros(2, num, len(names), dtype=torch.float64)
+    counts = torch.zeros(2, num, 1, dtype=torch.float64)
+    with torch.no_grad():
+        for i in tqdm(range(num), desc="averaged counterfactuals", disable=not progress, leave=False):
+            q, g = pairs.pairs[i]
+            flips = valid[i].nonzero()[:, 0].tolist()
+            sides = [photos_of(data.query_set, q), photos_of(data.gallery_set, g)]
+            embedded = []
+            for side in sides:
+                images = []
+                for dataset, index in side:
+                    images.append(dataset[index]["image"])
+                    images += [dataset.counterfactual(index, names[k])["image"] for k in flips]
+                emb = model(torch.stack(images))
+                embedded.append(emb.reshape(len(side), 1 + len(flips), -1))
+            n = 0
+            for x in range(len(sides[0])):
+                for y in range(len(sides[1])):
+                    for flipped_side, fixed in ((embedded[0][x], embedded[1][y, 0]), (embedded[1][y], embedded[0][x, 0])):
+                        base = pair_distance(flipped_side[:1], fixed[None], metric)
+                        moved = pair_distance(flipped_side[1:], fixed[None].expand(len(flips), -1), metric)
+                        sums[n % 2, i, flips] += (moved - base).abs().double()
+                        counts[n % 2, i] += 1
+                        n += 1
+    halves = sums / counts.clamp_min(1)
+    effects = sums.sum(0) / counts.sum(0).clamp_min(1)
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    effects, halves = effects.where(valid, nan).float(), halves.where(valid[None], nan).float()
+    return {"effects": effects, "half_a": halves[0], "half_b": halves[1],
+            "reliability": agreement_summary(halves[0], halves[1])}
 
 
 def agreement_summary(contributions: torch.Tensor, effects: torch.Tensor) -> dict[str, Any]:

@@ -176,6 +176,14 @@ def _attribute_section(results: dict[str, Any]) -> list[str]:
             f"quartiles {fmt(causal['q25'], 2)} / {fmt(causal['q75'], 2)}, positive for "
             f"{fmt(causal['positive_percent'], 0)} % of pairs.", "",
         ]
+    ceiling = results.get("amd", {}).get("causal_ceiling", {})
+    if ceiling.get("pairs"):
+        lines += [
+            "Ceiling of that measurement: the same attributes flipped in image b instead of image a (an equally "
+            f"valid measurement of the model) agree with the flips in image a at a mean Spearman of "
+            f"{fmt(ceiling['mean'], 2)} over {ceiling['pairs']} pairs; no explainer can be expected to agree with "
+            "either measurement much better.", "",
+        ]
     return lines
 
 

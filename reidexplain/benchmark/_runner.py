@@ -23,6 +23,7 @@ from ._amd import (
     cross_domain,
     evaluate_explainer,
     flip_effects,
+    measurement_ceiling,
     reweighting,
 )
 from ._attributes import (
@@ -208,6 +209,9 @@ def run_benchmark(out: str | os.PathLike[str] = "benchmark-results", quick: bool
         amd["causal_agreement"] = {mode: agreement_summary(runs[f"amd_{mode}"].contributions, effects)
                                    for mode in ("gray_box", "black_box")}
         amd["flips_per_pair"] = flipped.sum(dim=1).double().mean().item()
+        # The same flips made to image b: how far two valid measurements of the model agree (a ceiling).
+        amd["causal_ceiling"] = measurement_ceiling(model, metric, data, pair_set, effects, size.common_flips, seed,
+                                                    progress=progress)["ceiling"]
         amd["chance"] = chance_explanation_scores(data.query, data.gallery, seed)
     with _stage(stages, "cross_domain", progress):
         cross = cross_domain(shared, data, progress)

@@ -27,6 +27,7 @@ from .network import (
     SmallTrunk,
     attention_activation,
     component_embeddings,
+    region_slots,
 )
 from .split import SPLIT_KINDS, TargetSplit, find_feature_layer, split_model
 from .training import TrainingConfig, default_epochs, fit_interpreter, pair_losses
@@ -39,6 +40,7 @@ __all__ = [
     "prior_thresholds",
     "attention_activation",
     "AttributeDecomposition",
+    "region_slots",
     "SmallTrunk",
     "EmbeddingHead",
     "AMDInterpreter",

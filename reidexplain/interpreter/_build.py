@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -19,19 +20,21 @@ TRUNKS = ("copy", "shared")
 
 
 def build_interpreter(split: TargetSplit, num_attributes: int, hidden: int = 256,
-                      trunk: str = "copy") -> AMDInterpreter:
+                      trunk: str = "copy", slots: Sequence[int] | None = None) -> AMDInterpreter:
     """Gray box: a trainable copy of the target's trunk (``trunk="copy"``) or the target's own frozen
-    feature map (``"shared"``); black box: :class:`SmallTrunk` + own head (``trunk`` ignored)."""
+    feature map (``"shared"``); black box: :class:`SmallTrunk` + own head (``trunk`` ignored).
+    ``slots``: regions of the gated, shared maps of AMD+ (``None``: the paper's head)."""
     if trunk not in TRUNKS:
         raise ValueError(f"trunk: expected one of {TRUNKS}, got {trunk!r}")
     if split.gray_box:
         assert split.feature_shape is not None
         own = split.make_trunk() if trunk == "copy" else None
-        interpreter = AMDInterpreter(own, split.feature_shape[0], num_attributes, hidden)
+        interpreter = AMDInterpreter(own, split.feature_shape[0], num_attributes, hidden, slots=slots)
     else:
         small = SmallTrunk()
         interpreter = AMDInterpreter(small, small.out_channels, num_attributes, hidden,
-                                     embedding_head=EmbeddingHead(small.out_channels, BLACK_BOX_DIM))
+                                     embedding_head=EmbeddingHead(small.out_channels, BLACK_BOX_DIM),
+                                     slots=slots)
     return interpreter.to(split.device)
 
 

@@ -100,7 +100,9 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
     if got != expected:
         raise ValueError(f"model: split as (kind, feature shape, embedding dim) = {got}, but the interpreter "
                          f"was fitted to {expected}")
-    interpreter = build_interpreter(split, len(schema), ckpt["hidden"], explainer.trunk)
+    slots = ckpt["interpreter"].get("decomposition.slots")
+    interpreter = build_interpreter(split, len(schema), ckpt["hidden"], explainer.trunk,
+                                    None if slots is None else slots.tolist())
     try:
         interpreter.load_state_dict(ckpt["interpreter"])
     except RuntimeError as err:

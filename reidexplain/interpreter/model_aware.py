@@ -22,7 +22,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from .split import TargetSplit
     from .training import TrainingConfig
 
-__all__ = ["attribute_usage", "model_aware_prior_loss", "AttributeProbes", "probe_loss", "map_entropy_loss",
-           "AMD_PLUS_DEFAULTS", "amd_plus_config"]
+__all__ = ["attribute_usage", "model_aware_prior_loss", "AttributeProbes", "probe_loss", "recognition_loss",
+           "map_entropy_loss",
+           "AMD_PLUS_DEFAULTS", "amd_plus_defaults", "amd_plus_config"]
 
 
 def attribute_usage(embeddings: torch.Tensor, attributes: torch.Tensor, metric: str = "euclidean",
@@ -199,6 +200,52 @@ def probe_loss(logits: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
     return (w * per).sum(dim=0).mean()
 
 
+def recognition_loss(logits: torch.Tensor, attributes: torch.Tensor,
+                     one_hot: Sequence[Sequence[int]] = ()) -> torch.Tensor:
+    """Attribute recognition from the region-pooled features of shared maps (AMD+).
+
+    Members of a one-hot group (every person has exactly one upper colour) are recognised together with
+    a class-balanced cross-entropy over the group, which every image trains; the other attributes with
+    the class-balanced :func:`probe_loss`. Images whose labels break the one-hot rule skip that group.
+
+    Args:
+        logits: ``(B,M)`` recognition logits.
+        attributes: ``(B,M)`` 0/1 labels.
+        one_hot: Attribute indices of each one-hot group.
+
+    Returns:
+        A non-negative scalar: the mean over the groups and the other attributes.
+
+    Examples:
+        >>> import torch
+        >>> y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+        >>> float(recognition_loss(30 * (2 * y - 1), y, one_hot=[[0, 1]])) < 1e-6
+        True
+    """
+    y = attributes.to(logits)
+    grouped = sorted({k for group in one_hot for k in group})
+    terms = []
+    for group in one_hot:
+        idx = list(group)
+        members = y[:, idx]
+        valid = members.sum(dim=1) == 1
+        if valid.any():
+            target = members[valid].argmax(dim=1)
+            # Class-balanced: each colour present in the batch weighs the same, so that a frequent one
+            # (black) cannot be guessed from evidence that merely co-occurs with it (dark hair).
+            counts = torch.bincount(target, minlength=len(idx)).to(logits)
+            weight = torch.where(counts > 0, 1.0 / counts.clamp_min(1), torch.zeros_like(counts))
+            per = F.cross_entropy(logits[valid][:, idx], target, reduction="none")
+            terms.append((per * weight[target]).sum() / weight[target].sum())
+    rest = [k for k in range(y.shape[1]) if k not in grouped]
+    if rest:
+        terms.append(probe_loss(logits[:, rest], y[:, rest]) * len(rest))
+    count = len(one_hot) + len(rest)
+    if not terms:
+        return logits.sum() * 0.0
+    return torch.stack(terms).sum() / count
+
+
 def map_entropy_loss(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Mean normalised spatial entropy of the maps: 1 for a flat map, 0 for a single peak.
 
@@ -223,8 +270,21 @@ def map_entropy_loss(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (entropy / torch.log(torch.tensor(float(cells)))).mean()
 
 
-AMD_PLUS_DEFAULTS: dict[str, float] = {"probe_weight": 1.0, "entropy_weight": 0.0}
-"""Weights of the AMD+ terms used by ``Explainer(method="amd+")`` unless given to ``fit``."""
+AMD_PLUS_DEFAULTS: dict[str, Any] = {"probe_weight": 1.0, "entropy_weight": 0.0, "shared_maps": True,
+                                     "recognition_weight": 1.0}
+"""Options of the AMD+ terms used by ``Explainer(method="amd+")`` unless given to ``fit``."""
+
+
+def amd_plus_defaults(config: TrainingConfig, given: dict[str, Any] | None = None) -> TrainingConfig:
+    """``config`` with :data:`AMD_PLUS_DEFAULTS` filled in, except the options the caller gave.
+
+    Examples:
+        >>> from reidexplain.interpreter.training import TrainingConfig
+        >>> amd_plus_defaults(TrainingConfig(), {"probe_weight": 0.0}).probe_weight
+        0.0
+    """
+    given = given or {}
+    return replace(config, **{k: v for k, v in AMD_PLUS_DEFAULTS.items() if k not in given})
 
 
 def amd_plus_config(config: TrainingConfig, split: TargetSplit, loader: Iterable, num_attributes: int,
@@ -257,7 +317,8 @@ def amd_plus_config(config: TrainingConfig, split: TargetSplit, loader: Iterable
         (3, 1.0)
     """
     given = given or {}
-    updates: dict[str, Any] = {k: v for k, v in AMD_PLUS_DEFAULTS.items() if k not in given}
+    config = amd_plus_defaults(config, given)
+    updates: dict[str, Any] = {}
     if "usage_weights" not in given:
         embs, attrs, pids = [], [], []
         with torch.no_grad():

@@ -27,19 +27,37 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..attributes import AttributeSchema
 from .split import TargetSplit
 
 __all__ = [
     "attention_activation",
     "AttributeDecomposition",
+    "region_slots",
     "SmallTrunk",
     "EmbeddingHead",
     "AMDInterpreter",
     "Components",
     "component_embeddings",
 ]
+
+
+LOCAL_WIDTH = 32
+"""Hidden width of the per-cell features of shared maps."""
+LOCAL_GRID = 4
+"""Each map cell is described by a ``LOCAL_GRID x LOCAL_GRID`` grid of its mean colours."""
+
+
+GATE_FLOOR = -15.0
+"""Soft lower bound of the gates and of the spatial logits of shared maps (see :func:`_soft_floor`)."""
+
+
+def _soft_floor(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """``floor + softplus(x - floor)``: ``x`` above the floor, smoothly bounded below by it (and 0 -> ~0)."""
+    return floor + F.softplus(x - floor)
 
 
 def attention_activation(z: torch.Tensor) -> torch.Tensor:
@@ -64,32 +82,141 @@ def attention_activation(z: torch.Tensor) -> torch.Tensor:
 class AttributeDecomposition(nn.Module):
     """``Conv3x3(C -> hidden) -> Conv1x1(hidden -> M)``, both without bias, then the AMD activation.
 
+    With ``slots`` (AMD+, see :func:`region_slots`), attribute ``k`` no longer has a spatial map of its
+    own. The 1x1 convolution gives one spatial logit map ``s_r`` per *region* ``r``; its softmax over
+    positions ``alpha_r`` pools the hidden features into ``h_r``, from which a linear layer gives a gate
+    ``g_k`` per attribute and image, and
+
+    .. math:: z_k = g_k + s_{r(k)} - \\max s_{r(k)}
+
+    so the attributes decided in one place (the colours of one garment) share where their maps look,
+    which every image trains (each person wears one upper colour), while the gate says how much each
+    attribute weighs in that image. The peak of ``A_k`` is ``act(g_k)``.
+
+    Where a region looks is learned from local evidence. Each cell of the map's grid is described from
+    its own pixels only (a 4x4 grid of mean colours through a 1x1 layer); those local features add a
+    term to ``s_r``, so that a region can follow the pixels precisely (the trunk's features have
+    receptive fields that cover most of the person), and a per-cell classifier reads the attributes
+    from them, averaged with ``alpha_r(k)`` into a recognition logit (see :meth:`decompose`). Trained on
+    labels, that logit can only be right if the region attends to the cells where its attributes are
+    seen.
+
     Args:
         in_channels: Channels ``C`` of the trunk's feature map.
         num_attributes: ``M``.
         hidden: Width of the middle layer. Default: 256 (AMD-SPEC 3.3).
+        slots: Optional region index of each attribute (``M`` ints, regions ``0 .. R-1``); ``None``: the
+            paper's head, one free map per attribute.
 
     Examples:
         >>> import torch
         >>> AttributeDecomposition(4, 3, hidden=16).logits(torch.rand(1, 4, 5, 5)).shape
         torch.Size([1, 3, 5, 5])
+        >>> shared = AttributeDecomposition(4, 3, hidden=16, slots=[0, 0, 1])
+        >>> bool((shared(torch.rand(1, 4, 5, 5)) == 1).all())  # starts at A = 1 like the paper's head
+        True
     """
 
-    def __init__(self, in_channels: int, num_attributes: int, hidden: int = 256) -> None:
+    def __init__(self, in_channels: int, num_attributes: int, hidden: int = 256,
+                 slots: Sequence[int] | None = None) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
-        self.classifier = nn.Conv2d(hidden, num_attributes, 1, bias=False)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="linear")
+        if slots is None:
+            self.register_buffer("slots", None)
+            outputs = num_attributes
+        else:
+            index = torch.as_tensor(list(slots), dtype=torch.long)
+            if index.shape != (num_attributes,) or (index.numel() and index.min() < 0):
+                raise ValueError(f"slots: expected {num_attributes} non-negative region indices, got {list(slots)}")
+            outputs = int(index.max()) + 1 if index.numel() else 0
+            if index.numel() and sorted(set(index.tolist())) != list(range(outputs)):
+                raise ValueError(f"slots: regions must be numbered 0..R-1 without gaps, got {list(slots)}")
+            self.register_buffer("slots", index)
+            # One weight row per attribute, applied to the pooled features of its region.
+            self.gate_weight = nn.Parameter(torch.zeros(num_attributes, hidden))
+            self.gate_bias = nn.Parameter(torch.zeros(num_attributes))
+            # Per-cell features of the cell's own pixels (a 4x4 grid of mean colours per cell).
+            self.local = nn.Sequential(nn.Conv2d(3 * LOCAL_GRID**2, LOCAL_WIDTH, 1), nn.ReLU())
+            self.local_logits = nn.Conv2d(LOCAL_WIDTH, num_attributes, 1)
+            self.local_where = nn.Conv2d(LOCAL_WIDTH, outputs, 1, bias=False)
+            nn.init.zeros_(self.local_where.weight)
+            self.recognition_weight = nn.Parameter(torch.randn(num_attributes, hidden) * hidden ** -0.5)
+            self.recognition_bias = nn.Parameter(torch.zeros(num_attributes))
+        self.classifier = nn.Conv2d(hidden, outputs, 1, bias=False)
         # Zero: every map starts at A = 1, where d_hat = d exactly (gray box).
         nn.init.zeros_(self.classifier.weight)
 
+    @property
+    def shared(self) -> bool:
+        """Whether the maps are gated and shared per region (``slots`` given)."""
+        return self.slots is not None
+
+    def decompose(self, features: torch.Tensor,
+                  images: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``z`` ``(B,M,h,w)`` and, with shared maps and ``images``, ``(B,2,M)`` recognition logits.
+
+        Recognition logits of attribute ``k``: ``[:, 0]`` the per-cell classifier's output on the image's
+        own cells, averaged where region ``r(k)`` looks; ``[:, 1]`` a linear read-out of the hidden
+        features pooled there, the features the gates read. Trained on labels (AMD+), the first teaches
+        each region where its attributes can be seen, the second makes the gates' features carry them.
+        """
+        hidden = self.conv(features)
+        z = self.classifier(hidden)
+        if self.slots is None:
+            return z, None
+        local = None
+        if images is not None:
+            local = self.local_features(images, z.shape[-2:])
+            z = z + self.local_where(local)
+        flat = z.flatten(2)
+        attention = flat.softmax(dim=2)[:, self.slots]  # (B,M,hw)
+        pooled = torch.einsum("brn,bcn->brc", flat.softmax(dim=2), hidden.flatten(2))[:, self.slots]
+        # Softly floored: a map far below 1 is still a map (exp(-30) is representable in float32), so
+        # the map of an absent attribute keeps the shape of its region instead of underflowing to 0.
+        gates = _soft_floor((pooled * self.gate_weight).sum(-1) + self.gate_bias, GATE_FLOOR)
+        recognised = None
+        if local is not None:
+            evidence = (self.local_logits(local).flatten(2) * attention).sum(-1)
+            read_out = (pooled * self.recognition_weight).sum(-1) + self.recognition_bias
+            recognised = torch.stack([evidence, read_out], dim=1)
+        z = _soft_floor(z - flat.amax(dim=2)[:, :, None, None], GATE_FLOOR)
+        return z[:, self.slots] + gates[:, :, None, None], recognised
+
+    def local_features(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``(B,LOCAL_WIDTH,h,w)`` features of each cell of an ``h x w`` grid, from that cell's pixels only."""
+        h, w = size
+        grid = F.adaptive_avg_pool2d(images, (LOCAL_GRID * h, LOCAL_GRID * w))
+        return self.local(F.pixel_unshuffle(grid, LOCAL_GRID))
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Logits ``z`` ``(B,M,h,w)``."""
-        return self.classifier(self.conv(features))
+        return self.decompose(features)[0]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Attribute maps ``A`` ``(B,M,h,w)``, positive."""
         return attention_activation(self.logits(features))
+
+
+def region_slots(schema: AttributeSchema) -> list[int]:
+    """Region index per attribute: one shared region per one-hot group, one of its own for the rest.
+
+    The members of a one-hot group (the colours of a garment: every person has exactly one) are decided
+    in the same pixels, so they can share one spatial map (see :class:`AttributeDecomposition`).
+
+    Examples:
+        >>> from reidexplain.attributes import get_schema
+        >>> slots = region_slots(get_schema("market1501"))
+        >>> len(slots), max(slots) + 1  # 26 attributes in 11 regions
+        (26, 11)
+    """
+    slots: list[int] = []
+    region: dict[str, int] = {}
+    for name in schema.names:
+        group = schema.group_of(name)
+        key = group if group in schema.one_hot_groups else f"attribute:{name}"
+        slots.append(region.setdefault(key, len(region)))
+    return slots
 
 
 class SmallTrunk(nn.Sequential):
@@ -155,6 +282,7 @@ class AMDInterpreter(nn.Module):
         num_attributes: ``M``.
         hidden: Width of the decomposition head's middle layer.
         embedding_head: The black-box head (``None`` in gray-box mode).
+        slots: Region of each attribute for gated, shared maps (AMD+); ``None``: the paper's head.
 
     Examples:
         >>> import torch
@@ -165,10 +293,10 @@ class AMDInterpreter(nn.Module):
     """
 
     def __init__(self, trunk: nn.Module | None, in_channels: int, num_attributes: int, hidden: int = 256,
-                 embedding_head: EmbeddingHead | None = None) -> None:
+                 embedding_head: EmbeddingHead | None = None, slots: Sequence[int] | None = None) -> None:
         super().__init__()
         self.trunk = trunk
-        self.decomposition = AttributeDecomposition(in_channels, num_attributes, hidden)
+        self.decomposition = AttributeDecomposition(in_channels, num_attributes, hidden, slots)
         self.embedding_head = embedding_head
         self.num_attributes = num_attributes
 
@@ -190,13 +318,20 @@ class AMDInterpreter(nn.Module):
             images: ``(B,3,H,W)``.
             features: The target's feature map; required (and only used) without a trunk.
         """
+        maps, feats, _ = self.decompose(images, features)
+        return maps, feats
+
+    def decompose(self, images: torch.Tensor, features: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Like :meth:`forward`, plus the attribute recognition logits of shared maps (else ``None``)."""
         if self.trunk is None:
             if features is None:
                 raise ValueError("features: an interpreter without a trunk needs the target's feature map")
             feats = features
         else:
             feats = self.trunk(images)
-        return self.decomposition(feats), feats
+        z, recognised = self.decomposition.decompose(feats, images)
+        return attention_activation(z), feats, recognised
 
 
 class Components(NamedTuple):
@@ -206,11 +341,14 @@ class Components(NamedTuple):
         embeddings: ``(B,D)`` the target's embeddings.
         components: ``(B,M,D')`` component embeddings ``e_k``.
         maps: ``(B,M,h,w)`` attribute maps.
+        recognised: ``(B,2,M)`` attribute recognition logits of shared maps (AMD+, see
+            :meth:`AttributeDecomposition.decompose`), else ``None``.
     """
 
     embeddings: torch.Tensor
     components: torch.Tensor
     maps: torch.Tensor
+    recognised: torch.Tensor | None = None
 
 
 def component_embeddings(split: TargetSplit, interpreter: AMDInterpreter,
@@ -240,7 +378,7 @@ def component_embeddings(split: TargetSplit, interpreter: AMDInterpreter,
         True
     """
     feats, emb = split.embed(images)
-    maps, own = interpreter(images, feats)
+    maps, own, recognised = interpreter.decompose(images, feats)
     if interpreter.black_box:
         b, m = maps.shape[:2]
         masked = (own.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
@@ -250,4 +388,4 @@ def component_embeddings(split: TargetSplit, interpreter: AMDInterpreter,
             raise RuntimeError(f"interpreter maps {tuple(maps.shape[-2:])} and target features "
                                f"{tuple(feats.shape[-2:])} differ in size")
         comps = split.masked_embeddings(images, feats, maps)
-    return Components(emb, comps, maps)
+    return Components(emb, comps, maps, recognised)

@@ -30,7 +30,13 @@ from tqdm.auto import tqdm
 from ..distance import pair_distance
 from ._batch import iter_batches
 from .losses import attribute_prior_loss, metric_distillation_loss
-from .model_aware import AttributeProbes, map_entropy_loss, model_aware_prior_loss, probe_loss
+from .model_aware import (
+    AttributeProbes,
+    map_entropy_loss,
+    model_aware_prior_loss,
+    probe_loss,
+    recognition_loss,
+)
 from .network import AMDInterpreter, component_embeddings
 from .split import TargetSplit
 
@@ -92,6 +98,19 @@ class TrainingConfig:
             attribute ``k`` as exclusive to the degree ``w_k``. ``None``: the paper's prior.
         probe_weight: AMD+ only: weight of the per-attribute probe loss on ``e_k`` (0: off).
         entropy_weight: AMD+ only: weight of the maps' normalised spatial entropy (0: off).
+        shared_maps: Gated maps that share one spatial map per one-hot attribute group (the colours of
+            a garment), see :class:`~reidexplain.interpreter.AttributeDecomposition`. Changes the
+            interpreter's architecture, so it is read when the interpreter is built.
+        recognition_weight: With ``shared_maps``: weight of the attribute recognition loss on the
+            features each region's map pools (:func:`~reidexplain.interpreter.model_aware.recognition_loss`),
+            which teaches the shared maps where the attributes are (0: off).
+        one_hot_groups: Attribute indices of the one-hot groups, for the recognition loss; filled in from
+            the schema by the explainer.
+        recognition_warmup: With ``shared_maps`` and ``recognition_weight > 0``: steps of recognition
+            alone before the AMD losses start (the trunk frozen, the decomposition head at
+            ``recognition_lr``), so that the shared maps know where the attributes are before they
+            must split the distance. Cheap: no pass through the target's head.
+        recognition_lr: Learning rate of that warm-up.
 
     Examples:
         >>> TrainingConfig(epochs=3).lr
@@ -114,6 +133,11 @@ class TrainingConfig:
     usage_weights: tuple[float, ...] | None = None
     probe_weight: float = 0.0
     entropy_weight: float = 0.0
+    shared_maps: bool = False
+    recognition_weight: float = 0.0
+    one_hot_groups: tuple[tuple[int, ...], ...] = ()
+    recognition_warmup: int = 300
+    recognition_lr: float = 3e-3
 
     def resolved(self, gray_box: bool) -> TrainingConfig:
         """A copy with the mode-dependent defaults filled in."""
@@ -195,6 +219,10 @@ def _add_truthful_terms(losses: dict[str, torch.Tensor], out: Any, attributes: t
         term = probe_loss(probes[0](out.components), attributes)
         losses["loss"] = losses["loss"] + config.probe_weight * term
         losses["probe"] = term.detach()
+    if config.recognition_weight > 0 and out.recognised is not None:
+        term = sum(recognition_loss(logits, attributes, config.one_hot_groups) for logits in out.recognised.unbind(1))
+        losses["loss"] = losses["loss"] + config.recognition_weight * term
+        losses["recognition"] = term.detach()
     if config.entropy_weight > 0:
         term = map_entropy_loss(out.maps)
         losses["loss"] = losses["loss"] + config.entropy_weight * term
@@ -222,6 +250,40 @@ def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     coin = torch.rand(images.shape[0], generator=generator) < 0.5
     coin = coin.to(images.device)[:, None, None, None]
     return torch.where(coin, images.flip(-1), images)
+
+
+def _recognition_warmup(split: TargetSplit, interpreter: AMDInterpreter, loader: Iterable, num_attributes: int,
+                        config: TrainingConfig, device: torch.device, generator: torch.Generator,
+                        progress: bool) -> None:
+    """Train the decomposition head of shared maps on attribute recognition alone (see ``TrainingConfig``)."""
+    head = interpreter.decomposition
+    if not head.shared or config.recognition_weight <= 0 or config.recognition_warmup <= 0:
+        return
+    optimizer = torch.optim.Adam(head.parameters(), lr=config.recognition_lr)
+    steps = 0
+    with tqdm(total=config.recognition_warmup, disable=not progress, desc="AMD+ maps warm-up", unit="batch",
+              dynamic_ncols=True) as bar:
+        while steps < config.recognition_warmup:
+            seen = steps
+            for batch in iter_batches(loader, num_attributes, warn=False):
+                images = batch.images.to(device)
+                if config.flip:
+                    images = _flip(images, generator)
+                with torch.no_grad():
+                    feats = interpreter.trunk(images) if interpreter.trunk is not None else split.embed(images)[0]
+                _, recognised = head.decompose(feats, images)
+                attributes = batch.attributes.to(device)
+                loss = sum(recognition_loss(r, attributes, config.one_hot_groups) for r in recognised.unbind(1))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                if steps >= config.recognition_warmup:
+                    break
+            if steps == seen:  # an empty loader: nothing to warm up on
+                return
 
 
 def _optimizer(interpreter: AMDInterpreter, config: TrainingConfig) -> torch.optim.Optimizer:
@@ -303,6 +365,8 @@ def fit_interpreter(split: TargetSplit, interpreter: AMDInterpreter, loader: Ite
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
+            _recognition_warmup(split, interpreter, loader, num_attributes, config, device, generator, progress)
+            interpreter.train()
             for epoch in range(epochs):
                 sums = {"loss": 0.0, "distillation": 0.0, "prior": 0.0, "adre": 0.0}
                 n = 0

@@ -131,3 +131,104 @@ def test_config_round_trips_new_fields() -> None:
     assert TrainingConfig(**cfg.to_dict()) == cfg
     assert {f.name for f in dataclasses.fields(TrainingConfig)} >= {"usage_weights", "probe_weight",
                                                                     "entropy_weight"}
+
+
+# ---------------------------------------------------------------- shared, gated maps (AMD+)
+def test_region_slots_share_one_region_per_one_hot_group() -> None:
+    from reidexplain.attributes import get_schema
+    from reidexplain.interpreter import region_slots
+
+    schema = get_schema("market1501")
+    slots = region_slots(schema)
+    for group in schema.one_hot_groups:
+        assert len({slots[schema.names.index(n)] for n in schema.groups[group]}) == 1
+    grouped = {n for g in schema.one_hot_groups for n in schema.groups[g]}
+    alone = [slots[k] for k, n in enumerate(schema.names) if n not in grouped]
+    assert len(set(alone)) == len(alone)
+    assert sorted(set(slots)) == list(range(max(slots) + 1))
+    assert len(set(region_slots(get_schema("shared")))) == 18  # no one-hot group there
+
+
+def test_shared_head_starts_at_one_and_rejects_bad_slots() -> None:
+    from reidexplain.interpreter import AttributeDecomposition
+
+    head = AttributeDecomposition(4, 3, hidden=8, slots=[0, 0, 1])
+    feats, images = torch.rand(2, 4, 6, 3), torch.rand(2, 3, 24, 12)
+    z, recognised = head.decompose(feats, images)
+    assert torch.equal(z, torch.zeros(2, 3, 6, 3)) and recognised.shape == (2, 2, 3)
+    assert head.decompose(feats)[1] is None
+    with pytest.raises(ValueError, match="slots"):
+        AttributeDecomposition(4, 3, slots=[0, 2, 2])  # region 1 missing
+    with pytest.raises(ValueError, match="slots"):
+        AttributeDecomposition(4, 3, slots=[0, 1])
+
+
+def test_shared_maps_have_one_shape_per_region() -> None:
+    from reidexplain.interpreter import AttributeDecomposition
+
+    torch.manual_seed(0)
+    head = AttributeDecomposition(4, 3, hidden=8, slots=[0, 0, 1])
+    with torch.no_grad():
+        nn.init.normal_(head.classifier.weight)
+        nn.init.normal_(head.gate_weight, std=0.1)
+        head.gate_bias.copy_(torch.tensor([-3.0, -5.0, -4.0]))  # z < 0 everywhere: the exp branch
+    maps = head(torch.rand(2, 4, 6, 3))
+    # Attributes 0 and 1 share region 0: their maps differ by a per-image factor only.
+    ratio = (maps[:, 0] / maps[:, 1]).flatten(1)
+    assert not torch.allclose(maps[:, 0], maps[:, 1])
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4)
+    assert not torch.allclose(maps[:, 0] / maps[:, 0].amax((1, 2), keepdim=True),
+                              maps[:, 2] / maps[:, 2].amax((1, 2), keepdim=True))
+
+
+def test_recognition_reads_only_its_own_cell() -> None:
+    from reidexplain.interpreter import AttributeDecomposition
+
+    torch.manual_seed(0)
+    head = AttributeDecomposition(4, 2, hidden=8, slots=[0, 1])
+    with torch.no_grad():
+        for p in head.parameters():
+            nn.init.normal_(p)
+    images = torch.rand(1, 3, 24, 12)
+    changed = images.clone()
+    changed[..., 4:8, 0:4] = 1.0  # exactly cell (1, 0) of the 6x3 grid
+    with torch.no_grad():
+        diff = (head.local_features(images, (6, 3)) - head.local_features(changed, (6, 3))).abs().sum(1)[0]
+    assert diff[1, 0] > 0 and float(diff.sum() - diff[1, 0]) == 0.0
+
+
+
+def test_recognition_loss_limits() -> None:
+    from reidexplain.interpreter.model_aware import recognition_loss
+
+    y = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    groups = [[0, 1, 2]]
+    assert float(recognition_loss(40 * (2 * y - 1), y, groups)) < 1e-6
+    assert float(recognition_loss(-40 * (2 * y - 1), y, groups)) > 10
+    broken = y.clone()
+    broken[0, 1] = 1.0  # two colours: that image skips the group
+    assert torch.isfinite(recognition_loss(torch.zeros(3, 4), broken, groups))
+    assert float(recognition_loss(torch.zeros(3, 4), y, groups)) > 0
+
+
+def test_amd_plus_uses_shared_maps_and_round_trips(tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    data = [{"image": torch.rand(8, 3, 16, 8, generator=g),
+             "attributes": torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 0]] * 2),
+             "pid": torch.arange(8) // 2}]
+    from reidexplain.attributes import AttributeSchema
+
+    schema = AttributeSchema("toy", ("red", "blue", "green", "hat"), ("red", "blue", "green", "hat"),
+                             (0.3, 0.3, 0.4, 0.5), groups={"color": ("red", "blue", "green")},
+                             one_hot_groups=("color",))
+    plus = Explainer(_net(), attributes=schema, method="amd+").fit(data, epochs=3, progress=False)
+    assert plus.config.shared_maps and plus.config.one_hot_groups == ((0, 1, 2),)
+    assert plus.interpreter.decomposition.shared
+    pair = (data[0]["image"][0], data[0]["image"][2])
+    before = plus.explain(pair)
+    plus.save(tmp_path / "plus.pt")
+    again = Explainer.load(tmp_path / "plus.pt", _net())
+    assert again.interpreter.decomposition.shared
+    assert torch.allclose(again.explain(pair).contributions, before.contributions, atol=1e-6)
+    paper = Explainer(_net(), attributes=schema).fit(data, epochs=1, progress=False)
+    assert not paper.interpreter.decomposition.shared
