@@ -148,8 +148,8 @@ class PersonPainter:
         return self.cv.clip(region, right=x) if self.mir > 0 else self.cv.clip(region, left=x)
 
     # ------------------------------------------------------------------ painting
-    def put(self, make: Callable[[], Shape | None], color: np.ndarray, deps: Sequence[str] = (),
-            needs: Sequence[tuple[str, bool]] = ()) -> Shape | None:
+    def put(self, make: Callable[[], Shape | None], color: Sequence[float], deps: tuple[str, ...] = (),
+            needs: tuple[tuple[str, bool], ...] = ()) -> Shape | None:
         if needs:
             failing = [f for f, v in needs if getattr(self.id, f) != v]
             if failing:
