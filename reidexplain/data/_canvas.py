@@ -94,12 +94,12 @@ class Shape:
     __slots__ = ("kind", "rows", "y0", "y1", "x0", "x1", "h", "w", "n", "base", "edit", "alpha", "stacked",
                  "off", "color", "tags")
 
-    def __init__(self, kind: int | None, rows: list[tuple[float, ...]], win: tuple[int, int, int, int],
+    def __init__(self, kind: int | None, rows: list[tuple[float, ...]], y0: int, y1: int, x0: int, x1: int,
                  base: Shape | None = None, edit: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.kind, self.rows = kind, rows
-        self.y0, self.y1, self.x0, self.x1 = win
-        self.h, self.w = win[1] - win[0], win[3] - win[2]
-        self.n = self.h * self.w
+        self.y0, self.y1, self.x0, self.x1 = y0, y1, x0, x1
+        self.h, self.w = h, w = y1 - y0, x1 - x0
+        self.n = h * w
         self.base, self.edit = base, edit
         self.alpha: np.ndarray | None = None
         self.stacked = False  # its first layer is prepared with all the others (see ``flush``)
@@ -140,19 +140,22 @@ class Canvas:
         return (self.bits[None] & _powers(self.num_masks, self._dtype)) != 0
 
     # ------------------------------------------------------------------ windows
-    def _window(self, x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int] | None:
+    def _add(self, kind: int, rows: list[tuple[float, ...]], x0: float, y0: float, x1: float,
+             y1: float) -> Shape | None:
+        """Record a shape of ``kind`` on the window of its bounds (one pixel of margin), if not empty."""
         ix0, iy0 = math.floor(x0) - 1, math.floor(y0) - 1
         ix1, iy1 = math.ceil(x1) + 1, math.ceil(y1) + 1
-        ix0 = ix0 if ix0 > 0 else 0
-        iy0 = iy0 if iy0 > 0 else 0
-        ix1 = ix1 if ix1 < self.width else self.width
-        iy1 = iy1 if iy1 < self.height else self.height
+        if ix0 < 0:
+            ix0 = 0
+        if iy0 < 0:
+            iy0 = 0
+        if ix1 > self.width:
+            ix1 = self.width
+        if iy1 > self.height:
+            iy1 = self.height
         if ix0 >= ix1 or iy0 >= iy1:
             return None
-        return iy0, iy1, ix0, ix1
-
-    def _add(self, kind: int, rows: list[tuple[float, ...]], win: tuple[int, int, int, int]) -> Shape:
-        shape = Shape(kind, rows, win)
+        shape = Shape(kind, rows, iy0, iy1, ix0, ix1)
         self._shapes[kind].append(shape)
         return shape
 
@@ -168,60 +171,90 @@ class Canvas:
             rows.append((ax, ay, dx, dy, 1.0 / denom if denom > 1e-9 else 0.0, denom, r))
             ex, ey = ax + dx, ay + dy  # the window is that of the segment as evaluated: a + (b - a)
             lo, hi = (ax - r, ex + r) if ax <= ex else (ex - r, ax + r)
-            lo_x = lo if lo < lo_x else lo_x
-            hi_x = hi if hi > hi_x else hi_x
+            if lo < lo_x:
+                lo_x = lo
+            if hi > hi_x:
+                hi_x = hi
             lo, hi = (ay - r, ey + r) if ay <= ey else (ey - r, ay + r)
-            lo_y = lo if lo < lo_y else lo_y
-            hi_y = hi if hi > hi_y else hi_y
-        win = self._window(lo_x, lo_y, hi_x, hi_y)
-        return None if win is None else self._add(0, rows, win)
+            if lo < lo_y:
+                lo_y = lo
+            if hi > hi_y:
+                hi_y = hi
+        return self._add(0, rows, lo_x, lo_y, hi_x, hi_y)
 
     def capsule(self, p0: tuple[float, float], p1: tuple[float, float], radius: float) -> Shape | None:
         """A segment from ``p0`` to ``p1`` (pixel ``(x, y)``) thickened by ``radius``."""
-        return self.capsules([(p0, p1, radius)])
+        return self.capsules(((p0, p1, radius),))
 
     def ellipses(self, shapes: Sequence[tuple[float, float, float, float]]) -> Shape | None:
         """The union of axis-aligned ellipses ``(cx, cy, rx, ry)`` (approximate signed distance)."""
-        win = self._window(min(e[0] - e[2] for e in shapes), min(e[1] - e[3] for e in shapes),
-                           max(e[0] + e[2] for e in shapes), max(e[1] + e[3] for e in shapes))
-        if win is None:
-            return None
-        rows = [(cx, cy, 1.0 / rx, 1.0 / ry, min(rx, ry)) for cx, cy, rx, ry in shapes]
-        return self._add(1, rows, win)
+        rows = []
+        lo_x = lo_y = math.inf
+        hi_x = hi_y = -math.inf
+        for cx, cy, rx, ry in shapes:
+            rows.append((cx, cy, 1.0 / rx, 1.0 / ry, rx if rx < ry else ry))
+            v = cx - rx
+            if v < lo_x:
+                lo_x = v
+            v = cy - ry
+            if v < lo_y:
+                lo_y = v
+            v = cx + rx
+            if v > hi_x:
+                hi_x = v
+            v = cy + ry
+            if v > hi_y:
+                hi_y = v
+        return self._add(1, rows, lo_x, lo_y, hi_x, hi_y)
 
     def ellipse(self, cx: float, cy: float, rx: float, ry: float) -> Shape | None:
         """An axis-aligned ellipse (approximate signed distance, exact on the axes)."""
-        return self.ellipses([(cx, cy, rx, ry)])
+        return self.ellipses(((cx, cy, rx, ry),))
 
     def rect(self, x0: float, y0: float, x1: float, y1: float) -> Shape | None:
         """An axis-aligned rectangle; corners may be given in any order."""
-        x0, x1 = min(x0, x1), max(x0, x1)
-        y0, y1 = min(y0, y1), max(y0, y1)
-        win = self._window(x0, y0, x1, y1)
-        return None if win is None else self._add(2, [(x0, y0, x1, y1)], win)
+        if x1 < x0:
+            x0, x1 = x1, x0
+        if y1 < y0:
+            y0, y1 = y1, y0
+        return self._add(2, [(x0, y0, x1, y1)], x0, y0, x1, y1)
 
     def polygon(self, points: Sequence[tuple[float, float]]) -> Shape | None:
         """A convex polygon, as the intersection of the half-planes of its edges (either winding)."""
-        px = [p[0] for p in points]
-        py = [p[1] for p in points]
-        win = self._window(min(px), min(py), max(px), max(py))
-        if win is None:
-            return None
-        following = [*points[1:], points[0]]
-        area2 = sum(ax * by - bx * ay for (ax, ay), (bx, by) in zip(points, following, strict=True))
+        lo_x = lo_y = math.inf
+        hi_x = hi_y = -math.inf
+        area2 = 0.0
+        ax, ay = points[-1]
+        edges = []
+        for bx, by in points:  # edges (a, b), the closing one first; the area sums in point order
+            if bx < lo_x:
+                lo_x = bx
+            if bx > hi_x:
+                hi_x = bx
+            if by < lo_y:
+                lo_y = by
+            if by > hi_y:
+                hi_y = by
+            edges.append((ax, ay, bx, by))
+            ax, ay = bx, by
+        for ax, ay, bx, by in edges[1:]:
+            area2 += ax * by - bx * ay
+        ax, ay, bx, by = edges[0]
+        area2 += ax * by - bx * ay
         orient = 1.0 if area2 > 0 else -1.0
         rows = []
-        for (ax, ay), (bx, by) in zip(points, following, strict=True):
+        hypot = math.hypot
+        for ax, ay, bx, by in edges[1:] + edges[:1]:
             ex, ey = bx - ax, by - ay
-            norm = math.hypot(ex, ey)
+            norm = hypot(ex, ey)
             if norm >= 1e-9:
                 nx, ny = orient * ey / norm, -orient * ex / norm  # outward normal
                 rows.append((nx, ny, ax * nx + ay * ny))
-        return self._add(3, rows, win) if rows else None
+        return self._add(3, rows, lo_x, lo_y, hi_x, hi_y) if rows else None
 
     # ------------------------------------------------------------------ edits (recorded)
     def _edited(self, shape: Shape, edit: Callable[[np.ndarray], np.ndarray]) -> Shape:
-        return Shape(None, [], (shape.y0, shape.y1, shape.x0, shape.x1), base=shape, edit=edit)
+        return Shape(None, [], shape.y0, shape.y1, shape.x0, shape.x1, base=shape, edit=edit)
 
     def clip(self, shape: Shape | None, *, above: float | None = None, left: float | None = None,
              right: float | None = None) -> Shape | None:

@@ -151,16 +151,20 @@ class PersonPainter:
     def put(self, make: Callable[[], Shape | None], color: Sequence[float], deps: tuple[str, ...] = (),
             needs: tuple[tuple[str, bool], ...] = ()) -> Shape | None:
         if needs:
-            failing = [f for f, v in needs if getattr(self.id, f) != v]
-            if failing:
-                if not self.masked or len(failing) > 1:
-                    return None
-                would_be = self.tags.of((failing[0],))
+            ident, failing = self.id, None
+            for f, v in needs:
+                if getattr(ident, f) != v:
+                    if failing is not None or not self.masked:
+                        return None
+                    failing = f
+            if failing is not None:
+                would_be = self.tags.of((failing,))
                 if would_be:
                     self.cv.paint(make(), color, present=False, would_be=would_be)
                 return None
         region = make()
-        self.cv.paint(region, color, self.tags.of_shape(deps, needs) if self.masked else None)
+        if region is not None:
+            self.cv.paint(region, color, self.tags.of_shape(deps, needs) if self.masked else None)
         return region
 
     def draw(self, flush: bool = True) -> None:
