@@ -337,12 +337,24 @@ class Canvas:
                 size += shape.n
             levels.append(size)
         n = sum(levels)
-        # Per pixel: its window's corner and its element's parameters (one call), then its centre.
-        prm = np.repeat(np.array(rows, dtype=np.float32).T, sizes, axis=1)
-        grid = np.concatenate(windows, axis=1)
-        grid += prm[:2]
+        table = np.array(rows, dtype=np.float32)
+        grid = np.concatenate(windows, axis=1)  # pixel centres relative to their window's corner
+        if kind == 3:
+            # Per pixel: its window's corner and its edge's parameters (one call), then its centre.
+            prm = np.repeat(table.T, sizes, axis=1)
+            grid += prm[:2]
+            prm = prm[2:]
+        else:
+            # Capsules, ellipses and rectangles only subtract a point from the pixel centre: that
+            # point is moved to the window's corner instead, which is exact. The corner (y0, x0) is
+            # an integer with 0 <= corner <= the point's float32 coordinate (or corner == 0), so the
+            # float32 difference point - corner is representable, and then
+            # (grid + corner) - point and grid - (point - corner) round the same real number.
+            m = 2 if kind == 2 else 1  # points per row: (x, y) first, then the rectangle's (x1, y1)
+            table[:, 2:2 + 2 * m:2] -= table[:, 1:2]
+            table[:, 3:3 + 2 * m:2] -= table[:, 0:1]
+            prm = np.repeat(table[:, 2:].T, sizes, axis=1)
         ys, xs = grid[0], grid[1]
-        prm = prm[2:]
         tmp = np.empty((3, n), np.float32)  # scratch rows
         union = np.minimum
         if kind == 0:  # capsules: |p - a - t (b - a)| with t the clipped projection
