@@ -95,7 +95,8 @@ def get_domain(domain: str) -> DomainSpec:
 
 def rng_for(seed: int, spec: DomainSpec, *keys: int) -> np.random.Generator:
     """An independent generator for (seed, domain, keys...): access order never matters."""
-    return np.random.default_rng([int(seed), spec.code, *(int(k) for k in keys)])
+    # What np.random.default_rng(list) builds, without its dispatch (about 4 us less per image).
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), spec.code, *map(int, keys)])))
 
 
 def _rate(spec: DomainSpec, schema_name: str | None, field_name: str) -> float:
