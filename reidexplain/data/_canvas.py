@@ -84,6 +84,20 @@ def _grid(h: int, w: int) -> np.ndarray:
     return grid
 
 
+@lru_cache(maxsize=16)
+def _plane_cached(h: int, w: int) -> np.ndarray:
+    plane = np.empty((2, h, w), dtype=np.float32)
+    plane[0] = (np.arange(h, dtype=np.float32) + _HALF)[:, None]
+    plane[1] = np.arange(w, dtype=np.float32) + _HALF
+    plane.setflags(write=False)
+    return plane
+
+
+def _plane(h: int, w: int) -> np.ndarray:
+    """Pixel centres ``(2, >= h, >= w)`` (row, column) of the image plane, read-only."""
+    return _plane_cached(-(-h // 64) * 64, -(-w // 64) * 64)
+
+
 class Shape:
     """Handle of a recorded shape: its window ``[y0:y1, x0:x1]`` and, after ``flush``, its coverage.
 
@@ -95,7 +109,7 @@ class Shape:
                  "off", "color", "tags")
 
     def __init__(self, kind: int | None, rows: list[tuple[float, ...]], y0: int, y1: int, x0: int, x1: int,
-                 base: Shape | None = None, edit: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 base: Shape | None = None, edit: Callable[..., np.ndarray] | None = None) -> None:
         self.kind, self.rows = kind, rows
         self.y0, self.y1, self.x0, self.x1 = y0, y1, x0, x1
         self.h, self.w = h, w = y1 - y0, x1 - x0
@@ -253,7 +267,7 @@ class Canvas:
         return self._add(3, rows, lo_x, lo_y, hi_x, hi_y) if rows else None
 
     # ------------------------------------------------------------------ edits (recorded)
-    def _edited(self, shape: Shape, edit: Callable[[np.ndarray], np.ndarray]) -> Shape:
+    def _edited(self, shape: Shape, edit: Callable[..., np.ndarray]) -> Shape:
         return Shape(None, [], shape.y0, shape.y1, shape.x0, shape.x1, base=shape, edit=edit)
 
     def clip(self, shape: Shape | None, *, above: float | None = None, left: float | None = None,
@@ -263,13 +277,16 @@ class Canvas:
             return None
         xs, ys = self._xs[shape.x0:shape.x1], self._ys[shape.y0:shape.y1]
 
-        def edit(alpha: np.ndarray) -> np.ndarray:
+        def edit(alpha: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
             if above is not None:
-                alpha = alpha * fast_clip(0.5 - (ys - above), 0.0, 1.0).astype(np.float32)[:, None]
+                band = fast_clip(0.5 - (ys - above), 0.0, 1.0).astype(np.float32, copy=False)
+                alpha = np.multiply(alpha, band[:, None], out=out)
             if left is not None:
-                alpha = alpha * fast_clip(0.5 + (xs - left), 0.0, 1.0).astype(np.float32)[None, :]
+                band = fast_clip(0.5 + (xs - left), 0.0, 1.0).astype(np.float32, copy=False)
+                alpha = np.multiply(alpha, band[None, :], out=out)
             if right is not None:
-                alpha = alpha * fast_clip(0.5 - (xs - right), 0.0, 1.0).astype(np.float32)[None, :]
+                band = fast_clip(0.5 - (xs - right), 0.0, 1.0).astype(np.float32, copy=False)
+                alpha = np.multiply(alpha, band[None, :], out=out)
             return alpha
 
         return self._edited(shape, edit)
@@ -280,10 +297,10 @@ class Canvas:
             return None
         ys = self._ys[shape.y0:shape.y1]
 
-        def edit(alpha: np.ndarray) -> np.ndarray:
+        def edit(alpha: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
             frac = np.mod((ys - phase) / period, 1.0)
-            band = fast_clip(np.minimum(frac, duty - frac) * period + 0.5, 0.0, 1.0).astype(np.float32)
-            return alpha * band[:, None]
+            band = fast_clip(np.minimum(frac, duty - frac) * period + 0.5, 0.0, 1.0).astype(np.float32, copy=False)
+            return np.multiply(alpha, band[:, None], out=out)
 
         return self._edited(shape, edit)
 
@@ -324,27 +341,27 @@ class Canvas:
         their rank within their shape: rank 0 of every shape first (the layout of ``out``), then rank 1
         of the shapes having one (a prefix of them), and so on; a union is then one call per rank.
         """
-        grids = [_grid(shape.h, shape.w) for shape in shapes]
+        polygon = kind == 3
+        if polygon:  # windows at their place: an edge multiplies the pixel centre, no corner to move
+            plane = _plane(max(shape.y1 for shape in shapes), max(shape.x1 for shape in shapes))
+            grids = [plane[:, shape.y0:shape.y1, shape.x0:shape.x1].reshape(2, shape.n) for shape in shapes]
+        else:
+            grids = [_grid(shape.h, shape.w) for shape in shapes]
         rows, sizes, levels, windows = [], [], [], []
         for j in range(len(shapes[0].rows)):
             size = 0
             for shape, grid in zip(shapes, grids, strict=True):
                 if len(shape.rows) <= j:
                     break
-                rows.append((shape.y0, shape.x0, *shape.rows[j]))
+                rows.append(shape.rows[j] if polygon else (shape.y0, shape.x0, *shape.rows[j]))
                 sizes.append(shape.n)
                 windows.append(grid)
                 size += shape.n
             levels.append(size)
         n = sum(levels)
         table = np.array(rows, dtype=np.float32)
-        grid = np.concatenate(windows, axis=1)  # pixel centres relative to their window's corner
-        if kind == 3:
-            # Per pixel: its window's corner and its edge's parameters (one call), then its centre.
-            prm = np.repeat(table.T, sizes, axis=1)
-            grid += prm[:2]
-            prm = prm[2:]
-        else:
+        grid = np.concatenate(windows, axis=1)  # pixel centres (relative to their window's corner)
+        if not polygon:
             # Capsules, ellipses and rectangles only subtract a point from the pixel centre: that
             # point is moved to the window's corner instead, which is exact. The corner (y0, x0) is
             # an integer with 0 <= corner <= the point's float32 coordinate (or corner == 0), so the
@@ -353,7 +370,8 @@ class Canvas:
             m = 2 if kind == 2 else 1  # points per row: (x, y) first, then the rectangle's (x1, y1)
             table[:, 2:2 + 2 * m:2] -= table[:, 1:2]
             table[:, 3:3 + 2 * m:2] -= table[:, 0:1]
-            prm = np.repeat(table[:, 2:].T, sizes, axis=1)
+            table = table[:, 2:]
+        prm = np.repeat(table.T, sizes, axis=1)  # per pixel: its element's parameters (one call)
         ys, xs = grid[0], grid[1]
         tmp = np.empty((3, n), np.float32)  # scratch rows
         union = np.minimum
@@ -498,7 +516,11 @@ def flush_all(canvases: Sequence[Canvas]) -> None:
         end = shapes[-1].off + shapes[-1].n
         Canvas._evaluate(kind, shapes, flat[start:end])
     for shape in edited:  # after the shapes they edit; their coverage joins the flat buffer
-        flat[shape.off:shape.off + shape.n] = Canvas._alpha(shape, flat[:base_total]).reshape(-1)
+        dst = flat[shape.off:shape.off + shape.n].reshape(shape.h, shape.w)
+        if shape.alpha is None:  # its last edit writes there
+            shape.alpha = shape.edit(Canvas._alpha(shape.base, flat[:base_total]), dst)
+        else:
+            dst[...] = shape.alpha
     ordered = [shape for _, shapes, _ in groups for shape in shapes] + edited
     sizes = [s.n for s in ordered]
     # Blending terms of every layer at once: 1 - alpha and colour * alpha; bits kept (not opaque)
