@@ -34,6 +34,9 @@ import numpy as np
 
 Color = np.ndarray  # (3, 1, 1) float32
 MAX_MASKS = 64
+# (x0, mirror, scale, y0): points (u, v) given in these units are at pixel (x0 + mirror * u * scale,
+# y0 + v * scale) and lengths r are r * scale pixels (the mapping a caller would do, in the same order).
+Frame = tuple[float, float, float, float]
 _HALF, _ZERO, _ONE, _INF = np.float32(0.5), np.float32(0.0), np.float32(1.0), np.float32(np.inf)
 _KINDS = ("capsule", "ellipse", "rect", "polygon")
 # numpy's clip ufunc itself: np.clip wraps it in Python (about a microsecond a call); np.clip if absent.
@@ -174,12 +177,20 @@ class Canvas:
         return shape
 
     # ------------------------------------------------------------------ shapes (recorded)
-    def capsules(self, segments: Sequence[tuple[tuple[float, float], tuple[float, float], float]]) -> Shape | None:
-        """The union of capsules ``(p0, p1, radius)``: segments (pixel ``(x, y)``) thickened by a radius."""
+    def capsules(self, segments: Sequence[tuple[tuple[float, float], tuple[float, float], float]],
+                 frame: Frame | None = None) -> Shape | None:
+        """The union of capsules ``(p0, p1, radius)``: segments (pixel ``(x, y)``) thickened by a radius.
+
+        With ``frame``, the points and radii are in its units (see :data:`Frame`).
+        """
         rows = []
         lo_x = lo_y = math.inf
         hi_x = hi_y = -math.inf
+        if frame is not None:
+            fx, fm, fs, ft = frame
         for (ax, ay), (bx, by), r in segments:
+            if frame is not None:
+                ax, ay, bx, by, r = fx + fm * ax * fs, ft + ay * fs, fx + fm * bx * fs, ft + by * fs, r * fs
             dx, dy = bx - ax, by - ay
             denom = dx * dx + dy * dy
             rows.append((ax, ay, dx, dy, 1.0 / denom if denom > 1e-9 else 0.0, denom, r))
@@ -200,12 +211,20 @@ class Canvas:
         """A segment from ``p0`` to ``p1`` (pixel ``(x, y)``) thickened by ``radius``."""
         return self.capsules(((p0, p1, radius),))
 
-    def ellipses(self, shapes: Sequence[tuple[float, float, float, float]]) -> Shape | None:
-        """The union of axis-aligned ellipses ``(cx, cy, rx, ry)`` (approximate signed distance)."""
+    def ellipses(self, shapes: Sequence[tuple[float, float, float, float]],
+                 frame: Frame | None = None) -> Shape | None:
+        """The union of axis-aligned ellipses ``(cx, cy, rx, ry)`` (approximate signed distance).
+
+        With ``frame``, the centres and radii are in its units (see :data:`Frame`).
+        """
         rows = []
         lo_x = lo_y = math.inf
         hi_x = hi_y = -math.inf
+        if frame is not None:
+            fx, fm, fs, ft = frame
         for cx, cy, rx, ry in shapes:
+            if frame is not None:
+                cx, cy, rx, ry = fx + fm * cx * fs, ft + cy * fs, rx * fs, ry * fs
             rows.append((cx, cy, 1.0 / rx, 1.0 / ry, rx if rx < ry else ry))
             v = cx - rx
             if v < lo_x:
@@ -233,14 +252,22 @@ class Canvas:
             y0, y1 = y1, y0
         return self._add(2, [(x0, y0, x1, y1)], x0, y0, x1, y1)
 
-    def polygon(self, points: Sequence[tuple[float, float]]) -> Shape | None:
-        """A convex polygon, as the intersection of the half-planes of its edges (either winding)."""
+    def polygon(self, points: Sequence[tuple[float, float]], frame: Frame | None = None) -> Shape | None:
+        """A convex polygon, as the intersection of the half-planes of its edges (either winding).
+
+        With ``frame``, the points are in its units (see :data:`Frame`).
+        """
         lo_x = lo_y = math.inf
         hi_x = hi_y = -math.inf
         area2 = 0.0
         ax, ay = points[-1]
+        if frame is not None:
+            fx, fm, fs, ft = frame
+            ax, ay = fx + fm * ax * fs, ft + ay * fs
         edges = []
         for bx, by in points:  # edges (a, b), the closing one first; the area sums in point order
+            if frame is not None:
+                bx, by = fx + fm * bx * fs, ft + by * fs
             if bx < lo_x:
                 lo_x = bx
             if bx > hi_x:

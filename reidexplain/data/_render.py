@@ -86,6 +86,7 @@ class PersonPainter:
         self.top = float(np.clip((h - self.s) / 2 + nuis.shift_y * h, 1.0, h - 1.0 - self.s))
         self.cx = w / 2 + nuis.shift_x * w
         self.mir = -1.0 if nuis.mirror else 1.0
+        self.frame = (self.cx, self.mir, self.s, self.top)  # body units to pixels, mapped by the canvas
         self.view = nuis.view
         self.side = nuis.view == "side"
         # Image side (in body x) of the shoulder bag and handbag: a person's right is on the viewer's
@@ -112,25 +113,21 @@ class PersonPainter:
     def R(self, r: float) -> float:
         return r * self.s
 
-    # The helpers below inline `P` (same arithmetic, same order): they run for every shape.
+    # The helpers below let the canvas apply `P` (same arithmetic, same order) as it records the shape.
     def poly(self, pts: Sequence[tuple[float, float]]) -> Shape | None:
-        cx, mir, s, top = self.cx, self.mir, self.s, self.top
-        return self.cv.polygon([(cx + mir * u * s, top + v * s) for u, v in pts])
+        return self.cv.polygon(pts, self.frame)
 
     def cap(self, a: tuple[float, float], b: tuple[float, float], r: float) -> Shape | None:
         return self.caps(((a, b, r),))
 
     def caps(self, segments: Sequence[tuple[tuple[float, float], tuple[float, float], float]]) -> Shape | None:
-        cx, mir, s, top = self.cx, self.mir, self.s, self.top
-        return self.cv.capsules([((cx + mir * au * s, top + av * s), (cx + mir * bu * s, top + bv * s), r * s)
-                                 for (au, av), (bu, bv), r in segments])
+        return self.cv.capsules(segments, self.frame)
 
     def ell(self, u: float, v: float, ru: float, rv: float) -> Shape | None:
         return self.ells([(u, v, ru, rv)])
 
     def ells(self, shapes: Sequence[tuple[float, float, float, float]]) -> Shape | None:
-        cx, mir, s, top = self.cx, self.mir, self.s, self.top
-        return self.cv.ellipses([(cx + mir * u * s, top + v * s, ru * s, rv * s) for u, v, ru, rv in shapes])
+        return self.cv.ellipses(shapes, self.frame)
 
     def box(self, u0: float, v0: float, u1: float, v1: float, cut: float = 0.0) -> Shape | None:
         u0, u1 = min(u0, u1), max(u0, u1)
