@@ -227,12 +227,15 @@ def sample_nuisance(spec: DomainSpec, look: CameraLook, camid: int, rng: np.rand
                     strength: float, occlusion_prob: float) -> Nuisance:
     """Draw the per-image nuisance; every number is drawn even at ``strength=0`` (stable streams)."""
     # rng.choice(3, p=look.view_probs) without its checks: the same single uniform draw and cdf lookup.
-    view = VIEWS[bisect.bisect_right(_view_cdf(look.view_probs), rng.random())]
-    mirror = bool(rng.random() < 0.5)
+    # Consecutive uniform draws are taken as one array: rng.random(n) yields what n rng.random() do.
+    first = rng.random(2).tolist()
+    view = VIEWS[bisect.bisect_right(_view_cdf(look.view_probs), first[0])]
+    mirror = bool(first[1] < 0.5)
     u = rng.uniform(-1.0, 1.0, 6)
     cast = np.asarray(look.cast) * (1.0 + rng.normal(0.0, 0.03, 3) * strength)
-    occlude = bool(rng.random() < occlusion_prob)
-    box_kind, box = rng.random(), rng.random(4)
+    more = rng.random(7)
+    occlude = bool(more[0] < occlusion_prob)
+    box_kind, box = float(more[1]), more[2:6]
     if box_kind < 0.4:  # something low in front: a bench, a car bonnet, a bush
         y0 = 0.74 + 0.12 * box[0]
         x0 = 0.5 * box[1]
@@ -241,7 +244,7 @@ def sample_nuisance(spec: DomainSpec, look: CameraLook, camid: int, rng: np.rand
         width = 0.18 + 0.22 * box[0]
         y0 = 0.6 * box[1]
         occluder = (0.0, y0, width, 1.0) if box[2] < 0.5 else (1.0 - width, y0, 1.0, 1.0)
-    occ_offset, occ_shade = float(rng.random()), float(rng.uniform(0.55, 0.9))
+    occ_offset, occ_shade = float(more[6]), float(rng.uniform(0.55, 0.9))
     noise_std = float(rng.uniform(0.005, 0.03))
     noise_seed = int(rng.integers(2**31 - 1))
     return Nuisance(
