@@ -134,7 +134,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
     loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=args.p, k=args.k, seed=args.seed))
-    explainer = Explainer(model, attributes="market1501", metric=args.metric)
+    explainer = Explainer(model, attributes="market1501", metric=args.metric, method=args.method)
     explainer.fit(loader, epochs=args.epochs, seed=args.seed)
     explainer.save(args.out)
     print(f"reidexplain fit: interpreter saved to {args.out}")
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", default="interpreter.pt")
     fit.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
     fit.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
+    fit.add_argument("--method", default="amd", choices=["amd", "amd+"],
+                     help="amd: the paper's losses; amd+: explanations true to the model (docs: AMD+)")
     fit.add_argument("--epochs", type=int, default=None)
     fit.add_argument("--p", type=int, default=6, help="identities per batch")
     fit.add_argument("--k", type=int, default=4, help="images per identity")

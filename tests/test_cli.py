@@ -50,3 +50,31 @@ def test_bad_model_spec_and_images(tmp_path, capsys):
 def test_threads_option_is_checked(capsys):
     assert main(["--threads", "0", "persons", "--out", "x.png"]) == 2
     assert "--threads: expected >= 1" in capsys.readouterr().err
+
+
+def test_fit_with_the_amd_plus_method(tmp_path, capsys):
+    from reidexplain.data import synthetic_splits, write_market1501
+    from reidexplain.explainer import Explainer
+
+    write_market1501(synthetic_splits(4, 2, 4, image_size=(64, 32)), tmp_path / "market", progress=False,
+                     pid_offset=1)
+    factory = tmp_path / "tiny_model.py"
+    factory.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "def build():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),"
+        " nn.Flatten())\n"
+    )
+    out = tmp_path / "interp.pt"
+    argv = ["fit", str(tmp_path / "market"), "--model", f"{factory}:build", "--size", "64", "32",
+            "--epochs", "1", "--p", "2", "--k", "2", "--method", "amd+", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_model", factory)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    loaded = Explainer.load(out, module.build())
+    assert loaded.method == "amd+" and loaded.interpreter.decomposition.shared
+    with pytest.raises(SystemExit):
+        main(argv[:-4] + ["--method", "amd++"])
