@@ -1,15 +1,19 @@
 """Ablation of AMD+ (issue 8): are the explanations true to the model, not only to the labels?
 
-Fits each variant to the cached reference model with the same time budget on the same synthetic split,
-then reports per variant: X-mAP_e, ADRE (``Explainer.evaluate``), causal agreement (Spearman between
-contributions and counterfactual distance changes, per pair), per-attribute pointing game of the
-attribute maps on attributes the model uses vs ignores, and the mean share of ignored attributes against
-the fair share 1/M. Counterfactual renders and masks are used only here, to measure; training sees
-images, labels and the target.
+Fits each variant to the cached reference model on the same synthetic split (its default number of
+steps, at most ``--seconds``), then reports per variant: X-mAP_e over all attributes and over those the
+model uses, ADRE (``Explainer.evaluate``), causal agreement (per-pair Spearman between contributions and
+counterfactual distance changes, single-photo and averaged over several photos of the two persons),
+per-attribute pointing game of the attribute maps on attributes the model uses vs ignores, and the mean
+share of used and ignored attributes against the fair share 1/M. It also measures how far two valid
+measurements of the counterfactual effects agree (the ceiling of any causal agreement). Counterfactual
+renders and masks are used only here, to measure; training sees images, labels and the target.
 
-Run (about 12 minutes on 2 shared cores)::
+Run (about 30 minutes on 2 shared cores)::
 
-    .venv/bin/python benchmarks/bench_truthful.py [--seconds 100] [--out benchmarks/results/truthful.json]
+    .venv/bin/python benchmarks/bench_truthful.py --seconds 900 --pairs 48
+
+``--custom NAME METHOD JSON`` adds a variant (e.g. ``--custom dw10 amd+ '{"distillation_weight": 10}'``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from reidexplain.explainer import Explainer
 from reidexplain.metrics import x_map_exclusive
 from reidexplain.zoo import load_reference_model
 
-# name -> (Explainer method, extra fit options): each lever on top of the previous one.
+# name -> (Explainer method, extra fit options): the first four rows add one lever each; the last
+# row puts the shared maps on the paper's prior alone.
 VARIANTS = {
     "amd (paper)": ("amd", {}),
     "+ model-aware prior": ("amd+", {"probe_weight": 0.0, "shared_maps": False, "recognition_weight": 0.0}),
