@@ -128,7 +128,15 @@ def _truthful_section(data: dict[str, Any]) -> list[str]:
             f"({fmt(data.get('averaged_split_half_used'), 2)} over used attributes). An explainer cannot be "
             "expected to agree with a measurement much better than the measurement agrees with itself.",
         ]
-    return [intro, "", _records_table(data.get("variants", []), cols), "", *notes, "",
+    per_attribute = []
+    variants = [v for v in data.get("variants", []) if "pointing_per_attribute" in v]
+    names, uses = data.get("attributes", []), data.get("model_uses", [])
+    if variants and names:
+        rows = [[name, "yes" if used else "no", *[fmt(v["pointing_per_attribute"][k]) for v in variants]]
+                for k, (name, used) in enumerate(zip(names, uses, strict=False))]
+        per_attribute = ["Pointing game per attribute (%), in images where it is exclusive to the pair:", "",
+                         markdown_table(["attribute", "model uses it", *[v["variant"] for v in variants]], rows), ""]
+    return [intro, "", _records_table(data.get("variants", []), cols), "", *notes, "", *per_attribute,
             *_generic(data, skip=("variants", "attributes", "model_uses", "sensitivity_ratio"))]
 
 
