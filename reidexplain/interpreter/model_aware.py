@@ -2,7 +2,7 @@
 
 The paper's attribute prior pushes every attribute in which two persons differ to a minimum share of
 the distance, whether or not the target model looks at it, and says nothing about where a map may look.
-AMD+ adds three levers, each trained only from what a real user has (images, labels, the target):
+AMD+ adds these levers, each trained only from what a real user has (images, labels, the target):
 
 * :func:`attribute_usage`: how much the target's distance grows when attribute ``k`` differs, with the
   other attributes held fixed (a least-squares fit of the pair distances on the exclusive-attribute
@@ -10,6 +10,9 @@ AMD+ adds three levers, each trained only from what a real user has (images, lab
   ``k`` as exclusive only to the degree ``w_k``: an attribute the model ignores is treated as common.
 * :func:`probe_loss`: a linear classifier per attribute must read attribute ``k`` from the component
   embedding ``e_k``, so the map ``A_k`` has to keep the pixels that carry it.
+* :func:`recognition_loss`: with maps shared per one-hot group (``shared_maps``, see
+  :class:`~reidexplain.interpreter.AttributeDecomposition`), the labels must be recognised from each
+  cell's own pixels pooled where a region's map looks, so the maps point at the attributes.
 * :func:`map_entropy_loss`: the normalised entropy of each map, so that maps are local.
 
 Examples:
@@ -39,8 +42,7 @@ if TYPE_CHECKING:
     from .training import TrainingConfig
 
 __all__ = ["attribute_usage", "model_aware_prior_loss", "AttributeProbes", "probe_loss", "recognition_loss",
-           "map_entropy_loss",
-           "AMD_PLUS_DEFAULTS", "amd_plus_defaults", "amd_plus_config"]
+           "map_entropy_loss", "AMD_PLUS_DEFAULTS", "amd_plus_defaults", "amd_plus_config"]
 
 
 def attribute_usage(embeddings: torch.Tensor, attributes: torch.Tensor, metric: str = "euclidean",

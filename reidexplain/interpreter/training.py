@@ -220,7 +220,7 @@ def _add_truthful_terms(losses: dict[str, torch.Tensor], out: Any, attributes: t
         losses["loss"] = losses["loss"] + config.probe_weight * term
         losses["probe"] = term.detach()
     if config.recognition_weight > 0 and out.recognised is not None:
-        term = sum(recognition_loss(logits, attributes, config.one_hot_groups) for logits in out.recognised.unbind(1))
+        term = _recognition_term(out.recognised, attributes, config)
         losses["loss"] = losses["loss"] + config.recognition_weight * term
         losses["recognition"] = term.detach()
     if config.entropy_weight > 0:
@@ -252,10 +252,18 @@ def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(coin, images.flip(-1), images)
 
 
+def _recognition_term(recognised: torch.Tensor, attributes: torch.Tensor, config: TrainingConfig) -> torch.Tensor:
+    """The recognition loss summed over the two read-outs ``(B,2,M)`` of shared maps."""
+    return sum(recognition_loss(logits, attributes, config.one_hot_groups) for logits in recognised.unbind(1))
+
+
 def _recognition_warmup(split: TargetSplit, interpreter: AMDInterpreter, loader: Iterable, num_attributes: int,
                         config: TrainingConfig, device: torch.device, generator: torch.Generator,
-                        progress: bool) -> None:
-    """Train the decomposition head of shared maps on attribute recognition alone (see ``TrainingConfig``)."""
+                        progress: bool, deadline: float | None) -> None:
+    """Train the decomposition head of shared maps on attribute recognition alone (see ``TrainingConfig``).
+
+    Stops early at ``deadline`` (a ``time.perf_counter`` value): the warm-up counts in ``max_seconds``.
+    """
     head = interpreter.decomposition
     if not head.shared or config.recognition_weight <= 0 or config.recognition_warmup <= 0:
         return
@@ -273,15 +281,15 @@ def _recognition_warmup(split: TargetSplit, interpreter: AMDInterpreter, loader:
                     feats = interpreter.trunk(images) if interpreter.trunk is not None else split.embed(images)[0]
                 _, recognised = head.decompose(feats, images)
                 attributes = batch.attributes.to(device)
-                loss = sum(recognition_loss(r, attributes, config.one_hot_groups) for r in recognised.unbind(1))
+                loss = _recognition_term(recognised, attributes, config)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 steps += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-                if steps >= config.recognition_warmup:
-                    break
+                if steps >= config.recognition_warmup or (deadline is not None and time.perf_counter() > deadline):
+                    return
             if steps == seen:  # an empty loader: nothing to warm up on
                 return
 
@@ -365,7 +373,9 @@ def fit_interpreter(split: TargetSplit, interpreter: AMDInterpreter, loader: Ite
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            _recognition_warmup(split, interpreter, loader, num_attributes, config, device, generator, progress)
+            deadline = None if config.max_seconds is None else start + config.max_seconds
+            _recognition_warmup(split, interpreter, loader, num_attributes, config, device, generator, progress,
+                                deadline)
             interpreter.train()
             for epoch in range(epochs):
                 sums = {"loss": 0.0, "distillation": 0.0, "prior": 0.0, "adre": 0.0}
