@@ -23,6 +23,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -51,6 +52,8 @@ LOCAL_GRID = 4
 """Each map cell is described by a ``LOCAL_GRID x LOCAL_GRID`` grid of its mean colours."""
 
 
+SHARPNESS_INIT = 0.05
+"""Initial sharpness ``beta_k`` of shared maps (see :class:`AttributeDecomposition`)."""
 GATE_FLOOR = -15.0
 """Soft lower bound of the gates and of the spatial logits of shared maps (see :func:`_soft_floor`)."""
 
@@ -87,11 +90,14 @@ class AttributeDecomposition(nn.Module):
     positions ``alpha_r`` pools the hidden features into ``h_r``, from which a linear layer gives a gate
     ``g_k`` per attribute and image, and
 
-    .. math:: z_k = g_k + s_{r(k)} - \\max s_{r(k)}
+    .. math:: z_k = g_k + \\beta_k \\left(s_{r(k)} - \\max s_{r(k)}\\right)
 
     so the attributes decided in one place (the colours of one garment) share where their maps look,
     which every image trains (each person wears one upper colour), while the gate says how much each
-    attribute weighs in that image. The peak of ``A_k`` is ``act(g_k)``.
+    attribute weighs in that image. The learned sharpness ``beta_k > 0`` starts small (the maps start
+    nearly flat, so ``d_hat`` starts close to ``d`` as with the paper's head) and only sets how broad
+    the map is: the peak of ``A_k`` is ``act(g_k)`` and lies where its region's map peaks, whatever
+    ``beta_k``.
 
     Where a region looks is learned from local evidence. Each cell of the map's grid is described from
     its own pixels only (a 4x4 grid of mean colours through a 1x1 layer); those local features add a
@@ -141,6 +147,10 @@ class AttributeDecomposition(nn.Module):
             self.local_logits = nn.Conv2d(LOCAL_WIDTH, num_attributes, 1)
             self.local_where = nn.Conv2d(LOCAL_WIDTH, outputs, 1, bias=False)
             nn.init.zeros_(self.local_where.weight)
+            # Per-attribute sharpness beta_k = softplus(.) of its region's map, small at the start: the
+            # maps then start nearly flat (d_hat close to d, as with the paper's head) with their peak
+            # where the region looks, and sharpen only as far as the losses ask.
+            self.sharpness = nn.Parameter(torch.full((num_attributes,), math.log(math.expm1(SHARPNESS_INIT))))
             self.recognition_weight = nn.Parameter(torch.randn(num_attributes, hidden) * hidden ** -0.5)
             self.recognition_bias = nn.Parameter(torch.zeros(num_attributes))
         self.classifier = nn.Conv2d(hidden, outputs, 1, bias=False)
@@ -181,7 +191,8 @@ class AttributeDecomposition(nn.Module):
             read_out = (pooled * self.recognition_weight).sum(-1) + self.recognition_bias
             recognised = torch.stack([evidence, read_out], dim=1)
         z = _soft_floor(z - flat.amax(dim=2)[:, :, None, None], GATE_FLOOR)
-        return z[:, self.slots] + gates[:, :, None, None], recognised
+        beta = F.softplus(self.sharpness)[None, :, None, None]
+        return beta * z[:, self.slots] + gates[:, :, None, None], recognised
 
     def local_features(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``(B,LOCAL_WIDTH,h,w)`` features of each cell of an ``h x w`` grid, from that cell's pixels only."""

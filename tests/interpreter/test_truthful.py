@@ -232,3 +232,20 @@ def test_amd_plus_uses_shared_maps_and_round_trips(tmp_path) -> None:
     assert torch.allclose(again.explain(pair).contributions, before.contributions, atol=1e-6)
     paper = Explainer(_net(), attributes=schema).fit(data, epochs=1, progress=False)
     assert not paper.interpreter.decomposition.shared
+
+
+def test_sharpness_sets_breadth_not_peak() -> None:
+    from reidexplain.interpreter import AttributeDecomposition
+
+    torch.manual_seed(1)
+    head = AttributeDecomposition(4, 2, hidden=8, slots=[0, 0])
+    with torch.no_grad():
+        nn.init.normal_(head.classifier.weight, std=3.0)
+        start = head(torch.rand(3, 4, 6, 3))
+        head.sharpness.copy_(torch.tensor([5.0, -5.0]))  # attribute 0 sharp, attribute 1 broad
+        maps = head(torch.rand(3, 4, 6, 3))
+    # Nearly flat at the start (d_hat starts close to d), whatever the region's logits.
+    assert float((start.amin((2, 3)) / start.amax((2, 3))).min()) > 0.5
+    assert torch.equal(maps[:, 0].flatten(1).argmax(1), maps[:, 1].flatten(1).argmax(1))
+    spread = maps.amin((2, 3)) / maps.amax((2, 3))
+    assert bool((spread[:, 0] < spread[:, 1]).all())
