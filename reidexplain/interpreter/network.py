@@ -119,7 +119,8 @@ class AttributeDecomposition(nn.Module):
         >>> AttributeDecomposition(4, 3, hidden=16).logits(torch.rand(1, 4, 5, 5)).shape
         torch.Size([1, 3, 5, 5])
         >>> shared = AttributeDecomposition(4, 3, hidden=16, slots=[0, 0, 1])
-        >>> bool((shared(torch.rand(1, 4, 5, 5)) == 1).all())  # starts at A = 1 like the paper's head
+        >>> maps = shared(torch.rand(1, 4, 5, 5), images=torch.rand(1, 3, 20, 20))
+        >>> bool((maps == 1).all())  # starts at A = 1 like the paper's head
         True
     """
 
@@ -164,32 +165,34 @@ class AttributeDecomposition(nn.Module):
 
     def decompose(self, features: torch.Tensor,
                   images: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits ``z`` ``(B,M,h,w)`` and, with shared maps and ``images``, ``(B,2,M)`` recognition logits.
+        """Logits ``z`` ``(B,M,h,w)`` and, with shared maps, ``(B,2,M)`` recognition logits (else ``None``).
 
         Recognition logits of attribute ``k``: ``[:, 0]`` the per-cell classifier's output on the image's
         own cells, averaged where region ``r(k)`` looks; ``[:, 1]`` a linear read-out of the hidden
         features pooled there, the features the gates read. Trained on labels (AMD+), the first teaches
         each region where its attributes can be seen, the second makes the gates' features carry them.
+
+        Raises:
+            ValueError: shared maps without ``images`` (their maps depend on each cell's pixels).
         """
         hidden = self.conv(features)
         z = self.classifier(hidden)
         if self.slots is None:
             return z, None
-        local = None
-        if images is not None:
-            local = self.local_features(images, z.shape[-2:])
-            z = z + self.local_where(local)
+        if images is None:
+            raise ValueError("images: shared maps read each cell's pixels; pass the images with the features")
+        local = self.local_features(images, z.shape[-2:])
+        z = z + self.local_where(local)
         flat = z.flatten(2)
-        attention = flat.softmax(dim=2)[:, self.slots]  # (B,M,hw)
-        pooled = torch.einsum("brn,bcn->brc", flat.softmax(dim=2), hidden.flatten(2))[:, self.slots]
+        weights = flat.softmax(dim=2)
+        attention = weights[:, self.slots]  # (B,M,hw)
+        pooled = torch.einsum("brn,bcn->brc", weights, hidden.flatten(2))[:, self.slots]
         # Softly floored: a map far below 1 is still a map (exp(-30) is representable in float32), so
         # the map of an absent attribute keeps the shape of its region instead of underflowing to 0.
         gates = _soft_floor((pooled * self.gate_weight).sum(-1) + self.gate_bias, GATE_FLOOR)
-        recognised = None
-        if local is not None:
-            evidence = (self.local_logits(local).flatten(2) * attention).sum(-1)
-            read_out = (pooled * self.recognition_weight).sum(-1) + self.recognition_bias
-            recognised = torch.stack([evidence, read_out], dim=1)
+        evidence = (self.local_logits(local).flatten(2) * attention).sum(-1)
+        read_out = (pooled * self.recognition_weight).sum(-1) + self.recognition_bias
+        recognised = torch.stack([evidence, read_out], dim=1)
         z = _soft_floor(z - flat.amax(dim=2)[:, :, None, None], GATE_FLOOR)
         beta = F.softplus(self.sharpness)[None, :, None, None]
         return beta * z[:, self.slots] + gates[:, :, None, None], recognised
@@ -200,13 +203,13 @@ class AttributeDecomposition(nn.Module):
         grid = F.adaptive_avg_pool2d(images, (LOCAL_GRID * h, LOCAL_GRID * w))
         return self.local(F.pixel_unshuffle(grid, LOCAL_GRID))
 
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits ``z`` ``(B,M,h,w)``."""
-        return self.decompose(features)[0]
+    def logits(self, features: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``z`` ``(B,M,h,w)`` (shared maps need the ``images``)."""
+        return self.decompose(features, images)[0]
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Attribute maps ``A`` ``(B,M,h,w)``, positive."""
-        return attention_activation(self.logits(features))
+    def forward(self, features: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Attribute maps ``A`` ``(B,M,h,w)``, positive (shared maps need the ``images``)."""
+        return attention_activation(self.logits(features, images))
 
 
 def region_slots(schema: AttributeSchema) -> list[int]:

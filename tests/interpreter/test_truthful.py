@@ -156,7 +156,8 @@ def test_shared_head_starts_at_one_and_rejects_bad_slots() -> None:
     feats, images = torch.rand(2, 4, 6, 3), torch.rand(2, 3, 24, 12)
     z, recognised = head.decompose(feats, images)
     assert torch.equal(z, torch.zeros(2, 3, 6, 3)) and recognised.shape == (2, 2, 3)
-    assert head.decompose(feats)[1] is None
+    with pytest.raises(ValueError, match="images"):
+        head.decompose(feats)
     with pytest.raises(ValueError, match="slots"):
         AttributeDecomposition(4, 3, slots=[0, 2, 2])  # region 1 missing
     with pytest.raises(ValueError, match="slots"):
@@ -172,7 +173,7 @@ def test_shared_maps_have_one_shape_per_region() -> None:
         nn.init.normal_(head.classifier.weight)
         nn.init.normal_(head.gate_weight, std=0.1)
         head.gate_bias.copy_(torch.tensor([-3.0, -5.0, -4.0]))  # z < 0 everywhere: the exp branch
-    maps = head(torch.rand(2, 4, 6, 3))
+    maps = head(torch.rand(2, 4, 6, 3), torch.rand(2, 3, 24, 12))
     # Attributes 0 and 1 share region 0: their maps differ by a per-image factor only.
     ratio = (maps[:, 0] / maps[:, 1]).flatten(1)
     assert not torch.allclose(maps[:, 0], maps[:, 1])
@@ -241,9 +242,9 @@ def test_sharpness_sets_breadth_not_peak() -> None:
     head = AttributeDecomposition(4, 2, hidden=8, slots=[0, 0])
     with torch.no_grad():
         nn.init.normal_(head.classifier.weight, std=3.0)
-        start = head(torch.rand(3, 4, 6, 3))
+        start = head(torch.rand(3, 4, 6, 3), torch.rand(3, 3, 24, 12))
         head.sharpness.copy_(torch.tensor([5.0, -5.0]))  # attribute 0 sharp, attribute 1 broad
-        maps = head(torch.rand(3, 4, 6, 3))
+        maps = head(torch.rand(3, 4, 6, 3), torch.rand(3, 3, 24, 12))
     # Nearly flat at the start (d_hat starts close to d), whatever the region's logits.
     assert float((start.amin((2, 3)) / start.amax((2, 3))).min()) > 0.5
     assert torch.equal(maps[:, 0].flatten(1).argmax(1), maps[:, 1].flatten(1).argmax(1))
