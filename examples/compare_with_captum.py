@@ -19,24 +19,17 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from _common import example_parser, fit_explainer, model_and_data, prepare
 
 from reidexplain import (
-    Explainer,
-    PKSampler,
     compare,
     create_baseline,
-    create_model,
     list_baselines,
-    load_reference_model,
-    synthetic_splits,
 )
 from reidexplain.metrics import exclusive_union_mask, pointing_game, relevance_mass
 from reidexplain.visualization import method_label
-from reidexplain.zoo import reference_splits, train_reid_model
 
 #: Settings per baseline; the rest use their defaults. ``--quick`` lowers the integration steps.
 SETTINGS = {
@@ -48,34 +41,10 @@ SETTINGS = {
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of the example."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model and data: seconds, not minutes")
-    parser.add_argument("--out", default="compare-output", help="output folder (default: ./compare-output)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="image size (default: 128 64, the reference model's)")
+    parser = example_parser(__doc__.splitlines()[0], "compare-output")
     parser.add_argument("--pairs", type=int, default=None,
                         help="pairs the scores are averaged over (default: 20, 2 with --quick)")
-    parser.add_argument("--fit-seconds", type=float, default=120.0,
-                        help="time budget of the interpreter fit (ignored with --quick)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return parser.parse_args(argv)
-
-
-def model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
-    """The target model and the synthetic splits (with masks)."""
-    size = tuple(args.image_size) if args.image_size else (128, 64)
-    if args.quick:
-        splits = synthetic_splits(16, 8, 4, image_size=size, seed=args.seed)
-        torch.manual_seed(args.seed)
-        model = train_reid_model(create_model("reidnet_small"), splits["train"], epochs=3, p=8, k=4,
-                                 seed=args.seed, progress=False, cache_images=True)
-        print("model: reidnet_small trained for 3 epochs on 16 persons (--quick)")
-    else:
-        model = load_reference_model()
-        splits = reference_splits(image_size=size)
-        print("model: the zoo's reference model")
-    return model.eval(), splits
 
 
 def different_pairs(query, gallery, count: int) -> list[tuple[int, int]]:
@@ -91,19 +60,11 @@ def different_pairs(query, gallery, count: int) -> list[tuple[int, int]]:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the comparison; returns the per-method scores (for tests)."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare(args)
     model, splits = model_and_data(args)
     train, query, gallery = splits["train"], splits["query"], splits["gallery"]
 
-    loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=6, k=4, seed=args.seed))
-    explainer = Explainer(model, attributes=train.schema)
-    if args.quick:
-        explainer.fit(loader, epochs=3, progress=False, seed=args.seed)
-    else:
-        explainer.fit(loader, seed=args.seed, max_seconds=args.fit_seconds)
+    explainer = fit_explainer(model, train, args)
     print(f"AMD: fitted, {len(explainer.history)} epochs")
 
     pairs = different_pairs(query, gallery, args.pairs or (2 if args.quick else 20))

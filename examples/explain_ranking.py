@@ -18,47 +18,19 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
+from _common import example_parser, fit_explainer, model_and_data, prepare
 from matplotlib.figure import Figure
-from torch.utils.data import DataLoader
-
-from reidexplain import Explainer, PKSampler, create_model, load_reference_model, synthetic_splits
-from reidexplain.zoo import reference_splits, train_reid_model
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of the example."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model and data: seconds, not minutes")
-    parser.add_argument("--out", default="ranking-output", help="output folder (default: ./ranking-output)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="image size (default: 128 64, the reference model's)")
+    parser = example_parser(__doc__.splitlines()[0], "ranking-output")
     parser.add_argument("--query", type=int, default=0, help="index of the query image to rank for")
     parser.add_argument("--top-k", type=int, default=5, help="gallery entries to show")
     parser.add_argument("--attributes", type=int, default=3, help="attributes to show per entry")
-    parser.add_argument("--fit-seconds", type=float, default=120.0,
-                        help="time budget of the interpreter fit (ignored with --quick)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return parser.parse_args(argv)
-
-
-def model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
-    """The target model and the synthetic train/query/gallery splits."""
-    size = tuple(args.image_size) if args.image_size else (128, 64)
-    if args.quick:
-        splits = synthetic_splits(16, 8, 4, image_size=size, seed=args.seed, with_masks=False)
-        torch.manual_seed(args.seed)
-        model = train_reid_model(create_model("reidnet_small"), splits["train"], epochs=3, p=8, k=4,
-                                 seed=args.seed, progress=False, cache_images=True)
-        print("model: reidnet_small trained for 3 epochs on 16 persons (--quick)")
-    else:
-        model = load_reference_model()
-        splits = reference_splits(image_size=size, with_masks=False)
-        print("model: the zoo's reference model")
-    return model.eval(), splits
 
 
 def ranking_figure(query_image: torch.Tensor, gallery_images: torch.Tensor, matches: list[bool],
@@ -102,19 +74,11 @@ def ranking_figure(query_image: torch.Tensor, gallery_images: torch.Tensor, matc
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the example; returns the ranking and the printed numbers (for tests)."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model, splits = model_and_data(args)
+    out = prepare(args)
+    model, splits = model_and_data(args, with_masks=False)
     train, query, gallery = splits["train"], splits["query"], splits["gallery"]
 
-    loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=6, k=4, seed=args.seed))
-    explainer = Explainer(model, attributes=train.schema)
-    if args.quick:
-        explainer.fit(loader, epochs=3, progress=False, seed=args.seed)
-    else:
-        explainer.fit(loader, seed=args.seed, max_seconds=args.fit_seconds)
+    explainer = fit_explainer(model, train, args)
 
     query_images = torch.stack([query[i]["image"] for i in range(len(query))])
     gallery_images = torch.stack([gallery[j]["image"] for j in range(len(gallery))])

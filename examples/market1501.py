@@ -30,33 +30,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from _common import example_parser, fit_explainer, image_size, prepare, quick_model
 from torch.utils.data import DataLoader
 
 from reidexplain import (
-    Explainer,
     Market1501,
-    PKSampler,
-    create_model,
     load_reference_model,
     synthetic_splits,
     write_market1501,
 )
-from reidexplain.zoo import reference_splits, train_reid_model
+from reidexplain.zoo import reference_splits
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of the example."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = example_parser(__doc__.splitlines()[0], "market1501-output",
+                            size_help="resize images to this size (default: 128 64, Market-1501's own)")
     parser.add_argument("--root", default=None, help="Market-1501 folder (default: write synthetic persons)")
     parser.add_argument("--model", default=None, help="MODULE:FACTORY returning the target nn.Module")
-    parser.add_argument("--quick", action="store_true", help="tiny model and data: seconds, not minutes")
-    parser.add_argument("--out", default="market1501-output", help="output folder (default: ./market1501-output)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="resize images to this size (default: 128 64, Market-1501's own)")
-    parser.add_argument("--fit-seconds", type=float, default=120.0,
-                        help="time budget of the interpreter fit (ignored with --quick)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return parser.parse_args(argv)
 
 
@@ -90,11 +81,8 @@ def synthetic_root(args: argparse.Namespace, size: tuple[int, int]) -> Path:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the example; returns the metrics (for tests)."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    size = tuple(args.image_size) if args.image_size else (128, 64)
+    out = prepare(args)
+    size = image_size(args)
     root = Path(args.root).expanduser() if args.root else synthetic_root(args, size)
 
     train, query, gallery = (Market1501(root, split, image_size=size) for split in ("train", "query", "gallery"))
@@ -105,22 +93,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         model = load_factory_model(args.model)
         print(f"model: {args.model}")
     elif args.quick:
-        torch.manual_seed(args.seed)
-        model = train_reid_model(create_model("reidnet_small"), train, epochs=3, p=8, k=4, seed=args.seed,
-                                 progress=False, cache_images=True)
+        model = quick_model(train, args.seed)
         print("model: reidnet_small trained for 3 epochs on the training split (--quick)")
     else:
         model = load_reference_model()
         print("model: the zoo's reference model (trained on synthetic persons)")
     model.eval()
 
-    loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=6, k=4, seed=args.seed))
-    explainer = Explainer(model, attributes=train.schema)
     start = time.perf_counter()
-    if args.quick:
-        explainer.fit(loader, epochs=2, progress=False, seed=args.seed)
-    else:
-        explainer.fit(loader, seed=args.seed, max_seconds=args.fit_seconds)
+    explainer = fit_explainer(model, train, args, quick_epochs=2)
     print(f"explainer: fitted in {time.perf_counter() - start:.1f} s ({len(explainer.history)} epochs)")
 
     start = time.perf_counter()

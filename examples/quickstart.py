@@ -22,44 +22,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
-
-from reidexplain import Explainer, PKSampler, create_model, load_reference_model, synthetic_splits
-from reidexplain.zoo import reference_splits, train_reid_model
+from _common import example_parser, fit_explainer, model_and_data, prepare
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options of the example."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model and data: seconds, not minutes")
-    parser.add_argument("--out", default="quickstart-output", help="output folder (default: ./quickstart-output)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="image size (default: 128 64, the reference model's)")
-    parser.add_argument("--fit-seconds", type=float, default=120.0,
-                        help="time budget of the interpreter fit (ignored with --quick)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    return parser.parse_args(argv)
-
-
-def model_and_data(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
-    """The target model and the synthetic train/query/gallery splits it is explained on."""
-    size = tuple(args.image_size) if args.image_size else (128, 64)
-    if args.quick:
-        splits = synthetic_splits(16, 8, 4, image_size=size, seed=args.seed)
-        start = time.perf_counter()
-        torch.manual_seed(args.seed)
-        model = train_reid_model(create_model("reidnet_small"), splits["train"], epochs=3, p=8, k=4,
-                                 seed=args.seed, progress=False, cache_images=True)
-        print(f"model: reidnet_small trained for 3 epochs on 16 persons in {time.perf_counter() - start:.1f} s")
-    else:
-        print("model: the zoo's reference model (trained once on first use, then cached)")
-        model = load_reference_model()
-        splits = reference_splits(image_size=size)
-    return model.eval(), splits
+    return example_parser(__doc__.splitlines()[0], "quickstart-output").parse_args(argv)
 
 
 def pick_pair(query, gallery, fewest: int = 2, most: int = 5) -> tuple[int, int, list[str]]:
@@ -79,23 +49,14 @@ def pick_pair(query, gallery, fewest: int = 2, most: int = 5) -> tuple[int, int,
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the quickstart; returns the printed numbers (for tests)."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare(args)
     model, splits = model_and_data(args)
     train = splits["train"]
     print(f"data: {len(train)} synthetic training images of {len(set(train.pids))} persons, "
           f"{tuple(train[0]['image'].shape[1:])} pixels, {len(train.schema)} attributes")
 
-    # Identity-balanced batches: pairs of the same person as well as of different persons.
-    loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=6, k=4, seed=args.seed))
     start = time.perf_counter()
-    explainer = Explainer(model, attributes=train.schema)
-    if args.quick:
-        explainer.fit(loader, epochs=3, progress=False, seed=args.seed)
-    else:
-        explainer.fit(loader, seed=args.seed, max_seconds=args.fit_seconds)
+    explainer = fit_explainer(model, train, args)
     last = explainer.history[-1]
     print(f"explainer: {explainer.mode} AMD fitted in {time.perf_counter() - start:.1f} s "
           f"({len(explainer.history)} epochs, training ADRE {last['adre']:.2f} %)")

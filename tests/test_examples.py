@@ -23,6 +23,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:Setting .*hooks:UserWarning")
 NUMBER = r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
 
 
+@pytest.fixture(autouse=True)
+def _examples_importable(monkeypatch):
+    """The examples import their shared ``_common`` module from their own folder, as ``python
+    examples/<name>.py`` allows; ``runpy.run_path`` does not put that folder on ``sys.path``."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+
+
 def load(name: str) -> dict:
     return runpy.run_path(str(EXAMPLES / f"{name}.py"))
 
