@@ -42,7 +42,7 @@ from reidexplain.benchmark._attributes import (
 )
 from reidexplain.benchmark._data import pk_loader, prepare_data, stack_images
 from reidexplain.explainer import Explainer
-from reidexplain.metrics import x_map_exclusive
+from reidexplain.metrics import causal_agreement, x_map_exclusive
 from reidexplain.zoo import load_reference_model
 
 # name -> (Explainer method, extra fit options): the first four rows add one lever each; the last
@@ -61,6 +61,50 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(kept)) if kept else float("nan")
 
 
+def _spearman(x: list[float], y: list[float]) -> float:
+    """Spearman correlation of two lists over the entries where both are finite."""
+    keep = [(a, b) for a, b in zip(x, y, strict=True) if math.isfinite(a) and math.isfinite(b)]
+    if len(keep) < 3:
+        return float("nan")
+    rho = causal_agreement(torch.tensor([[a for a, _ in keep]]), torch.tensor([[b for _, b in keep]]))
+    return float(rho[0])
+
+
+def _merge(runs: list[dict], out: Path) -> None:
+    """Average the variants of several runs (same data and pairs, one fit seed each) into ``out``.
+
+    Numbers and lists of numbers are averaged over the runs; ``<key>_std`` gives the spread over seeds of
+    the headline figures.
+    """
+    base = dict(runs[0])
+    for key in ("pairs", "attributes", "model_uses", "measurement_ceiling"):
+        if any(run.get(key) != base.get(key) for run in runs):
+            raise SystemExit(f"--merge: the runs differ in {key!r}; merge only runs on the same data and pairs")
+    by_name: dict[str, list[dict]] = {}
+    for run in runs:
+        for row in run["variants"]:
+            by_name.setdefault(row["variant"], []).append(row)
+    rows = []
+    for group in by_name.values():
+        row = dict(group[0])
+        for key, value in group[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[key] = _mean([float(g[key]) for g in group])
+            elif isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+                row[key] = [_mean([float(g[key][k]) for g in group]) for k in range(len(value))]
+        for key in ("x_map_e", "x_map_e_used", "adre", "causal_agreement", "pointing_used",
+                    "share_exclusive_unused_percent", "attribute_agreement"):
+            row[key + "_std"] = float(np.std([g[key] for g in group], ddof=1)) if len(group) > 1 else float("nan")
+        row["seeds"] = len(group)
+        rows.append(row)
+    base["variants"] = rows
+    base["seeds"] = sorted({s for run in runs for s in run.get("seeds", [0])})
+    base["command"] = " && ".join(run["command"] for run in runs)
+    base["total_seconds"] = sum(run["total_seconds"] for run in runs)
+    out.write_text(json.dumps(to_json_ready(base), indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=100.0, help="fit budget per variant")
@@ -68,9 +112,15 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/truthful.json")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--photos", type=int, default=4, help="photos per person of the averaged effects")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fits (the data and pairs stay fixed)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="instead of running: average the variants of several runs (one per seed) into --out")
     parser.add_argument("--custom", nargs=3, action="append", default=[], metavar=("NAME", "METHOD", "JSON"),
                         help="an extra variant: its name, method and fit options as JSON (repeatable)")
     args = parser.parse_args()
+    if args.merge:
+        _merge([json.loads(Path(f).read_text()) for f in args.merge], Path(args.out))
+        return
     for name, method, options in args.custom:
         VARIANTS[name] = (method, json.loads(options))
         args.variants.append(name)
@@ -106,7 +156,7 @@ def main() -> None:
         method, options = VARIANTS[name]
         explainer = Explainer(model, attributes=data.schema, method=method)
         t0 = time.perf_counter()
-        explainer.fit(pk_loader(data.amd_train, *size.pk, seed=0), progress=False, seed=0,
+        explainer.fit(pk_loader(data.amd_train, *size.pk, seed=args.seed), progress=False, seed=args.seed,
                       max_seconds=args.seconds, **options)
         fit_seconds = time.perf_counter() - t0
         scores = evaluate_explainer(explainer, data.query, data.gallery)
@@ -122,6 +172,8 @@ def main() -> None:
         x_map_e_used = float(x_map_exclusive(matrix.shares[..., used].cpu(), exclusive_qg[..., used], valid=other_person))
         point = loc["pointing"]
         excl = shares["exclusive"]
+        # Model level: do the attributes the explainer gives large shares match those the model reacts to?
+        attribute_agreement = _spearman(sens["ratio"], excl)
         row = {
             "variant": name, "method": method, "options": options,
             "fit_seconds": fit_seconds, "steps": explainer.history[-1].get("steps"),
@@ -135,15 +187,21 @@ def main() -> None:
             "share_exclusive_used_percent": 100 * _mean([excl[k] for k in range(m) if used[k]]),
             "share_exclusive_unused_percent": 100 * _mean([excl[k] for k in range(m) if not used[k]]),
             "fair_share_percent": 100.0 / m,
+            "attribute_agreement": attribute_agreement,
+            "attribute_agreement_used": _spearman([sens["ratio"][k] for k in range(m) if used[k]],
+                                                  [excl[k] for k in range(m) if used[k]]),
             "usage_weights": list(explainer.config.usage_weights or []),
+            "share_exclusive_per_attribute": excl,
             "pointing_per_attribute": point,
         }
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k not in ("pointing_per_attribute", "usage_weights")}),
+        print(json.dumps({k: v for k, v in row.items() if k not in ("pointing_per_attribute", "usage_weights", "share_exclusive_per_attribute")}),
               flush=True)
     results = {
         "benchmark": "AMD+ ablation: explanations true to the model (issue 8)",
-        "command": "python benchmarks/bench_truthful.py " + f"--seconds {args.seconds:g} --pairs {args.pairs}",
+        "command": "python benchmarks/bench_truthful.py "
+                   + f"--seconds {args.seconds:g} --pairs {args.pairs} --seed {args.seed}",
+        "seeds": [args.seed],
         "size": size.name, "threads": 1, "fit_budget_seconds": args.seconds, "pairs": len(pairs),
         "attributes": list(data.schema.names), "model_uses": used.tolist(),
         "sensitivity_ratio": sens["ratio"], "noise_floor": sens["noise_floor"],

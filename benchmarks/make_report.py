@@ -105,6 +105,7 @@ def _truthful_section(data: dict[str, Any]) -> list[str]:
             ("causal_agreement_used", "causal agr. (used)"),
             ("causal_agreement_averaged", "causal agr. averaged"),
             ("causal_agreement_averaged_used", "causal agr. averaged (used)"),
+            ("attribute_agreement", "attribute agr."),
             ("pointing_used", "pointing used %"), ("pointing_unused", "pointing ignored %"),
             ("share_exclusive_used_percent", "share used %"),
             ("share_exclusive_unused_percent", "share ignored %"), ("fair_share_percent", "1/M %")]
@@ -117,7 +118,9 @@ def _truthful_section(data: dict[str, Any]) -> list[str]:
              "attribute and 3 common ones); \"averaged\": the same flips measured on "
              f"{data.get('photos', '?')} x {data.get('photos', '?')} photo pairs of the two persons, in both "
              "directions, and averaged; \"(used)\": over the attributes the model uses only (X-mAP_e (used) ranks "
-             "those attributes only).")
+             "those attributes only). \"attribute agr.\": Spearman, over the attributes, between the model's "
+             "sensitivity to each attribute (mean distance change of a flip over same-person noise) and the "
+             "mean share the explainer gives it when it is exclusive.")
     notes = []
     if "measurement_ceiling" in data:
         notes = [

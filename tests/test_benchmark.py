@@ -373,3 +373,39 @@ def test_averaged_flip_effects_and_ceiling_on_a_tiny_split():
     ceiling = measurement_ceiling(model, "euclidean", data, pair_set, effects, common_flips=1, seed=0)
     assert ceiling["effects_b"].shape == effects.shape
     assert torch.equal(torch.isnan(ceiling["effects_b"]), torch.isnan(effects))
+
+
+def _bench_truthful_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_truthful.py"
+    spec = importlib.util.spec_from_file_location("bench_truthful", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_truthful_merges_seeds_and_refuses_different_data(tmp_path):
+    module = _bench_truthful_module()
+
+    def run(seed, x_map_e, adre, shares):
+        row = {"variant": "amd+", "method": "amd+", "options": {}, "x_map_e": x_map_e, "x_map_e_used": 80.0,
+               "adre": adre, "causal_agreement": 0.3, "pointing_used": 90.0,
+               "share_exclusive_unused_percent": 3.0, "attribute_agreement": 0.5,
+               "share_exclusive_per_attribute": shares, "steps": 600}
+        return {"pairs": 4, "attributes": ["a", "b"], "model_uses": [True, False], "measurement_ceiling": 0.4,
+                "variants": [row], "seeds": [seed], "command": f"run {seed}", "total_seconds": 10.0}
+
+    out = tmp_path / "merged.json"
+    module._merge([run(0, 70.0, 3.0, [0.1, 0.3]), run(1, 74.0, 4.0, [0.2, 0.5])], out)
+    merged = json.loads(out.read_text())
+    row = merged["variants"][0]
+    assert row["x_map_e"] == pytest.approx(72.0) and row["adre"] == pytest.approx(3.5)
+    assert row["x_map_e_std"] == pytest.approx(2.0 ** 1.5) and row["seeds"] == 2
+    assert row["share_exclusive_per_attribute"] == pytest.approx([0.15, 0.4])
+    assert merged["seeds"] == [0, 1] and merged["total_seconds"] == 20.0
+    other = run(1, 74.0, 4.0, [0.2, 0.5])
+    other["pairs"] = 5
+    with pytest.raises(SystemExit, match="pairs"):
+        module._merge([run(0, 70.0, 3.0, [0.1, 0.3]), other], out)
