@@ -90,8 +90,10 @@ def _merge(runs: list[dict], out: Path) -> None:
         for key, value in group[0].items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 row[key] = _mean([float(g[key]) for g in group])
-            elif isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
-                row[key] = [_mean([float(g[key][k]) for g in group]) for k in range(len(value))]
+            elif isinstance(value, list) and value and all(v is None or isinstance(v, (int, float)) for v in value):
+                # None: a NaN in the JSON (an attribute never exclusive in that run).
+                row[key] = [_mean([float(g[key][k]) for g in group if g[key][k] is not None])
+                            for k in range(len(value))]
         for key in ("x_map_e", "x_map_e_used", "adre", "causal_agreement", "pointing_used",
                     "share_exclusive_unused_percent", "attribute_agreement"):
             row[key + "_std"] = float(np.std([g[key] for g in group], ddof=1)) if len(group) > 1 else float("nan")

@@ -398,12 +398,12 @@ def test_bench_truthful_merges_seeds_and_refuses_different_data(tmp_path):
                 "variants": [row], "seeds": [seed], "command": f"run {seed}", "total_seconds": 10.0}
 
     out = tmp_path / "merged.json"
-    module._merge([run(0, 70.0, 3.0, [0.1, 0.3]), run(1, 74.0, 4.0, [0.2, 0.5])], out)
+    module._merge([run(0, 70.0, 3.0, [0.1, 0.3]), run(1, 74.0, 4.0, [0.2, None])], out)
     merged = json.loads(out.read_text())
     row = merged["variants"][0]
     assert row["x_map_e"] == pytest.approx(72.0) and row["adre"] == pytest.approx(3.5)
     assert row["x_map_e_std"] == pytest.approx(2.0 ** 1.5) and row["seeds"] == 2
-    assert row["share_exclusive_per_attribute"] == pytest.approx([0.15, 0.4])
+    assert row["share_exclusive_per_attribute"] == pytest.approx([0.15, 0.3])  # None (NaN) is skipped
     assert merged["seeds"] == [0, 1] and merged["total_seconds"] == 20.0
     other = run(1, 74.0, 4.0, [0.2, 0.5])
     other["pairs"] = 5
