@@ -3,15 +3,18 @@
 Fits each variant to the cached reference model on the same synthetic split (its default number of
 steps, at most ``--seconds``), then reports per variant: X-mAP_e over all attributes and over those the
 model uses, ADRE (``Explainer.evaluate``), causal agreement (per-pair Spearman between contributions and
-counterfactual distance changes, single-photo and averaged over several photos of the two persons),
+counterfactual distance changes: one attribute of image a toggled, one difference removed by giving a
+b's value of it ("aligned"), and toggles averaged over several photos of the two persons),
 per-attribute pointing game of the attribute maps on attributes the model uses vs ignores, and the mean
 share of used and ignored attributes against the fair share 1/M. It also measures how far two valid
 measurements of the counterfactual effects agree (the ceiling of any causal agreement). Counterfactual
 renders and masks are used only here, to measure; training sees images, labels and the target.
 
-Run (about 30 minutes on 2 shared cores)::
+Run (about 25 minutes per seed on one core; two seeds side by side, then merged)::
 
-    .venv/bin/python benchmarks/bench_truthful.py --seconds 900 --pairs 48
+    .venv/bin/python benchmarks/bench_truthful.py --seconds 900 --pairs 48 --seed 0 --out s0.json
+    .venv/bin/python benchmarks/bench_truthful.py --seconds 900 --pairs 48 --seed 1 --out s1.json
+    .venv/bin/python benchmarks/bench_truthful.py --merge s0.json s1.json
 
 ``--custom NAME METHOD JSON`` adds a variant (e.g. ``--custom dw10 amd+ '{"distillation_weight": 10}'``).
 """
@@ -30,10 +33,12 @@ import torch
 from reidexplain.benchmark import build_pair_set, get_size, sample_pairs, to_json_ready
 from reidexplain.benchmark._amd import (
     agreement_summary,
+    align_effects,
     averaged_flip_effects,
     evaluate_explainer,
     flip_effects,
     measurement_ceiling,
+    swapped,
 )
 from reidexplain.benchmark._attributes import (
     amd_attribute_localization,
@@ -94,9 +99,10 @@ def _merge(runs: list[dict], out: Path) -> None:
                 # None: a NaN in the JSON (an attribute never exclusive in that run).
                 row[key] = [_mean([float(g[key][k]) for g in group if g[key][k] is not None])
                             for k in range(len(value))]
-        for key in ("x_map_e", "x_map_e_used", "adre", "causal_agreement", "pointing_used",
+        for key in ("x_map_e", "x_map_e_used", "adre", "causal_agreement", "causal_agreement_aligned", "pointing_used",
                     "share_exclusive_unused_percent", "attribute_agreement"):
-            row[key + "_std"] = float(np.std([g[key] for g in group], ddof=1)) if len(group) > 1 else float("nan")
+            values = [g[key] for g in group if isinstance(g.get(key), (int, float))]
+            row[key + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
         row["seeds"] = len(group)
         rows.append(row)
     base["variants"] = rows
@@ -146,6 +152,12 @@ def main() -> None:
     ceiling = measurement_ceiling(model, "euclidean", data, pair_set, effects, common_flips=3, seed=0)
     effects_b = ceiling["effects_b"]
     ceiling_used = agreement_summary(effects_used, effects_b.where(used[None, :], nan))
+    # Removing one difference instead of toggling an attribute (a's value of k set to b's), in a and in b.
+    aligned = align_effects(model, "euclidean", data.query_set, pair_set, flipped)
+    aligned_b = align_effects(model, "euclidean", data.gallery_set, swapped(pair_set), flipped)
+    aligned_used = aligned.where(used[None, :], nan)
+    ceiling_aligned = agreement_summary(aligned, aligned_b)
+    ceiling_aligned_used = agreement_summary(aligned_used, aligned_b.where(used[None, :], nan))
     # Effects of the pair's two persons averaged over 4 x 4 photo pairs and both directions.
     averaged = averaged_flip_effects(model, "euclidean", data, pair_set, flipped, photos=args.photos, seed=0)
     both, both_used = averaged["effects"], averaged["effects"].where(used[None, :], nan)
@@ -165,6 +177,8 @@ def main() -> None:
         att = explainer.explain((pair_set.images_a, pair_set.images_b))
         causal = agreement_summary(att.contributions.detach().cpu(), effects)
         causal_used = agreement_summary(att.contributions.detach().cpu(), effects_used)
+        causal_aligned = agreement_summary(att.contributions.detach().cpu(), aligned)
+        causal_aligned_used = agreement_summary(att.contributions.detach().cpu(), aligned_used)
         causal_both = agreement_summary(att.contributions.detach().cpu(), both)
         causal_both_used = agreement_summary(att.contributions.detach().cpu(), both_used)
         loc = amd_attribute_localization(explainer, data, pairs)
@@ -182,6 +196,8 @@ def main() -> None:
             "x_map_e": scores["x_map_e"], "x_map_e_used": x_map_e_used, "adre": scores["adre"],
             "causal_agreement": causal["mean"], "causal_agreement_used": causal_used["mean"],
             "causal_positive_percent": causal["positive_percent"],
+            "causal_agreement_aligned": causal_aligned["mean"],
+            "causal_agreement_aligned_used": causal_aligned_used["mean"],
             "causal_agreement_averaged": causal_both["mean"],
             "causal_agreement_averaged_used": causal_both_used["mean"],
             "pointing_used": _mean([point[k] for k in range(m) if used[k]]),
@@ -209,6 +225,8 @@ def main() -> None:
         "sensitivity_ratio": sens["ratio"], "noise_floor": sens["noise_floor"],
         "attributes_used": int(used.sum()), "flips_per_pair": float(flipped.sum(1).double().mean()),
         "measurement_ceiling": ceiling["ceiling"]["mean"], "measurement_ceiling_used": ceiling_used["mean"],
+        "measurement_ceiling_aligned": ceiling_aligned["mean"],
+        "measurement_ceiling_aligned_used": ceiling_aligned_used["mean"],
         "photos": args.photos, "averaged_split_half": averaged["reliability"]["mean"],
         "averaged_split_half_used": reliability_used["mean"],
         "variants": rows, "total_seconds": time.perf_counter() - started,

@@ -100,9 +100,12 @@ def _explainer_section(data: dict[str, Any]) -> list[str]:
 
 
 def _truthful_section(data: dict[str, Any]) -> list[str]:
-    cols = [("variant", "variant"), ("steps", "steps"), ("x_map_e", "X-mAP_e"),
-            ("x_map_e_used", "X-mAP_e (used)"), ("adre", "ADRE %"), ("causal_agreement", "causal agr."),
+    cols = [("variant", "variant"), ("steps", "steps"), ("x_map_e", "X-mAP_e"), ("x_map_e_std", "± X-mAP_e"),
+            ("x_map_e_used", "X-mAP_e (used)"), ("adre", "ADRE %"), ("adre_std", "± ADRE"),
+            ("causal_agreement", "causal agr."),
             ("causal_agreement_used", "causal agr. (used)"),
+            ("causal_agreement_aligned", "causal agr. aligned"),
+            ("causal_agreement_aligned_used", "causal agr. aligned (used)"),
             ("causal_agreement_averaged", "causal agr. averaged"),
             ("causal_agreement_averaged_used", "causal agr. averaged (used)"),
             ("attribute_agreement", "attribute agr."),
@@ -112,10 +115,14 @@ def _truthful_section(data: dict[str, Any]) -> list[str]:
     budget = data.get("fit_budget_seconds", "?")
     intro = (f"{data.get('attributes_used', '?')} of {len(data.get('attributes', []))} attributes move the "
              f"model's distance more than a new photo of the same person; every variant is fitted with its "
-             f"default number of steps (at most {budget} s), {data.get('pairs', '?')} pairs for the causal "
+             f"default number of steps (at most {budget} s); every figure is the mean over "
+             f"{len(data.get('seeds', [0]))} fit seed(s) (\"±\": their standard deviation), "
+             f"{data.get('pairs', '?')} pairs for the causal "
              "agreement and the pointing game. \"causal agr.\": per-pair Spearman between contributions "
              "and the change of the distance when one attribute of image a is flipped (every exclusive "
-             "attribute and 3 common ones); \"averaged\": the same flips measured on "
+             "attribute and 3 common ones); \"aligned\": the decrease of the distance when one difference "
+             "is removed instead (a redrawn with b's value of the attribute: b's colour for a garment; 0 for "
+             "a common attribute); \"averaged\": the toggles measured on "
              f"{data.get('photos', '?')} x {data.get('photos', '?')} photo pairs of the two persons, in both "
              "directions, and averaged; \"(used)\": over the attributes the model uses only (X-mAP_e (used) ranks "
              "those attributes only). \"attribute agr.\": Spearman, over the attributes, between the model's "
@@ -128,7 +135,10 @@ def _truthful_section(data: dict[str, Any]) -> list[str]:
             f"with the flips in image a at a mean Spearman of {fmt(data['measurement_ceiling'], 2)} "
             f"({fmt(data.get('measurement_ceiling_used'), 2)} over used attributes); the averaged effects "
             f"have a split-half reliability of {fmt(data.get('averaged_split_half'), 2)} "
-            f"({fmt(data.get('averaged_split_half_used'), 2)} over used attributes). An explainer cannot be "
+            f"({fmt(data.get('averaged_split_half_used'), 2)} over used attributes). Removing each difference "
+            f"in image b instead of image a agrees with removing it in image a at "
+            f"{fmt(data.get('measurement_ceiling_aligned'), 2)} "
+            f"({fmt(data.get('measurement_ceiling_aligned_used'), 2)} over used attributes). An explainer cannot be "
             "expected to agree with a measurement much better than the measurement agrees with itself.",
         ]
     per_attribute = []

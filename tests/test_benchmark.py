@@ -409,3 +409,42 @@ def test_bench_truthful_merges_seeds_and_refuses_different_data(tmp_path):
     other["pairs"] = 5
     with pytest.raises(SystemExit, match="pairs"):
         module._merge([run(0, 70.0, 3.0, [0.1, 0.3]), other], out)
+
+
+def test_align_effects_remove_each_difference_once_per_group():
+    """Aligned effects: NaN where not measured, 0 on common attributes, one shared value per colour group."""
+    from reidexplain.benchmark import build_pair_set
+    from reidexplain.benchmark._amd import align_effects, flip_effects, swapped
+    from reidexplain.benchmark._data import prepare_data
+    from reidexplain.distance import pair_distance
+
+    torch.manual_seed(0)
+    data = prepare_data(get_size("tiny"), progress=False)
+    model = _tiny_model().eval()
+    schema = data.query_set.schema
+    qa = torch.stack([it["attributes"] for it in data.query])
+    ga = torch.stack([it["attributes"] for it in data.gallery])
+    pairs = sample_pairs(data.query_set.pids, data.gallery_set.pids, qa, ga, 4, seed=0)
+    pair_set = build_pair_set(data.query_set, data.gallery_set, pairs)
+    _, valid = flip_effects(model, "euclidean", data.query_set, pair_set, common_flips=2, seed=0)
+    effects = align_effects(model, "euclidean", data.query_set, pair_set, valid)
+    assert torch.equal(torch.isnan(effects), ~valid)
+    assert (effects[valid & ~pair_set.exclusive] == 0).all()
+    upper = [schema.index(n) for n in schema.groups["upper_color"]]
+    checked = 0
+    for i in range(len(pair_set)):
+        differing = [k for k in upper if pair_set.exclusive[i, k]]
+        if differing:  # a's colour and b's colour: one recolouring, one effect
+            assert len(differing) == 2 and effects[i, differing[0]] == effects[i, differing[1]]
+            q, _ = pair_set.pairs[i]
+            worn = next(schema.names[k] for k in differing if pair_set.attrs_b[i, k] > 0)
+            with torch.no_grad():
+                moved = model(data.query_set.counterfactual(q, worn)["image"][None])
+                expected = (pair_distance(model(pair_set.images_a[i:i + 1]), model(pair_set.images_b[i:i + 1]), "euclidean")
+                            - pair_distance(moved, model(pair_set.images_b[i:i + 1]), "euclidean"))
+            assert float(effects[i, differing[0]]) == pytest.approx(float(expected), abs=1e-4)
+            checked += 1
+    assert checked > 0
+    # Aligning b to a instead measures the same differences: same NaN pattern.
+    other = align_effects(model, "euclidean", data.gallery_set, swapped(pair_set), valid)
+    assert torch.equal(torch.isnan(other), ~valid)

@@ -25,7 +25,7 @@ from ..metrics import (
 from ._data import BenchmarkData, ProjectedLabels, eval_loader, stack_images
 from ._pairs import PairSet
 
-__all__ = ["flip_effects", "swapped", "measurement_ceiling", "averaged_flip_effects", "agreement_summary", "evaluate_explainer", "chance_explanation_scores",
+__all__ = ["flip_effects", "align_effects", "swapped", "measurement_ceiling", "averaged_flip_effects", "agreement_summary", "evaluate_explainer", "chance_explanation_scores",
            "cross_domain", "reweighting", "reweighted_retrieval"]
 
 _SCORE_KEYS = ("x_map_e", "x_map_c", "adre", "rank1_target", "map_target", "rank1_interpreter",
@@ -76,6 +76,65 @@ def flip_effects(model: nn.Module, metric: str, query_set: SyntheticPersons, pai
         effects[start:stop] = counterfactual_effects(fn, pairs.images_a[start:stop], flipped,
                                                      valid[start:stop])
     return effects, valid
+
+
+def align_effects(model: nn.Module, metric: str, query_set: SyntheticPersons, pairs: PairSet,
+                  valid: torch.Tensor, chunk: int = 8, progress: bool = False) -> torch.Tensor:
+    """How much of each pair's distance goes away when one difference between the two persons is removed.
+
+    For an exclusive attribute ``k`` of pair ``(a, b)``, image ``a`` is re-drawn with ``k`` set to
+    ``b``'s value (same pose, camera, light and noise) and the effect is the signed
+    ``d(a, b) - d(a^(k<-b), b)``. For a one-hot group (a garment's colour) that means giving ``a`` the
+    colour ``b`` wears, one intervention that removes both exclusive members of the group, so they share
+    its effect. :func:`flip_effects` instead *toggles* ``k``: switching ``a``'s red top off draws it in
+    the group's most frequent other colour, not in ``b``'s, which changes the difference rather than
+    removing it. A common attribute has no difference to remove: its effect is 0 (no render).
+
+    Args:
+        model: The target (eval mode).
+        metric: Its distance.
+        query_set: The dataset ``a`` comes from (renders the counterfactuals).
+        pairs: The pairs.
+        valid: Bool ``(P,M)`` attributes to measure (as returned by :func:`flip_effects`).
+        chunk: Pairs rendered at once.
+        progress: Show a progress bar.
+
+    Returns:
+        ``(P,M)`` signed effects, ``NaN`` where not ``valid``. Higher: the model's distance owes more
+        to that difference.
+    """
+    schema = query_set.schema
+    names = schema.names
+    member = {k: (schema.groups[schema.group_of(name)] if schema.group_of(name) in schema.one_hot_groups else None)
+              for k, name in enumerate(names)}
+    exclusive = pairs.exclusive
+    effects = torch.full(valid.shape, float("nan"))
+    effects[valid & ~exclusive] = 0.0
+    with torch.no_grad():
+        partner = model(pairs.images_b)
+        base = pair_distance(model(pairs.images_a), partner, metric)
+        for start in tqdm(range(0, len(pairs), chunk), desc="aligned counterfactuals", disable=not progress,
+                          leave=False):
+            images, owners = [], []
+            for i in range(start, min(start + chunk, len(pairs))):
+                q = pairs.pairs[i][0]
+                done: dict[str, int] = {}
+                for k in (valid[i] & exclusive[i]).nonzero()[:, 0].tolist():
+                    group = member[k]
+                    # b's member of the group (switching it on recolours a's garment), else k itself.
+                    worn = [n for n in group if pairs.attrs_b[i, schema.index(n)] > 0] if group else []
+                    flip = worn[0] if worn else names[k]
+                    if flip not in done:
+                        done[flip] = len(images)
+                        images.append(query_set.counterfactual(q, flip)["image"])
+                    owners.append((i, k, done[flip]))
+            if not images:
+                continue
+            moved = model(torch.stack(images))
+            rows = torch.tensor([i for i, _, _ in owners])
+            d = pair_distance(moved[[j for _, _, j in owners]], partner[rows], metric)
+            effects[rows, torch.tensor([k for _, k, _ in owners])] = (base[rows] - d).float()
+    return effects
 
 
 def swapped(pairs: PairSet) -> PairSet:
