@@ -75,7 +75,7 @@ def _spearman(x: list[float], y: list[float]) -> float:
     return float(rho[0])
 
 
-def _merge(runs: list[dict], out: Path) -> None:
+def _merge(runs: list[dict], out: Path, sources: list[str] | None = None) -> None:
     """Average the variants of several runs (same data and pairs, one fit seed each) into ``out``.
 
     Numbers and lists of numbers are averaged over the runs; ``<key>_std`` gives the spread over seeds of
@@ -107,7 +107,10 @@ def _merge(runs: list[dict], out: Path) -> None:
         rows.append(row)
     base["variants"] = rows
     base["seeds"] = sorted({s for run in runs for s in run.get("seeds", [0])})
-    base["command"] = " && ".join(run["command"] for run in runs)
+    steps = [run["command"] + (f" --out {src}" if sources else "") for run, src in zip(runs, sources or runs, strict=True)]
+    if sources:
+        steps.append(f"python benchmarks/bench_truthful.py --merge {' '.join(sources)} --out {out}")
+    base["command"] = " && ".join(steps)
     base["total_seconds"] = sum(run["total_seconds"] for run in runs)
     out.write_text(json.dumps(to_json_ready(base), indent=2) + "\n")
     print(f"wrote {out}")
@@ -127,7 +130,7 @@ def main() -> None:
                         help="an extra variant: its name, method and fit options as JSON (repeatable)")
     args = parser.parse_args()
     if args.merge:
-        _merge([json.loads(Path(f).read_text()) for f in args.merge], Path(args.out))
+        _merge([json.loads(Path(f).read_text()) for f in args.merge], Path(args.out), list(args.merge))
         return
     for name, method, options in args.custom:
         VARIANTS[name] = (method, json.loads(options))

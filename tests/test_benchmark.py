@@ -448,3 +448,10 @@ def test_align_effects_remove_each_difference_once_per_group():
     # Aligning b to a instead measures the same differences: same NaN pattern.
     other = align_effects(model, "euclidean", data.gallery_set, swapped(pair_set), valid)
     assert torch.equal(torch.isnan(other), ~valid)
+
+
+def test_bench_truthful_attribute_agreement_skips_missing_shares():
+    spearman = _bench_truthful_module()._spearman
+    assert spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.2, float("nan"), 0.4]) == pytest.approx(1.0)
+    assert spearman([1.0, 2.0, 3.0], [0.3, 0.2, 0.1]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1.0, 2.0], [1.0, 2.0]))  # fewer than 3 attributes: undefined
