@@ -38,7 +38,7 @@ from .interpreter._evaluate import (
     retrieval_scores,
     score_query_gallery,
 )
-from .interpreter.model_aware import amd_plus_config, amd_plus_defaults
+from .interpreter.amd_plus import amd_plus_config, amd_plus_defaults
 from .interpreter.network import Components, component_embeddings, region_slots
 from .interpreter.split import split_model
 from .interpreter.training import TrainingConfig, fit_interpreter

@@ -15,6 +15,8 @@ AMD+ adds these levers, each trained only from what a real user has (images, lab
   cell's own pixels pooled where a region's map looks, so the maps point at the attributes.
 * :func:`map_entropy_loss`: the normalised entropy of each map, so that maps are local.
 
+Which of them ``method="amd+"`` switches on is the recipe in :mod:`reidexplain.interpreter.amd_plus`.
+
 Examples:
     >>> import torch
     >>> shares = torch.tensor([[0.4, 0.04, 0.28, 0.28]]); exclusive = torch.tensor([[True, True, False, False]])
@@ -25,24 +27,17 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..distance import pair_distance
-from ._batch import iter_batches
 from .losses import PRIOR_WEIGHTS, prior_thresholds
 
-if TYPE_CHECKING:
-    from .split import TargetSplit
-    from .training import TrainingConfig
-
 __all__ = ["attribute_usage", "model_aware_prior_loss", "AttributeProbes", "probe_loss", "recognition_loss",
-           "map_entropy_loss", "AMD_PLUS_DEFAULTS", "amd_plus_defaults", "amd_plus_config"]
+           "map_entropy_loss"]
 
 
 def attribute_usage(embeddings: torch.Tensor, attributes: torch.Tensor, metric: str = "euclidean",
@@ -270,66 +265,3 @@ def map_entropy_loss(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     q = flat / flat.sum(dim=-1, keepdim=True).clamp_min(eps)
     entropy = -(q * (q + eps).log()).sum(dim=-1)
     return (entropy / torch.log(torch.tensor(float(cells)))).mean()
-
-
-AMD_PLUS_DEFAULTS: dict[str, Any] = {"probe_weight": 1.0, "entropy_weight": 0.0, "shared_maps": True,
-                                     "recognition_weight": 1.0}
-"""Options of the AMD+ terms used by ``Explainer(method="amd+")`` unless given to ``fit``."""
-
-
-def amd_plus_defaults(config: TrainingConfig, given: dict[str, Any] | None = None) -> TrainingConfig:
-    """``config`` with :data:`AMD_PLUS_DEFAULTS` filled in, except the options the caller gave.
-
-    Examples:
-        >>> from reidexplain.interpreter.training import TrainingConfig
-        >>> amd_plus_defaults(TrainingConfig(), {"probe_weight": 0.0}).probe_weight
-        0.0
-    """
-    given = given or {}
-    return replace(config, **{k: v for k, v in AMD_PLUS_DEFAULTS.items() if k not in given})
-
-
-def amd_plus_config(config: TrainingConfig, split: TargetSplit, loader: Iterable, num_attributes: int,
-                    metric: str, given: dict[str, Any] | None = None) -> TrainingConfig:
-    """``config`` with the AMD+ fields filled in: usage weights from one pass of the target over ``loader``.
-
-    Fields the caller gave (``given``) are kept.
-
-    Args:
-        config: The resolved training configuration.
-        split: The split target.
-        loader: The training batches (labels, optional pids).
-        num_attributes: ``M``.
-        metric: The target's distance.
-        given: The options the caller passed to ``fit``.
-
-    Returns:
-        A new :class:`~reidexplain.interpreter.TrainingConfig`.
-
-    Examples:
-        >>> import torch
-        >>> from torch import nn
-        >>> from reidexplain.interpreter.split import split_model
-        >>> from reidexplain.interpreter.training import TrainingConfig
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        >>> split = split_model(net, torch.rand(2, 3, 8, 4))
-        >>> cfg = amd_plus_config(TrainingConfig(), split, [(torch.rand(6, 3, 8, 4), torch.eye(6)[:, :3])], 3,
-        ...                       "euclidean")
-        >>> len(cfg.usage_weights), cfg.probe_weight
-        (3, 1.0)
-    """
-    given = given or {}
-    config = amd_plus_defaults(config, given)
-    updates: dict[str, Any] = {}
-    if "usage_weights" not in given:
-        embs, attrs, pids = [], [], []
-        with torch.no_grad():
-            for batch in iter_batches(loader, num_attributes, warn=False):
-                embs.append(split.embed(batch.images.to(split.device))[1].detach().cpu())
-                attrs.append(batch.attributes.cpu())
-                pids.append(batch.pids.cpu() if batch.pids is not None else None)
-        have_pids = all(p is not None for p in pids)
-        usage = attribute_usage(torch.cat(embs), torch.cat(attrs), metric,
-                                torch.cat(pids) if have_pids else None)
-        updates["usage_weights"] = tuple(round(float(w), 4) for w in usage)
-    return replace(config, **updates)
