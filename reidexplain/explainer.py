@@ -84,8 +84,8 @@ class Explainer:
             as well as to the labels: a model-aware prior, maps shared per one-hot group and located
             by label recognition from each cell's own pixels, per-attribute probes (see
             :mod:`reidexplain.interpreter.model_aware` and ``docs/truthful-amd.md``). On the reference
-            model its maps point inside the attribute for 91 % of images (paper: 31 %) and ignored
-            attributes take less than ``1/M``, at ADRE 3.6 % (paper: 2.3 %).
+            model (means of 3 fits) its maps point inside the attribute for 91 % of images (paper:
+            29 %) and ignored attributes take less than ``1/M``, at ADRE 4.5 % (paper: 2.4 %).
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; a bad ``feature_layer`` or ``attributes`` type.
