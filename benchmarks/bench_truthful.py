@@ -10,11 +10,11 @@ share of used and ignored attributes against the fair share 1/M. It also measure
 measurements of the counterfactual effects agree (the ceiling of any causal agreement). Counterfactual
 renders and masks are used only here, to measure; training sees images, labels and the target.
 
-Run (about 25 minutes per seed on one core; two seeds side by side, then merged)::
+Run (three seeds side by side on 2 cores took 31 minutes; then merge them)::
 
-    .venv/bin/python benchmarks/bench_truthful.py --seconds 900 --pairs 48 --seed 0 --out s0.json
-    .venv/bin/python benchmarks/bench_truthful.py --seconds 900 --pairs 48 --seed 1 --out s1.json
-    .venv/bin/python benchmarks/bench_truthful.py --merge s0.json s1.json
+    for s in 0 1 2; do .venv/bin/python benchmarks/bench_truthful.py --seconds 900 --pairs 48 --seed $s \
+        --out benchmarks/results/seeds/truthful_seed$s.json & done; wait
+    .venv/bin/python benchmarks/bench_truthful.py --merge benchmarks/results/seeds/truthful_seed*.json
 
 ``--custom NAME METHOD JSON`` adds a variant (e.g. ``--custom dw10 amd+ '{"distillation_weight": 10}'``).
 """
