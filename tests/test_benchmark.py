@@ -323,12 +323,13 @@ def test_sizes_and_errors(tmp_path):
         run_benchmark(tmp_path / "bad2", size="tiny", model="not a model", progress=False)
 
 
-def _make_report_module():
+def _benchmark_script(name: str):
+    """A script of ``benchmarks/`` imported as a module (the folder is not a package)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "make_report.py"
-    spec = importlib.util.spec_from_file_location("make_report", path)
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -341,7 +342,7 @@ def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):
         {"model": "reidnet_small", "train_seconds": 12.5, "rows": [
             {"test": "market", "features": "trained", "rank1": 90.0, "rank5": 99.0, "rank10": 99.5, "mAP": 88.0}]}))
     (tmp_path / "mystery.json").write_text(json.dumps({"answer": 42, "rows": [{"x": 1.5, "y": "b"}]}))
-    text = _make_report_module().build_report(tmp_path)
+    text = _benchmark_script("make_report").build_report(tmp_path)
     assert text.startswith("# reidexplain benchmarks")
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert [h.split(" (")[0] for h in headings] == [
@@ -375,19 +376,8 @@ def test_averaged_flip_effects_and_ceiling_on_a_tiny_split():
     assert torch.equal(torch.isnan(ceiling["effects_b"]), torch.isnan(effects))
 
 
-def _bench_truthful_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_truthful.py"
-    spec = importlib.util.spec_from_file_location("bench_truthful", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_truthful_merges_seeds_and_refuses_different_data(tmp_path):
-    module = _bench_truthful_module()
+    module = _benchmark_script("bench_truthful")
 
     def run(seed, x_map_e, adre, shares):
         row = {"variant": "amd+", "method": "amd+", "options": {}, "x_map_e": x_map_e, "x_map_e_used": 80.0,
@@ -451,7 +441,7 @@ def test_align_effects_remove_each_difference_once_per_group():
 
 
 def test_bench_truthful_attribute_agreement_skips_missing_shares():
-    spearman = _bench_truthful_module()._spearman
+    spearman = _benchmark_script("bench_truthful")._spearman
     assert spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.2, float("nan"), 0.4]) == pytest.approx(1.0)
     assert spearman([1.0, 2.0, 3.0], [0.3, 0.2, 0.1]) == pytest.approx(-1.0)
     assert math.isnan(spearman([1.0, 2.0], [1.0, 2.0]))  # fewer than 3 attributes: undefined
