@@ -107,8 +107,9 @@ def _merge(runs: list[dict], out: Path, sources: list[str] | None = None) -> Non
         rows.append(row)
     base["variants"] = rows
     base["seeds"] = sorted({s for run in runs for s in run.get("seeds", [0])})
-    steps = [run["command"] + (f" --out {src}" if sources else "") for run, src in zip(runs, sources or runs, strict=True)]
-    if sources:
+    steps = [run["command"] for run in runs]
+    if sources:  # each run's own output file, then this merge
+        steps = [f"{step} --out {src}" for step, src in zip(steps, sources, strict=True)]
         steps.append(f"python benchmarks/bench_truthful.py --merge {' '.join(sources)} --out {out}")
     base["command"] = " && ".join(steps)
     base["total_seconds"] = sum(run["total_seconds"] for run in runs)
