@@ -151,22 +151,26 @@ def main() -> None:
     pair_set = build_pair_set(data.query_set, data.gallery_set, pairs)
     effects, flipped = flip_effects(model, "euclidean", data.query_set, pair_set, common_flips=3, seed=0)
     nan = torch.tensor(float("nan"))
-    effects_used = effects.where(used[None, :], nan)
+
+    def only_used(per_pair: torch.Tensor) -> torch.Tensor:
+        """``(P,M)`` values with NaN on the attributes the model does not use."""
+        return per_pair.where(used[None, :], nan)
+
     # The same flips made to image b instead: how far two valid measurements of the model agree.
     ceiling = measurement_ceiling(model, "euclidean", data, pair_set, effects, common_flips=3, seed=0)
-    effects_b = ceiling["effects_b"]
-    ceiling_used = agreement_summary(effects_used, effects_b.where(used[None, :], nan))
+    ceiling_used = agreement_summary(only_used(effects), only_used(ceiling["effects_b"]))
     # Removing one difference instead of toggling an attribute (a's value of k set to b's), in a and in b.
     aligned = align_effects(model, "euclidean", data.query_set, pair_set, flipped)
     aligned_b = align_effects(model, "euclidean", data.gallery_set, swapped(pair_set), flipped)
-    aligned_used = aligned.where(used[None, :], nan)
     ceiling_aligned = agreement_summary(aligned, aligned_b)
-    ceiling_aligned_used = agreement_summary(aligned_used, aligned_b.where(used[None, :], nan))
+    ceiling_aligned_used = agreement_summary(only_used(aligned), only_used(aligned_b))
     # Effects of the pair's two persons averaged over 4 x 4 photo pairs and both directions.
     averaged = averaged_flip_effects(model, "euclidean", data, pair_set, flipped, photos=args.photos, seed=0)
-    both, both_used = averaged["effects"], averaged["effects"].where(used[None, :], nan)
-    reliability_used = agreement_summary(averaged["half_a"].where(used[None, :], nan),
-                                         averaged["half_b"].where(used[None, :], nan))
+    reliability_used = agreement_summary(only_used(averaged["half_a"]), only_used(averaged["half_b"]))
+    # The references each variant's contributions are compared with, by the name of the figure.
+    references = {"causal_agreement": effects, "causal_agreement_aligned": aligned,
+                  "causal_agreement_averaged": averaged["effects"]}
+    references.update({f"{key}_used": only_used(value) for key, value in list(references.items())})
     exclusive_qg = qa.bool()[:, None, :] != ga.bool()[None, :, :]
     other_person = torch.tensor(data.query_set.pids)[:, None] != torch.tensor(data.gallery_set.pids)[None, :]
     rows = []
@@ -179,12 +183,8 @@ def main() -> None:
         fit_seconds = time.perf_counter() - t0
         scores = evaluate_explainer(explainer, data.query, data.gallery)
         att = explainer.explain((pair_set.images_a, pair_set.images_b))
-        causal = agreement_summary(att.contributions.detach().cpu(), effects)
-        causal_used = agreement_summary(att.contributions.detach().cpu(), effects_used)
-        causal_aligned = agreement_summary(att.contributions.detach().cpu(), aligned)
-        causal_aligned_used = agreement_summary(att.contributions.detach().cpu(), aligned_used)
-        causal_both = agreement_summary(att.contributions.detach().cpu(), both)
-        causal_both_used = agreement_summary(att.contributions.detach().cpu(), both_used)
+        contributions = att.contributions.detach().cpu()
+        causal = {key: agreement_summary(contributions, reference) for key, reference in references.items()}
         loc = amd_attribute_localization(explainer, data, pairs)
         matrix = explainer.explain_matrix(stack_images(data.query), stack_images(data.gallery))
         shares = shares_by_exclusivity(matrix, data.query, data.gallery)
@@ -198,12 +198,8 @@ def main() -> None:
             "variant": name, "method": method, "options": options,
             "fit_seconds": fit_seconds, "steps": explainer.history[-1].get("steps"),
             "x_map_e": scores["x_map_e"], "x_map_e_used": x_map_e_used, "adre": scores["adre"],
-            "causal_agreement": causal["mean"], "causal_agreement_used": causal_used["mean"],
-            "causal_positive_percent": causal["positive_percent"],
-            "causal_agreement_aligned": causal_aligned["mean"],
-            "causal_agreement_aligned_used": causal_aligned_used["mean"],
-            "causal_agreement_averaged": causal_both["mean"],
-            "causal_agreement_averaged_used": causal_both_used["mean"],
+            **{key: summary["mean"] for key, summary in causal.items()},
+            "causal_positive_percent": causal["causal_agreement"]["positive_percent"],
             "pointing_used": _mean([point[k] for k in range(m) if used[k]]),
             "pointing_unused": _mean([point[k] for k in range(m) if not used[k]]),
             "share_exclusive_used_percent": 100 * _mean([excl[k] for k in range(m) if used[k]]),
