@@ -131,6 +131,15 @@ class Registry(Generic[T]):
             else:
                 self._entries[name] = previous
 
+    def move_to_front(self, name: str) -> None:
+        """Make ``name`` the first entry of :meth:`entries` (for registries tried in order).
+
+        Raises:
+            UnknownNameError: ``name`` is not registered.
+        """
+        entry = self.entry(name)
+        self._entries = {name: entry, **{k: v for k, v in self._entries.items() if k != name}}
+
     # ------------------------------------------------------------------ reading
     def entry(self, name: str) -> RegistryEntry[T]:
         """The entry registered as ``name``.

@@ -1,0 +1,193 @@
+"""The feature-adapter protocol: how AMD and Grad-CAM see a target model.
+
+An adapter holds a frozen copy of the target (eval mode, no gradients) and splits it in two:
+
+* ``features(images)`` -> the feature grid ``F`` ``(B,C,h,w)`` (for token models, the patch tokens laid
+  out on their grid);
+* ``head(F')`` -> the embedding, on any (masked) grid ``F'`` of that shape, with gradients to ``F'``;
+
+checked numerically at construction: ``head(features(x)) == model(x)``. A family of models is one
+subclass with a ``kind`` and a :meth:`FeatureAdapter.build` class method that returns an adapter, or
+``None`` when the model is not of that family; :func:`reidexplain.adapters.adapt_model` tries the
+registered families in order.
+
+The user's model is never called, moved, hooked or switched to eval mode, and the caller's tensors are
+never changed: the copy always receives a copy of the images (fast-reid style models normalise their
+input in place).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FeatureAdapter", "frozen_copy", "outputs_match", "InputCopy"]
+
+
+def frozen_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """A deep copy of ``model`` on ``device``, in eval mode, without gradients."""
+    target = copy.deepcopy(model).to(device)
+    target.eval()
+    target.requires_grad_(False)
+    return target
+
+
+def outputs_match(a: object, b: torch.Tensor) -> bool:
+    """Whether ``a`` is a tensor equal to ``b`` within float tolerance (relative to ``b``'s scale)."""
+    if not isinstance(a, torch.Tensor) or a.shape != b.shape:
+        return False
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))
+
+
+class InputCopy(nn.Module):
+    """Runs ``module`` on a copy of its input, so that in-place preprocessing never reaches the caller."""
+
+    def __init__(self, module: nn.Module | Callable) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.clone())
+
+
+class FeatureAdapter(nn.Module):
+    """A frozen target split into a feature grid and a head (see the module docs).
+
+    Subclasses set :attr:`kind`, implement :meth:`build`, :meth:`_features` and :meth:`_head`, and may
+    override :attr:`fast_head` (``False`` when the head cannot run without re-running the model).
+
+    Attributes:
+        target: The frozen copy.
+        layer: Name of the feature layer (``None`` for a black box).
+        grid_shape: ``(C,h,w)`` of the feature grid on the probe images (``None`` for a black box).
+        embedding_dim: ``D``.
+        reason: Why this split was chosen (shown by :meth:`describe`).
+    """
+
+    kind: ClassVar[str] = "abstract"
+    fast_head: ClassVar[bool] = True
+
+    def __init__(self, target: nn.Module, layer: str | None, grid_shape: tuple[int, int, int] | None,
+                 embedding_dim: int, reason: str = "") -> None:
+        super().__init__()
+        self.target = target
+        self.layer = layer
+        self.grid_shape = grid_shape
+        self.embedding_dim = int(embedding_dim)
+        self.reason = reason
+
+    # ------------------------------------------------------------------ family protocol
+    @classmethod
+    def build(cls, target: nn.Module, probe: torch.Tensor, layer: str | None,
+              reference: torch.Tensor) -> FeatureAdapter | None:
+        """An adapter of this family for the frozen ``target``, or ``None`` if it is not of this family.
+
+        Args:
+            target: The frozen copy (eval mode).
+            probe: ``(B,3,H,W)`` images on the target's device.
+            layer: The requested feature layer's name, or ``None`` for the automatic choice.
+            reference: ``target(probe)``, which ``head(features(probe))`` must reproduce.
+        """
+        raise NotImplementedError
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _head(self, features: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _trainable_trunk(self) -> nn.Module:
+        """A module images -> grid whose parameters may be copied and trained (the interpreter's trunk)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ what everyone calls
+    @property
+    def device(self) -> torch.device:
+        """Device of the frozen copy."""
+        for t in self.target.parameters():
+            return t.device
+        for t in self.target.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def gray_box(self) -> bool:
+        """Whether component embeddings can use the target's own head."""
+        return self.grid_shape is not None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The target's embedding of ``images`` (a copy of them)."""
+        return self.target(images.clone())
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The feature grid ``(B,C,h,w)`` of ``images``, without gradients."""
+        with torch.no_grad():
+            return self._features(images.clone())
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Feature grid (``None`` for a black box) and embedding of ``images``, without gradients."""
+        with torch.no_grad():
+            if not self.gray_box:
+                return None, self.forward(images)
+            feats = self._features(images.clone())
+            # The head gets its own copy: a head that starts with an in-place op must not edit F.
+            return feats, self._head(feats.clone(), images)
+
+    def head(self, features: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of (masked) grids ``(N,C,h,w)``; gradients flow to ``features``.
+
+        Args:
+            features: ``(N,C,h,w)``.
+            images: The ``(N,3,H,W)`` images the grids belong to; only adapters whose head cannot run
+                alone (:attr:`fast_head` false) need them.
+        """
+        if not self.gray_box:
+            raise RuntimeError("the target has no feature layer: its head cannot be applied alone")
+        return self._head(features, images)
+
+    def masked_embeddings(self, images: torch.Tensor, features: torch.Tensor,
+                          maps: torch.Tensor) -> torch.Tensor:
+        """Component embeddings ``e_k = head(F * A_k)``: ``(B,M,D)`` from ``F`` ``(B,C,h,w)`` and ``A`` ``(B,M,h,w)``.
+
+        The ``B*M`` masked grids go through the head in one call.
+        """
+        b, m = maps.shape[:2]
+        masked = (features.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
+        repeated = None if self.fast_head else images.repeat_interleave(m, dim=0)
+        return self.head(masked, repeated).reshape(b, m, -1)
+
+    def make_trunk(self) -> nn.Module:
+        """A trainable deep copy of the path images -> grid (the start of the interpreter's trunk)."""
+        if not self.gray_box:
+            raise RuntimeError("the target has no feature layer to copy a trunk from")
+        trunk = InputCopy(copy.deepcopy(self._trainable_trunk()))
+        trunk.requires_grad_(True)
+        trunk.train()
+        return trunk
+
+    def grid_to_image(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Maps on the feature grid ``(B,K,h,w)`` brought to image size ``(B,K,H,W)`` (bilinear, >= 0)."""
+        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False).clamp_min(0)
+
+    def describe(self) -> str:
+        """One line: which layer, why, and how to choose another."""
+        if not self.gray_box:
+            return f"black box ({self.reason or 'no feature layer'}); the interpreter learns its own trunk and head"
+        why = f" ({self.reason})" if self.reason else ""
+        return (f"{self.kind} split at {self.layer!r}, grid (C,h,w)={self.grid_shape}{why}; "
+                "pass feature_layer='<module name>' to choose another")
+
+    def config(self) -> dict[str, Any]:
+        """What identifies this split in a checkpoint."""
+        return {"kind": self.kind, "layer": self.layer,
+                "grid_shape": list(self.grid_shape) if self.grid_shape else None,
+                "embedding_dim": self.embedding_dim}
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, layer={self.layer!r}, grid_shape={self.grid_shape}"
