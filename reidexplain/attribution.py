@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["PairAttribution", "normalize_maps"]
+from .decomposition import shares_of
+
+__all__ = ["PairAttribution", "MatrixExplanation", "normalize_maps"]
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -97,8 +99,7 @@ class PairAttribution:
         """``(B,M)`` fraction of ``reconstructed`` carried by each attribute; rows sum to 1."""
         if self.contributions is None:
             return None
-        total = self.contributions.sum(dim=1, keepdim=True)
-        return self.contributions / total.clamp_min(1e-12)
+        return shares_of(self.contributions)
 
     @property
     def heatmaps(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,3 +195,31 @@ class PairAttribution:
         from .visualization import plot_attribution
 
         return plot_attribution(self, pair=pair, **kwargs)
+
+
+@dataclass
+class MatrixExplanation:
+    """AMD quantities for every query x gallery pair.
+
+    Attributes:
+        distance: ``(Q,G)`` target distances.
+        reconstructed: ``(Q,G)`` interpreter distances ``d_hat``.
+        contributions: ``(Q,G,M)`` per-attribute contributions ``c_k`` (sum: ``d_hat``).
+        attribute_names: The ``M`` names.
+
+    Examples:
+        >>> import torch
+        >>> m = MatrixExplanation(torch.ones(1, 2), torch.ones(1, 2), torch.full((1, 2, 4), 0.25), ("a",) * 4)
+        >>> m.shares.sum(-1)
+        tensor([[1., 1.]])
+    """
+
+    distance: torch.Tensor
+    reconstructed: torch.Tensor
+    contributions: torch.Tensor
+    attribute_names: tuple[str, ...]
+
+    @property
+    def shares(self) -> torch.Tensor:
+        """``(Q,G,M)`` shares of ``d_hat`` per attribute; they sum to 1 over ``M``."""
+        return shares_of(self.contributions)

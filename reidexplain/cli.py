@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .interpreter.recipes import RECIPES
+
 __all__ = ["main", "build_parser"]
 
 
@@ -134,7 +136,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
     loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=args.p, k=args.k, seed=args.seed))
-    explainer = Explainer(model, attributes="market1501", metric=args.metric, method=args.method)
+    explainer = Explainer(model, attributes="market1501", metric=args.metric, recipe=args.recipe)
     explainer.fit(loader, epochs=args.epochs, seed=args.seed)
     explainer.save(args.out)
     print(f"reidexplain fit: interpreter saved to {args.out}")
@@ -191,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", default="interpreter.pt")
     fit.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
     fit.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
-    fit.add_argument("--method", default="amd", choices=["amd", "amd+"],
-                     help="amd: the paper's losses; amd+: explanations true to the model (docs: AMD+)")
+    fit.add_argument("--recipe", "--method", dest="recipe", default="amd", choices=list(RECIPES.names()),
+                     help="the training recipe: amd, the paper's losses; amd+, explanations true to the "
+                          "model (docs: AMD+); --method is its former name")
     fit.add_argument("--epochs", type=int, default=None)
     fit.add_argument("--p", type=int, default=6, help="identities per batch")
     fit.add_argument("--k", type=int, default=4, help="images per identity")

@@ -15,40 +15,33 @@ Examples:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_images, check_pair
+from .adapters import FeatureAdapter, adapt_model
 from .attributes import AttributeSchema, get_schema
-from .attribution import PairAttribution
-from .distance import check_metric, pair_distance
+from .attribution import MatrixExplanation, PairAttribution
+from .distance import check_metric
 from .interpreter._batch import unpack_batch
-from .interpreter._build import TRUNKS, build_interpreter
-from .interpreter._evaluate import (
-    MatrixExplanation,
-    component_distance_matrices,
-    embed_loader,
-    retrieval_scores,
-    score_query_gallery,
-)
-from .interpreter.amd_plus import amd_plus_config, amd_plus_defaults
-from .interpreter.network import Components, component_embeddings, region_slots
-from .interpreter.split import split_model
-from .interpreter.training import TrainingConfig, fit_interpreter
+from .interpreter._evaluate import embed_loader, retrieval_scores, score_query_gallery
+from .interpreter.model import AMDModel, Components
+from .interpreter.recipes import RECIPES, Recipe, create_recipe
+from .interpreter.training import TrainingConfig, fit, target_pass
 
 __all__ = ["Explainer", "MatrixExplanation", "NotFittedError", "FORMAT_VERSION", "METHODS"]
 
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = 1
-METHODS = ("amd", "amd+")
-"""Training variants of :class:`Explainer`: the paper's AMD and AMD+ (true to the model as well)."""
+FORMAT_VERSION = 2
+"""Version of the files :meth:`Explainer.save` writes (version 1 files still load)."""
+METHODS = tuple(RECIPES.names())
+"""Names of the registered training recipes (:data:`reidexplain.interpreter.recipes.RECIPES`)."""
 
 
 class NotFittedError(RuntimeError):
@@ -63,8 +56,9 @@ class NotFittedError(RuntimeError):
 class Explainer:
     """Explain an embedding model's pair distances with AMD (Attribute-guided Metric Distillation).
 
-    The target model is never modified: a frozen copy (eval mode) is explained, on ``device``. Defaults
-    of :meth:`fit` were chosen by measurement (see ``docs/how-amd-works.md``).
+    The target model is never modified: a frozen copy (eval mode) is explained, on ``device``, through
+    a feature adapter (:mod:`reidexplain.adapters`). Defaults of :meth:`fit` were chosen by measurement
+    (see ``docs/how-amd-works.md``).
 
     Args:
         model: Any ``nn.Module`` mapping ``(B,3,H,W)`` images to ``(B,D)`` embeddings (in eval mode).
@@ -72,42 +66,51 @@ class Explainer:
             23 -> DukeMTMC, 18 -> shared, other widths -> generic names), a schema name, an
             :class:`~reidexplain.attributes.AttributeSchema` or a list of attribute names.
         metric: ``"euclidean"`` (not squared) or ``"cosine"``: the distance the model is used with.
-        feature_layer: ``"auto"`` (the last spatial feature map), a module name, a module of ``model``,
-            or ``None`` for black-box mode (the interpreter learns its own trunk and head).
+        feature_layer: ``"auto"`` (the last image-grid feature map whose head runs alone), a module
+            name, a module of ``model``, or ``None`` for black-box mode (the interpreter learns its own
+            trunk and head).
         device: Where the copy and the interpreter run. Default: the model's device.
-        hidden: Width of the decomposition head's middle layer (AMD: 256).
-        trunk: Gray box only. ``"copy"`` (default, as in AMD): the interpreter trains its own copy of the
-            target's trunk; ``"shared"``: it reads the target's own feature map (a frozen trunk), which
-            saves one trunk pass per image in :meth:`fit` and :meth:`explain` (measured: ``explain``
-            2.5 instead of 3.5 target forward passes) at some cost in X-mAP.
-        method: ``"amd"`` (default): the paper's losses. ``"amd+"``: explanations true to the model
-            as well as to the labels: a model-aware prior, maps shared per one-hot group and located
-            by label recognition from each cell's own pixels, per-attribute probes (see
-            :mod:`reidexplain.interpreter.model_aware` and ``docs/truthful-amd.md``). On the reference
-            model (means of 3 fits) its maps point inside the attribute for 91 % of images (paper:
-            29 %) and ignored attributes take less than ``1/M``, at ADRE 4.5 % (paper: 2.4 %).
+        recipe: The training recipe, by name or as an instance (:mod:`reidexplain.interpreter.recipes`).
+            ``"amd"`` (default): the paper's losses. ``"amd+"``: explanations true to the model as well
+            as to the labels: a model-aware prior, maps shared per one-hot group and located by label
+            recognition from each cell's own pixels, per-attribute probes (``docs/truthful-amd.md``).
+            On the reference model (means of 3 fits) its maps point inside the attribute for 91 % of
+            images (paper: 29 %) and ignored attributes take less than ``1/M``, at ADRE 4.5 %
+            (paper: 2.4 %).
+        hidden: The recipe's decomposition-head width (AMD: 256); ``None`` keeps the recipe's.
+        trunk: The recipe's trunk, ``"copy"`` (AMD: the interpreter trains its own copy of the target's
+            trunk) or ``"shared"`` (it reads the target's own feature map: one trunk pass less per image
+            in :meth:`fit` and :meth:`explain`, at some cost in X-mAP); ``None`` keeps the recipe's.
+        method: Deprecated name of ``recipe``.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``; a bad ``feature_layer`` or ``attributes`` type.
-        ValueError: unknown ``metric``, schema name, ``trunk`` or ``method``.
+        TypeError: ``model`` is not an ``nn.Module``; a bad ``feature_layer``, ``attributes`` or
+            ``recipe`` type.
+        ValueError: unknown ``metric``, schema name, ``trunk`` or recipe name.
 
     Examples:
         >>> from torch import nn
         >>> explainer = Explainer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), attributes="market1501")
-        >>> explainer.is_fitted, len(explainer.schema)
-        (False, 26)
+        >>> explainer.is_fitted, len(explainer.schema), explainer.recipe.name
+        (False, 26, 'amd')
     """
 
     def __init__(self, model: nn.Module, attributes: str | AttributeSchema | Sequence[str] | None = None,
                  metric: str = "euclidean", feature_layer: str | nn.Module | None = "auto",
-                 device: torch.device | str | None = None, hidden: int = 256, trunk: str = "copy",
-                 method: str = "amd") -> None:
+                 device: torch.device | str | None = None, recipe: str | Recipe = "amd",
+                 hidden: int | None = None, trunk: str | None = None, method: str | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if feature_layer is not None and not isinstance(feature_layer, (str, nn.Module)):
             raise TypeError(
                 f"feature_layer: expected a module name, an nn.Module, 'auto' or None, got {type(feature_layer).__name__}"
             )
+        if method is not None:
+            warnings.warn("Explainer(method=...) is deprecated: the training variant is now called the "
+                          "recipe; pass recipe=...", DeprecationWarning, stacklevel=2)
+            recipe = method
+        architecture = {k: v for k, v in (("hidden", hidden), ("trunk", trunk)) if v is not None}
+        self.recipe: Recipe = create_recipe(recipe, **architecture)
         self.model = model
         self.metric = check_metric(metric)
         self.feature_layer = feature_layer
@@ -115,15 +118,7 @@ class Explainer:
         if device is None:
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.device = torch.device(device)
-        self.hidden = int(hidden)
-        if trunk not in TRUNKS:
-            raise ValueError(f"trunk: expected one of {TRUNKS}, got {trunk!r}")
-        self.trunk = trunk
-        if method not in METHODS:
-            raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-        self.method = method
-        self.split = None
-        self.interpreter = None
+        self.amd: AMDModel | None = None
         self.config = TrainingConfig()
         self.history: list[dict[str, float]] = []
         self.input_size: tuple[int, int] | None = None
@@ -143,42 +138,48 @@ class Explainer:
     @property
     def is_fitted(self) -> bool:
         """Whether an interpreter is ready (after :meth:`fit` or :meth:`load`)."""
-        return self.interpreter is not None
+        return self.amd is not None
+
+    @property
+    def adapter(self) -> FeatureAdapter | None:
+        """How the target is split (``None`` before :meth:`fit`)."""
+        return None if self.amd is None else self.amd.adapter
+
+    @property
+    def network(self) -> nn.Module | None:
+        """The interpreter network (``None`` before :meth:`fit`)."""
+        return None if self.amd is None else self.amd.network
 
     @property
     def mode(self) -> str | None:
         """``"gray-box"`` or ``"black-box"`` once fitted, else ``None``."""
-        if self.split is None:
+        if self.amd is None:
             return None
-        return "gray-box" if self.split.gray_box else "black-box"
+        return "gray-box" if self.amd.gray_box else "black-box"
 
     def __repr__(self) -> str:
-        how = self.split.describe() if self.split is not None else "not fitted"
+        how = self.amd.adapter.describe() if self.amd is not None else "not fitted"
         name = self._schema.name if self._schema is not None else "inferred at fit"
-        return f"Explainer({type(self.model).__name__}, attributes={name!r}, metric={self.metric!r}, {how})"
+        return (f"Explainer({type(self.model).__name__}, attributes={name!r}, metric={self.metric!r}, "
+                f"recipe={self.recipe.name!r}, {how})")
 
-    def _require_fitted(self, what: str) -> None:
-        if not self.is_fitted:
+    def _require_fitted(self, what: str) -> AMDModel:
+        if self.amd is None:
             raise NotFittedError(f"Explainer.{what}: the interpreter is not fitted; call fit(loader) first "
                                  "or Explainer.load(path, model)")
+        return self.amd
 
-    def _setup(self, probe: torch.Tensor, num_attributes: int) -> None:
+    def _build(self, probe: torch.Tensor, num_attributes: int) -> AMDModel:
         if self._schema is None:
             self._schema = get_schema(None, num_attributes=num_attributes)
-        self.split = split_model(self.model, probe, self.feature_layer, self.device)
-        logger.info("AMD: %s", self.split.describe())
-        slots = None
-        if self.config.shared_maps:
-            slots = region_slots(self._schema)
-            groups = tuple(tuple(self._schema.names.index(n) for n in self._schema.groups[g])
-                           for g in self._schema.one_hot_groups)
-            self.config = dataclasses.replace(self.config, one_hot_groups=groups)
-        self.interpreter = build_interpreter(self.split, len(self._schema), self.hidden, self.trunk, slots)
+        adapter = adapt_model(self.model, probe, self.feature_layer, self.device)
+        logger.info("AMD: %s", adapter.describe())
         self.input_size = (int(probe.shape[-2]), int(probe.shape[-1]))
+        return AMDModel(adapter, self.recipe, self._schema, self.metric)
 
     # ------------------------------------------------------------------ fit
     def fit(self, loader: Iterable, epochs: int | None = None, lr: float = 1e-4, progress: bool = True,
-            seed: int = 0, **config: Any) -> Explainer:
+            seed: int = 0, **options: Any) -> Explainer:
         """Fit the interpreter to the target on ``loader``.
 
         Args:
@@ -191,10 +192,12 @@ class Explainer:
             lr: Learning rate of the trunk; the decomposition head uses 10x (AMD-SPEC 5: 1e-4).
             progress: Show a progress bar with the running loss and ADRE.
             seed: Seed of everything random inside the call.
-            **config: Other :class:`~reidexplain.interpreter.TrainingConfig` fields
+            **options: Fields of :class:`~reidexplain.interpreter.TrainingConfig` (``weight_decay``,
+                ``flip``, ``max_seconds``, ``target_steps``, ...) or of the recipe
                 (``distillation_weight``, default 5 in gray-box and 50 in black-box mode;
-                ``weight_decay``, ``flip``, ``max_seconds``, ...). On the zoo's reference model these
-                defaults give ADRE 1.7 %, X-mAP_e 81, X-mAP_c 98 in under 3 minutes on 2 CPU cores.
+                ``prior_weight``; AMD+'s ``probe_weight``, ``shared_maps``, ...). On the zoo's
+                reference model these defaults give ADRE 1.7 %, X-mAP_e 81, X-mAP_c 98 in under 3
+                minutes on 2 CPU cores.
 
         Returns:
             ``self``, fitted; :attr:`history` holds the per-epoch losses and ADRE.
@@ -202,7 +205,7 @@ class Explainer:
         Raises:
             ValueError: empty loader, labels of the wrong width or not binary, a model output that is
                 not finite ``(B,D)``.
-            TypeError: unknown ``config`` keys, bad batch formats, a model output that is not a tensor.
+            TypeError: unknown options, bad batch formats, a model output that is not a tensor.
 
         Examples:
             >>> import torch
@@ -212,13 +215,17 @@ class Explainer:
             >>> len(Explainer(net).fit(data, epochs=3, progress=False).history)
             3
         """
-        fields = {f.name for f in dataclasses.fields(TrainingConfig)}
-        unknown = sorted(set(config) - fields)
+        training_names, recipe_names = TrainingConfig.option_names(), self.recipe.option_names()
+        unknown = sorted(set(options) - training_names - recipe_names)
         if unknown:
-            raise TypeError(f"fit: unknown options {unknown}; expected TrainingConfig fields {sorted(fields)}")
-        self.config = dataclasses.replace(TrainingConfig(), epochs=epochs, lr=lr, **config)
-        if self.method == "amd+":
-            self.config = amd_plus_defaults(self.config, given=config)
+            raise TypeError(f"fit: unknown options {unknown}; expected TrainingConfig fields "
+                            f"{sorted(training_names)} or fields of the {self.recipe.name!r} recipe "
+                            f"{sorted(recipe_names)}")
+        recipe_options = {k: v for k, v in options.items() if k in recipe_names}
+        if recipe_options:
+            self.recipe = self.recipe.replace(**recipe_options)
+        self.config = TrainingConfig(epochs=epochs, lr=lr,
+                                     **{k: v for k, v in options.items() if k in training_names})
         first = next(iter(loader), None)
         if first is None:
             raise ValueError("loader: it yielded no batches (empty dataset?)")
@@ -226,12 +233,11 @@ class Explainer:
         batch = unpack_batch(first, width)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
-            self._setup(batch.images[: min(4, batch.images.shape[0])], batch.attributes.shape[1])
-        self.config = self.config.resolved(gray_box=self.split.gray_box)
-        if self.method == "amd+":
-            self.config = amd_plus_config(self.config, self.split, loader, len(self._schema), self.metric, config)
-        self.history = fit_interpreter(self.split, self.interpreter, loader, len(self._schema), self.metric,
-                                       self.config, progress=progress, seed=seed)
+            amd = self._build(batch.images[: min(4, batch.images.shape[0])], batch.attributes.shape[1])
+        data = target_pass(amd, loader) if self.recipe.needs_target_pass else None
+        amd.prepared = self.recipe.prepare(amd, data)
+        self.history = fit(amd, loader, self.config, progress=progress, seed=seed)
+        self.amd = amd
         return self
 
     # ------------------------------------------------------------------ explain
@@ -249,14 +255,8 @@ class Explainer:
             NotFittedError: before :meth:`fit`.
             TypeError, ValueError: ``images`` is not an image batch.
         """
-        self._require_fitted("embed")
-        images = check_images(images, "images")
-        self.interpreter.eval()
-        parts = []
-        with torch.no_grad():
-            for chunk in images.split(batch_size):
-                parts.append(component_embeddings(self.split, self.interpreter, chunk.to(self.device)))
-        return Components(*(None if t[0] is None else torch.cat(t) for t in zip(*parts, strict=True)))
+        amd = self._require_fitted("embed")
+        return amd.embed(check_images(images, "images"), batch_size)
 
     def explain(self, pair: tuple[torch.Tensor, torch.Tensor], batch_size: int = 32) -> PairAttribution:
         """Explain the target's distance between ``image_a`` and ``image_b`` (or ``B`` such pairs).
@@ -287,21 +287,19 @@ class Explainer:
             >>> torch.allclose(a.contributions.sum(1), a.reconstructed)
             True
         """
-        self._require_fitted("explain")
+        amd = self._require_fitted("explain")
         a, b = check_pair(pair, "pair")
         n = a.shape[0]
-        out = self.embed(torch.cat([a, b]), batch_size=2 * batch_size)
-        emb, comps, low = out.embeddings, out.components, out.maps
-        distance = pair_distance(emb[:n], emb[n:], self.metric)
-        dk = pair_distance(comps[:n], comps[n:], self.metric)
-        up = F.interpolate(low, size=a.shape[-2:], mode="bilinear", align_corners=False).clamp_min(0)
+        out = amd.embed(torch.cat([a, b]), batch_size=2 * batch_size)
+        parts = amd.decompose_pairs(out[:n], out[n:])
+        low = out.maps
+        up = amd.maps_to_image(low, tuple(a.shape[-2:]))
         return PairAttribution(
-            method="amd", images=(a.to(self.device), b.to(self.device)), distance=distance,
-            maps=(up[:n], up[n:]), attribute_names=self._schema.names, reconstructed=dk.mean(dim=1),
-            contributions=dk / dk.shape[1], attribute_labels=self._schema.labels,
-            extras={"maps_lowres": (low[:n], low[n:]), "component_distances": dk, "mode": self.mode,
-                    "variant": self.method,
-                    "feature_layer": self.split.feature_layer},
+            method=self.recipe.name, images=(a.to(self.device), b.to(self.device)), distance=parts.distance,
+            maps=(up[:n], up[n:]), attribute_names=self._schema.names, reconstructed=parts.reconstructed,
+            contributions=parts.contributions, attribute_labels=self._schema.labels,
+            extras={"maps_lowres": (low[:n], low[n:]), "component_distances": parts.component_distances,
+                    "mode": self.mode, "recipe": self.recipe.name, "feature_layer": amd.adapter.layer},
         )
 
     def explain_matrix(self, query_images: torch.Tensor, gallery_images: torch.Tensor,
@@ -327,10 +325,11 @@ class Explainer:
             >>> ex.explain_matrix(torch.rand(2, 3, 8, 4), torch.rand(5, 3, 8, 4)).contributions.shape
             torch.Size([2, 5, 4])
         """
-        q = self.embed(query_images, batch_size)
-        g = self.embed(gallery_images, batch_size)
-        d, dk = component_distance_matrices(q.embeddings, q.components, g.embeddings, g.components, self.metric)
-        return MatrixExplanation(d, dk.mean(dim=-1), dk / dk.shape[-1], self._schema.names)
+        amd = self._require_fitted("explain_matrix")
+        q = amd.embed(check_images(query_images, "query_images"), batch_size)
+        g = amd.embed(check_images(gallery_images, "gallery_images"), batch_size)
+        parts = amd.decompose_matrix(q, g)
+        return MatrixExplanation(parts.distance, parts.reconstructed, parts.contributions, self._schema.names)
 
     def contributions_matrix(self, query_images: torch.Tensor, gallery_images: torch.Tensor,
                              batch_size: int = 64) -> torch.Tensor:
@@ -366,12 +365,11 @@ class Explainer:
             NotFittedError: before :meth:`fit`.
             ValueError: empty loaders, labels of the wrong width.
         """
-        self._require_fitted("evaluate")
-        m = len(self._schema)
-        query = embed_loader(self.split, self.interpreter, query_loader, m, progress, "query")
-        gallery = query if gallery_loader is query_loader else embed_loader(
-            self.split, self.interpreter, gallery_loader, m, progress, "gallery")
-        scores, dist, recon = score_query_gallery(query, gallery, self.metric, progress)
+        amd = self._require_fitted("evaluate")
+        query = embed_loader(amd, query_loader, progress, "query")
+        gallery = query if gallery_loader is query_loader else embed_loader(amd, gallery_loader, progress,
+                                                                            "gallery")
+        scores, dist, recon = score_query_gallery(amd, query, gallery, progress)
         if query["pids"] is not None and gallery["pids"] is not None:
             scores.update(retrieval_scores(query, gallery, {"target": dist, "interpreter": recon}))
         return scores

@@ -8,6 +8,7 @@ from captum.attr import DeepLift, IntegratedGradients, LayerGradCam
 from helpers import BaselineRegionNet, baseline_images, baseline_toy_net
 from torch import nn
 
+from reidexplain.adapters import find_feature_layer
 from reidexplain.attribution import PairAttribution
 from reidexplain.baselines import (
     CaptumPair,
@@ -19,7 +20,6 @@ from reidexplain.baselines import (
     SaliencyPair,
     captum_pair_explainer,
     create_baseline,
-    find_last_spatial_layer,
     grid_segments,
     list_baselines,
     slic_segments,
@@ -197,10 +197,10 @@ def test_grid_and_slic_segments():
 
 def test_grad_cam_shapes_and_auto_layer():
     model = baseline_toy_net().eval()
-    assert find_last_spatial_layer(model, baseline_images(1)) == "features"
+    assert find_feature_layer(model, baseline_images(1)).name == "features"
     explainer = GradCAMPair(model)
     result = explainer.explain(_pair(3))
-    assert explainer.layer_name == "features" and explainer.layer is model.features
+    assert explainer.layer_name == "features" and explainer.adapter.kind == "fx"
     assert result.maps[0].shape == (3, 1, 32, 16) and result.maps[1].shape == (3, 1, 32, 16)
     assert result.extras["raw"][0].shape == (3, 1, 16, 8)  # the layer's own resolution
     assert result.extras["layer"] == "features"
@@ -344,7 +344,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="algorithm"):
         captum_pair_explainer("NotAMethod", model)
     flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 16, 4))
-    with pytest.raises(ValueError, match="spatial"):
+    with pytest.raises(ValueError, match="image-grid feature map"):
         GradCAMPair(flat).explain((a, b))
 
 

@@ -67,7 +67,7 @@ def test_fit_with_the_amd_plus_method(tmp_path, capsys):
     )
     out = tmp_path / "interp.pt"
     argv = ["fit", str(tmp_path / "market"), "--model", f"{factory}:build", "--size", "64", "32",
-            "--epochs", "1", "--p", "2", "--k", "2", "--method", "amd+", "--out", str(out)]
+            "--epochs", "1", "--p", "2", "--k", "2", "--recipe", "amd+", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     import importlib.util
 
@@ -75,6 +75,6 @@ def test_fit_with_the_amd_plus_method(tmp_path, capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     loaded = Explainer.load(out, module.build())
-    assert loaded.method == "amd+" and loaded.interpreter.decomposition.shared
+    assert loaded.recipe.name == "amd+" and loaded.network.decomposition.shared
     with pytest.raises(SystemExit):
-        main(argv[:-4] + ["--method", "amd++"])
+        main(argv[:-4] + ["--recipe", "amd++"])

@@ -124,12 +124,12 @@ def test_default_fit_works() -> None:
 
 def test_shared_trunk(tmp_path: Path) -> None:
     explainer = Explainer(AMDTimmToy(), trunk="shared").fit(amd_batches(), epochs=2, lr=1e-3, progress=False)
-    assert explainer.interpreter.trunk is None
+    assert explainer.network.trunk is None
     att = explainer.explain(_pair(2))
     torch.testing.assert_close(att.contributions.sum(1), att.reconstructed)
     explainer.save(tmp_path / "shared.pt")
     loaded = Explainer.load(tmp_path / "shared.pt", explainer.model)
-    assert loaded.trunk == "shared"
+    assert loaded.recipe.trunk == "shared"
     torch.testing.assert_close(loaded.explain(_pair(2)).contributions, att.contributions)
     with pytest.raises(ValueError, match="trunk: expected one of"):
         Explainer(AMDTimmToy(), trunk="borrowed")
@@ -137,7 +137,7 @@ def test_shared_trunk(tmp_path: Path) -> None:
 
 def test_black_box_mode() -> None:
     explainer = Explainer(amd_sequential_net(), feature_layer=None).fit(amd_batches(), epochs=2, progress=False)
-    assert explainer.mode == "black-box" and explainer.config.distillation_weight == 50.0
+    assert explainer.mode == "black-box" and explainer.recipe.distillation_weight_for(gray_box=False) == 50.0
     att = explainer.explain(_pair(2))
     assert att.maps[0].shape == (2, M, 32, 16)
     torch.testing.assert_close(att.contributions.sum(1), att.reconstructed)
@@ -189,9 +189,10 @@ def test_save_load_roundtrip(fitted: Explainer, tmp_path: Path) -> None:
     torch.testing.assert_close(a.maps[0], b.maps[0])
     assert loaded.history == fitted.history and loaded.mode == "gray-box"
     assert loaded.schema.names == fitted.schema.names
-    assert loaded.config == fitted.config and loaded.config.distillation_weight == 5.0
+    assert loaded.config == fitted.config and loaded.recipe == fitted.recipe
+    assert loaded.schema == fitted.schema
     raw = torch.load(path, weights_only=True)
-    assert raw["format_version"] == 1 and raw["split_kind"] == "sequential" and raw["metric"] == "euclidean"
+    assert raw["format_version"] == 2 and raw["adapter"]["kind"] == "fx" and raw["metric"] == "euclidean"
 
 
 def test_load_checks_compatibility(fitted: Explainer, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 A *feature layer* is a module whose output is an image-grid feature map ``(B,C,h,w)``: its grid has the
 aspect of the input image (the same stride, within rounding, along both axes), it has more than one
 cell, it is not a pooling layer (a part-pooled ``(6,1)`` map is not a grid) and it runs once per forward
-pass. That rule keeps tensors that merely have four dimensions, such as the ``(heads, tokens, head_dim)``
+pass. The grid's width must be what the height's stride predicts (``W h / H``) within one cell of
+rounding, and the other way round. That rule keeps tensors that merely have four dimensions, such as the ``(heads, tokens, head_dim)``
 tensors inside self-attention, out of the automatic choice.
 
 Examples:
@@ -35,7 +36,7 @@ _POOLING = (
     nn.modules.pooling._AdaptiveMaxPoolNd,
     nn.modules.pooling._LPPoolNd,
 )
-_MAX_ASPECT_MISMATCH = 1.5
+_SLACK = 0.1
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ def is_image_grid(shape: tuple[int, ...], image_size: tuple[int, int]) -> bool:
     big_h, big_w = image_size
     if h < 1 or w < 1 or h * w < 2 or h > big_h or w > big_w:
         return False
-    ratio = (big_h / h) / (big_w / w)
-    return 1 / _MAX_ASPECT_MISMATCH <= ratio <= _MAX_ASPECT_MISMATCH
+    # The width the height's stride predicts (and the other way round), within a cell of rounding.
+    return (abs(big_w * h / big_h - w) <= 1 + _SLACK * w) and (abs(big_h * w / big_w - h) <= 1 + _SLACK * h)
 
 
 def resolve_layer_name(model: nn.Module, layer: str | nn.Module, argument: str = "feature_layer") -> str:

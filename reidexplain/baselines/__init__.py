@@ -24,7 +24,7 @@ from ._base import PairDistance, PairExplainer, model_device, preserved_model_st
 from ._registry import create_baseline, list_baselines, register_baseline
 from ._segments import grid_segments, slic_segments
 from .generic import CaptumPair, captum_pair_explainer
-from .grad_cam import GradCAMPair, find_last_spatial_layer
+from .grad_cam import GradCAMPair
 from .gradient import IntegratedGradientsPair, SaliencyPair
 from .perturbation import FeatureAblationPair, OcclusionPair
 
@@ -41,7 +41,6 @@ __all__ = [
     "create_baseline",
     "list_baselines",
     "register_baseline",
-    "find_last_spatial_layer",
     "grid_segments",
     "slic_segments",
     "model_device",

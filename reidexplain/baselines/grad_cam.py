@@ -6,77 +6,26 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from ._base import PairExplainer, model_device, preserved_model_state
+from ..adapters import FeatureAdapter, adapt_model, resolve_layer_name
+from ..distance import pair_distance
+from ._base import PairExplainer, model_device
 
-__all__ = ["GradCAMPair", "find_last_spatial_layer"]
-
-# Pooling keeps a (B,C,h,w) shape but is not a feature layer (a part-pooled (6,1) map, say).
-_POOLING = (
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._MaxPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.pooling._LPPoolNd,
-)
+__all__ = ["GradCAMPair"]
 
 
-def find_last_spatial_layer(model: nn.Module, example: torch.Tensor) -> str:
-    """Name of the last module (in execution order) whose output is a spatial ``(B,C,h,w)`` map.
+class _GridDistance(nn.Module):
+    """``d(head(grid(features(x))), partner)`` on a feature adapter, with an identity ``grid`` layer
+    where Captum's Grad-CAM reads activations and gradients (the adapter's feature grid)."""
 
-    A probe forward runs ``example`` through the model, in eval mode and without gradients, with
-    temporary forward hooks on every submodule; the hooks are removed before returning. Modules called
-    more than once in a forward pass (a ReLU reused inside a block) are skipped because a layer
-    attribution on them is ambiguous; a block that ends with such a module is chosen instead. Outputs of
-    size ``1x1`` and torch's pooling layers are skipped: Grad-CAM wants the last feature map, not a
-    pooled one.
+    def __init__(self, adapter: FeatureAdapter, metric: str) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.metric = metric
+        self.grid = nn.Identity()
 
-    Args:
-        model: Target model.
-        example: One or a few images ``(B,3,H,W)`` on the model's device.
-
-    Returns:
-        The module's name in ``model.named_modules()``.
-
-    Raises:
-        ValueError: no submodule outputs a spatial map.
-
-    Examples:
-        >>> import torch
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        >>> find_last_spatial_layer(model, torch.rand(1, 3, 8, 4))
-        '1'
-    """
-    calls: list[tuple[str, bool]] = []
-    counts: dict[str, int] = {}
-
-    def make_hook(name: str):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            counts[name] = counts.get(name, 0) + 1
-            spatial = (
-                not isinstance(module, _POOLING)
-                and isinstance(output, torch.Tensor)
-                and output.dim() == 4
-                and output.shape[-2] * output.shape[-1] > 1
-            )
-            calls.append((name, spatial))
-
-        return hook
-
-    handles = [m.register_forward_hook(make_hook(name)) for name, m in model.named_modules() if name]
-    try:
-        with preserved_model_state(model), torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name, spatial in reversed(calls):
-        if spatial and counts[name] == 1:
-            return name
-    raise ValueError(
-        f"layer='auto': no submodule of {type(model).__name__} outputs a spatial (B,C,h,w) map with "
-        "h*w > 1; pass the layer explicitly"
-    )
+    def forward(self, images: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+        feats = self.grid(self.adapter._features(images.clone()))
+        return pair_distance(self.adapter.head(feats, images), partners, self.metric)
 
 
 class GradCAMPair(PairExplainer):
@@ -86,10 +35,15 @@ class GradCAMPair(PairExplainer):
     apart, negative ones pull it together. Captum's ``LayerAttribution.interpolate`` brings it to
     input resolution; the layer-resolution map is kept in ``extras["raw"]``.
 
+    The layer is the feature grid of the target's feature adapter (:mod:`reidexplain.adapters`), the
+    same split and the same layer rules as AMD's: Captum's ``LayerGradCam`` runs on an identity layer
+    placed on that grid, so that the same code serves CNN feature maps and, once an adapter lays them
+    out, token grids.
+
     Args:
         model: Target model ``(B,3,H,W) -> (B,D)``.
         layer: An ``nn.Module`` inside ``model``, its name in ``model.named_modules()``, or ``"auto"``
-            for the last module with a spatial output (found by a probe forward on the first pair).
+            for the last image-grid feature map (found by a probe forward on the first pair).
         metric: ``"euclidean"`` or ``"cosine"``.
         relu_attributions: Keep only positive evidence, as in the original Grad-CAM.
         interpolate_mode: Upsampling mode (``"bilinear"``, ``"nearest"``, ...).
@@ -119,37 +73,25 @@ class GradCAMPair(PairExplainer):
         interpolate_mode: str = "bilinear",
     ) -> None:
         super().__init__(model, metric)
-        modules = dict(model.named_modules())
-        self.layer_name: str | None
-        if isinstance(layer, nn.Module):
-            names = [name for name, m in modules.items() if m is layer]
-            if not names:
-                raise ValueError(f"layer: the given {type(layer).__name__} is not a submodule of the model")
-            self.layer_name = names[0]
-        elif layer == "auto":
-            self.layer_name = None
-        elif isinstance(layer, str):
-            if layer not in modules:
-                raise ValueError(
-                    f"layer: expected 'auto', a module or one of the model's module names, got {layer!r}"
-                )
-            self.layer_name = layer
+        if isinstance(layer, str) and layer == "auto":
+            self.layer_name: str | None = None
         else:
-            raise TypeError(f"layer: expected an nn.Module or a str, got {type(layer).__name__}")
+            self.layer_name = resolve_layer_name(model, layer, "layer")
+        self.adapter: FeatureAdapter | None = None
         self.relu_attributions = bool(relu_attributions)
         self.interpolate_mode = interpolate_mode
         self.algorithm: LayerGradCam | None = None
 
-    @property
-    def layer(self) -> nn.Module | None:
-        """The explained layer (``None`` until ``layer="auto"`` has probed the model)."""
-        return None if self.layer_name is None else dict(self.model.named_modules())[self.layer_name]
-
     def _attribute(self, inputs: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
-        if self.layer_name is None:
-            self.layer_name = find_last_spatial_layer(self.model, inputs[:1].to(model_device(self.model)))
         if self.algorithm is None:
-            self.algorithm = LayerGradCam(self.forward_func, self.layer)
+            probe = inputs[:2].detach().to(model_device(self.model))
+            self.adapter = adapt_model(self.model, probe, self.layer_name or "auto")
+            if not self.adapter.gray_box:
+                raise ValueError(f"layer='auto': {type(self.model).__name__} has no image-grid feature map "
+                                 "(B,C,h,w) with h*w > 1 for Grad-CAM; pass the layer explicitly")
+            self.layer_name = self.adapter.layer
+            grid = _GridDistance(self.adapter, self.metric)
+            self.algorithm = LayerGradCam(grid, grid.grid)
         return self.algorithm.attribute(
             inputs, additional_forward_args=(partners,), relu_attributions=self.relu_attributions
         )

@@ -1,6 +1,9 @@
-"""The AMD interpreter: splitting a target, the interpreter network, its losses and training loop.
+"""The AMD interpreter: the network, the object that owns a fitted interpreter, recipes, losses and the
+training loop.
 
-Most users only need :class:`reidexplain.Explainer`; this package holds its parts.
+Most users only need :class:`reidexplain.Explainer`; this package holds its parts. Data flows one way:
+a target's feature adapter (:mod:`reidexplain.adapters`) -> :class:`AMDModel` (adapter + network +
+metric + schema) -> :mod:`reidexplain.decomposition` -> result objects.
 
 Examples:
     >>> import torch
@@ -19,18 +22,17 @@ from .losses import (
     metric_distillation_loss,
     prior_thresholds,
 )
+from .model import AMDModel, Components
 from .network import (
     AMDInterpreter,
     AttributeDecomposition,
-    Components,
     EmbeddingHead,
     SmallTrunk,
     attention_activation,
-    component_embeddings,
     region_slots,
 )
-from .split import SPLIT_KINDS, TargetSplit, find_feature_layer, split_model
-from .training import TrainingConfig, default_epochs, fit_interpreter, pair_losses
+from .recipes import RECIPES, AMDPlus, PaperAMD, Recipe, TargetPass, create_recipe, pair_losses
+from .training import TrainingConfig, default_epochs, fit, target_pass
 
 __all__ = [
     "PRIOR_WEIGHTS",
@@ -44,14 +46,17 @@ __all__ = [
     "SmallTrunk",
     "EmbeddingHead",
     "AMDInterpreter",
+    "AMDModel",
     "Components",
-    "component_embeddings",
-    "SPLIT_KINDS",
-    "TargetSplit",
-    "split_model",
-    "find_feature_layer",
+    "Recipe",
+    "PaperAMD",
+    "AMDPlus",
+    "RECIPES",
+    "create_recipe",
+    "TargetPass",
+    "pair_losses",
     "TrainingConfig",
     "default_epochs",
-    "fit_interpreter",
-    "pair_losses",
+    "fit",
+    "target_pass",
 ]

@@ -1,12 +1,15 @@
 """Saving and loading a fitted :class:`reidexplain.Explainer` (private).
 
-The file is ``torch.save`` of a plain dict (loadable with ``weights_only=True``): format version, schema,
-metric, mode, split, interpreter state dict, training config and history, and fingerprints of the target
-(its architecture, which must match at load, and its weights, which only warn).
+The file is ``torch.save`` of a plain dict (loadable with ``weights_only=True``). Format 2 holds: the
+schema (exactly), the metric, the recipe (name and options) and what it prepared, the adapter's split
+(kind, layer, grid shape, embedding size), the network's state dict, the training configuration and
+history, and fingerprints of the target (its architecture, which must match at load, and its weights,
+which only warn). Format 1 files (written before recipes and adapters) still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 import warnings
@@ -16,37 +19,64 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapters import adapt_model
 from ..attributes import AttributeSchema, get_schema
-from ._build import architecture_signature, build_interpreter, weights_checksum
-from .split import split_model
+from .model import AMDModel
+from .recipes import create_recipe
 from .training import TrainingConfig
 
-__all__ = ["checkpoint_dict", "restore"]
+__all__ = ["checkpoint_dict", "restore", "architecture_signature", "weights_checksum", "SUPPORTED_VERSIONS"]
 
 logger = logging.getLogger(__name__)
 _MAGIC = "reidexplain.amd"
+SUPPORTED_VERSIONS = (1, 2)
+# Version 1 named the splits by how they were found; the same grid is now found by these adapters.
+_V1_KINDS = {"sequential": "fx", "torchvision_resnet": "fx", "forward_features": "forward_features",
+             "hook": None, "none": "none"}
+
+
+def architecture_signature(model: nn.Module) -> str:
+    """A hash of the names and shapes of a model's parameters and buffers (not their values)."""
+    h = hashlib.sha1()
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+    return h.hexdigest()
+
+
+def weights_checksum(model: nn.Module) -> float:
+    """A cheap checksum of a model's floating-point parameter values."""
+    with torch.no_grad():
+        return float(sum(float(p.double().sum()) + float(p.double().abs().sum()) * 1e-3
+                         for p in model.parameters() if p.is_floating_point()))
+
+
+def _schema_dict(schema: AttributeSchema) -> dict[str, Any]:
+    return {"name": schema.name, "names": list(schema.names), "labels": list(schema.labels),
+            "positive_ratios": [float(r) for r in schema.positive_ratios],
+            "groups": {g: list(m) for g, m in schema.groups.items()},
+            "one_hot_groups": list(schema.one_hot_groups)}
+
+
+def _schema_from(saved: dict[str, Any]) -> AttributeSchema:
+    return AttributeSchema(saved["name"], tuple(saved["names"]), tuple(saved["labels"]),
+                           tuple(saved["positive_ratios"]),
+                           {g: tuple(m) for g, m in saved.get("groups", {}).items()},
+                           tuple(saved.get("one_hot_groups", ())))
 
 
 def checkpoint_dict(explainer: Any, version: int) -> dict[str, Any]:
     """Everything needed to rebuild ``explainer`` for the same model."""
-    schema: AttributeSchema = explainer.schema
-    split = explainer.split
+    amd: AMDModel = explainer.amd
     return {
         "magic": _MAGIC,
         "format_version": version,
-        "schema": {"name": schema.name, "names": list(schema.names), "labels": list(schema.labels),
-                   "positive_ratios": list(schema.positive_ratios)},
-        "metric": explainer.metric,
-        "mode": explainer.mode,
-        "split_kind": split.kind,
-        "feature_layer": split.feature_layer,
-        "feature_shape": list(split.feature_shape) if split.feature_shape else None,
-        "embedding_dim": split.embedding_dim,
+        "schema": _schema_dict(amd.schema),
+        "metric": amd.metric,
+        "recipe": {"name": amd.recipe.name, "options": amd.recipe.options()},
+        "prepared": amd.prepared,
+        "adapter": amd.adapter.config(),
         "input_size": list(explainer.input_size),
-        "hidden": explainer.hidden,
-        "trunk": explainer.trunk,
-        "method": getattr(explainer, "method", "amd"),
-        "interpreter": {k: v.detach().cpu() for k, v in explainer.interpreter.state_dict().items()},
+        "network": {k: v.detach().cpu() for k, v in amd.network.state_dict().items()},
         "config": explainer.config.to_dict(),
         "history": [dict(h) for h in explainer.history],
         "target_architecture": architecture_signature(explainer.model),
@@ -63,17 +93,59 @@ def _read(path: Path) -> dict[str, Any]:
         raise ValueError(f"path: {str(path)!r} is not an interpreter file written by Explainer.save ({err})") from None
     if not isinstance(ckpt, dict) or ckpt.get("magic") != _MAGIC:
         raise ValueError(f"path: {str(path)!r} is not an interpreter file written by Explainer.save")
-    return ckpt
+    version = ckpt.get("format_version")
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"path: {str(path)!r} has format version {version!r}; this reidexplain reads "
+                         f"versions {list(SUPPORTED_VERSIONS)} (a newer release wrote it?)")
+    return ckpt if version == 2 else _upgrade_v1(ckpt)
+
+
+def _upgrade_v1(old: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 checkpoint in format-2 terms (AMD+ then lived in flags of the training config)."""
+    config = dict(old["config"])
+    recipe = old.get("method", "amd")
+    options: dict[str, Any] = {"hidden": old["hidden"], "trunk": old.get("trunk", "copy"),
+                               "distillation_weight": config.get("distillation_weight"),
+                               "prior_weight": config.get("prior_weight", 1.0)}
+    prepared: dict[str, Any] = {}
+    if recipe == "amd+":
+        for key in ("shared_maps", "probe_weight", "recognition_weight", "entropy_weight",
+                    "recognition_warmup", "recognition_lr"):
+            if key in config:
+                options[key] = config[key]
+        usage = config.get("usage_weights")
+        options["model_aware_prior"] = usage is not None
+        prepared["one_hot_groups"] = [list(g) for g in config.get("one_hot_groups", ())]
+        if usage is not None:
+            prepared["usage_weights"] = [float(w) for w in usage]
+    return {**old, "recipe": {"name": recipe, "options": options}, "prepared": prepared,
+            "network": _v1_network_keys(old["interpreter"], old["split_kind"]),
+            "adapter": {"kind": _V1_KINDS.get(old["split_kind"]), "layer": old["feature_layer"],
+                        "grid_shape": old["feature_shape"], "embedding_dim": old["embedding_dim"]},
+            "config": {k: v for k, v in config.items() if k in TrainingConfig.option_names()}}
+
+
+_V1_RESNET_TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def _v1_network_keys(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
+    """Format 1 kept the trunk's copy at ``trunk.``; it now sits inside an input-copying wrapper."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("trunk."):
+            rest = key[len("trunk."):]
+            if kind == "torchvision_resnet":  # an nn.Sequential of the ResNet's stages, by position
+                first, _, tail = rest.partition(".")
+                rest = f"{_V1_RESNET_TRUNK[int(first)]}.{tail}"
+            key = "trunk.module." + rest
+        out[key] = value
+    return out
 
 
 def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: Any, version: int) -> Any:
     """Rebuild an explainer of class ``cls`` from ``path`` for ``model``; see ``Explainer.load``."""
     ckpt = _read(path)
-    if ckpt["format_version"] != version:
-        raise ValueError(f"path: format version {ckpt['format_version']} is not supported (expected {version})")
-    saved = ckpt["schema"]
-    schema = AttributeSchema(saved["name"], tuple(saved["names"]), tuple(saved["labels"]),
-                             tuple(saved["positive_ratios"]))
+    schema = _schema_from(ckpt["schema"])
     if attributes is not None:
         wanted = get_schema(attributes)
         if wanted.names != schema.names:
@@ -86,34 +158,32 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
     if architecture_signature(model) != ckpt["target_architecture"]:
         raise ValueError(f"model: {type(model).__name__} is not the architecture the interpreter was fitted to "
                          "(its parameter names or shapes differ)")
-    layer = ckpt["feature_layer"] if ckpt["split_kind"] != "none" else None
+    saved = ckpt["adapter"]
+    layer = saved["layer"] if saved["kind"] != "none" else None
+    recipe = create_recipe(ckpt["recipe"]["name"], **ckpt["recipe"]["options"])
     explainer = cls(model, attributes=schema, metric=ckpt["metric"], feature_layer=layer, device=device,
-                    hidden=ckpt["hidden"], trunk=ckpt.get("trunk", "copy"), method=ckpt.get("method", "amd"))
+                    recipe=recipe)
     h, w = ckpt["input_size"]
     probe = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
     try:
-        split = split_model(model, probe, layer, explainer.device)
+        adapter = adapt_model(model, probe, layer, explainer.device)
     except (ValueError, TypeError) as err:
         raise ValueError(f"model: cannot be split as when the interpreter was fitted: {err}") from None
-    expected = (ckpt["split_kind"], ckpt["feature_shape"], ckpt["embedding_dim"])
-    got = (split.kind, list(split.feature_shape) if split.feature_shape else None, split.embedding_dim)
-    if got != expected:
-        raise ValueError(f"model: split as (kind, feature shape, embedding dim) = {got}, but the interpreter "
-                         f"was fitted to {expected}")
-    slots = ckpt["interpreter"].get("decomposition.slots")
-    interpreter = build_interpreter(split, len(schema), ckpt["hidden"], explainer.trunk,
-                                    None if slots is None else slots.tolist())
+    got = adapter.config()
+    same_kind = saved["kind"] is None or got["kind"] == saved["kind"]
+    if not same_kind or got["grid_shape"] != saved["grid_shape"] or got["embedding_dim"] != saved["embedding_dim"]:
+        raise ValueError(f"model: split as {got}, but the interpreter was fitted to {saved}")
+    amd = AMDModel(adapter, recipe, schema, ckpt["metric"], prepared=ckpt["prepared"])
     try:
-        interpreter.load_state_dict(ckpt["interpreter"])
+        amd.network.load_state_dict(ckpt["network"])
     except RuntimeError as err:
         raise ValueError(f"model: the interpreter's weights do not fit this model: {err}") from None
-    interpreter.eval()
+    amd.train(False)
     if abs(weights_checksum(model) - ckpt["target_checksum"]) > 1e-6 * max(1.0, abs(ckpt["target_checksum"])):
         warnings.warn("Explainer.load: the model's weights differ from those the interpreter was fitted to; "
                       "its explanations may not match this model (refit it)", stacklevel=3)
-    explainer.split, explainer.interpreter = split, interpreter
+    explainer.amd = amd
     explainer.input_size = (h, w)
-    fields = set(TrainingConfig.__dataclass_fields__)
-    explainer.config = TrainingConfig(**{k: v for k, v in ckpt["config"].items() if k in fields})
+    explainer.config = TrainingConfig(**ckpt["config"])
     explainer.history = list(ckpt["history"])
     return explainer

@@ -4,7 +4,7 @@ Gray box (AMD-SPEC section 3): the trunk starts as a trainable copy of the targe
 map goes through ``Conv3x3(C -> 256) -> Conv1x1(256 -> M)`` (no bias, nothing in between) to logits
 ``z`` and the positive attribute maps ``A = exp(z)`` for ``z < 0``, ``sqrt(1 + z)`` otherwise. The
 component embeddings ``e_k = head(F * A_k)`` use the target's own frozen head on the target's feature map
-``F`` (see :mod:`reidexplain.interpreter.split`).
+``F`` (see :mod:`reidexplain.adapters`).
 
 Black box: no feature map of the target is available, so the interpreter masks its own trunk's map and
 pools it with its own learned head (:class:`EmbeddingHead`).
@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..attributes import AttributeSchema
-from .split import TargetSplit
 
 __all__ = [
     "attention_activation",
@@ -41,8 +39,6 @@ __all__ = [
     "SmallTrunk",
     "EmbeddingHead",
     "AMDInterpreter",
-    "Components",
-    "component_embeddings",
 ]
 
 
@@ -291,7 +287,7 @@ class AMDInterpreter(nn.Module):
     Args:
         trunk: Module mapping images ``(B,3,H,W)`` to a feature map ``(B,C,h,w)``, or ``None`` to read
             the target's own feature map ``F`` (gray box with a shared, frozen trunk: faster, see
-            :func:`component_embeddings`).
+            :class:`~reidexplain.interpreter.model.AMDModel`).
         in_channels: ``C``.
         num_attributes: ``M``.
         hidden: Width of the decomposition head's middle layer.
@@ -346,60 +342,3 @@ class AMDInterpreter(nn.Module):
             feats = self.trunk(images)
         z, recognised = self.decomposition.decompose(feats, images)
         return attention_activation(z), feats, recognised
-
-
-class Components(NamedTuple):
-    """Per-image quantities from which every pairwise AMD quantity follows.
-
-    Attributes:
-        embeddings: ``(B,D)`` the target's embeddings.
-        components: ``(B,M,D')`` component embeddings ``e_k``.
-        maps: ``(B,M,h,w)`` attribute maps.
-        recognised: ``(B,2,M)`` attribute recognition logits of shared maps (AMD+, see
-            :meth:`AttributeDecomposition.decompose`), else ``None``.
-    """
-
-    embeddings: torch.Tensor
-    components: torch.Tensor
-    maps: torch.Tensor
-    recognised: torch.Tensor | None = None
-
-
-def component_embeddings(split: TargetSplit, interpreter: AMDInterpreter,
-                         images: torch.Tensor) -> Components:
-    """Target embeddings, component embeddings and maps of a batch of images.
-
-    Gradients flow into the interpreter (not into the frozen target); wrap in ``torch.no_grad()`` for
-    inference.
-
-    Args:
-        split: The split target.
-        interpreter: The interpreter network.
-        images: ``(B,3,H,W)`` on the split's device.
-
-    Returns:
-        A :class:`Components`.
-
-    Examples:
-        >>> import torch
-        >>> from torch import nn
-        >>> from reidexplain.interpreter.split import split_model
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        >>> split = split_model(net, torch.rand(2, 3, 8, 4))
-        >>> interp = AMDInterpreter(split.make_trunk(), 4, 3, hidden=8)
-        >>> out = component_embeddings(split, interp, torch.rand(2, 3, 8, 4))
-        >>> torch.allclose(out.components[:, 0], out.embeddings, atol=1e-6)  # maps start at 1
-        True
-    """
-    feats, emb = split.embed(images)
-    maps, own, recognised = interpreter.decompose(images, feats)
-    if interpreter.black_box:
-        b, m = maps.shape[:2]
-        masked = (own.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
-        comps = interpreter.embedding_head(masked).reshape(b, m, -1)
-    else:
-        if maps.shape[-2:] != feats.shape[-2:]:
-            raise RuntimeError(f"interpreter maps {tuple(maps.shape[-2:])} and target features "
-                               f"{tuple(feats.shape[-2:])} differ in size")
-        comps = split.masked_embeddings(images, feats, maps)
-    return Components(emb, comps, maps, recognised)

@@ -13,16 +13,21 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import AMDCustomNet, AMDFlatNet, AMDTimmToy, amd_sequential_net  # noqa: E402
 
+from reidexplain.adapters import adapt_model  # noqa: E402
+from reidexplain.attributes import AttributeSchema  # noqa: E402
 from reidexplain.distance import pair_distance  # noqa: E402
 from reidexplain.interpreter import (  # noqa: E402
+    AMDModel,
     AttributeDecomposition,
+    PaperAMD,
     attention_activation,
-    component_embeddings,
-    split_model,
 )
-from reidexplain.interpreter._build import build_interpreter  # noqa: E402
 
 PROBE = torch.rand(4, 3, 32, 16, generator=torch.Generator().manual_seed(0))
+
+
+def _model(net: torch.nn.Module, m: int, hidden: int = 256) -> AMDModel:
+    return AMDModel(adapt_model(net, PROBE), PaperAMD(hidden=hidden), AttributeSchema.generic(m), "euclidean")
 
 
 def test_activation_gradient_at_zero() -> None:
@@ -58,10 +63,9 @@ def test_decomposition_layers() -> None:
 @pytest.mark.parametrize("factory", [amd_sequential_net, AMDTimmToy, AMDCustomNet])
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_untrained_interpreter_reconstructs_exactly(factory, metric: str) -> None:
-    split = split_model(factory(), PROBE)
-    interp = build_interpreter(split, 6, hidden=32)
+    model = _model(factory(), 6, hidden=32)
     with torch.no_grad():
-        out = component_embeddings(split, interp, PROBE)
+        out = model(PROBE)
     assert out.components.shape == (4, 6, out.embeddings.shape[1])
     assert bool((out.maps == 1).all())
     d = pair_distance(out.embeddings[0], out.embeddings[1:], metric)
@@ -70,22 +74,21 @@ def test_untrained_interpreter_reconstructs_exactly(factory, metric: str) -> Non
 
 
 def test_gradients_reach_interpreter_not_target() -> None:
-    split = split_model(AMDTimmToy(), PROBE)
-    interp = build_interpreter(split, 3, hidden=8)
+    model = _model(AMDTimmToy(), 3, hidden=8)
+    interp = model.network
     with torch.no_grad():
         interp.decomposition.classifier.weight.normal_(0, 0.1)
-    out = component_embeddings(split, interp, PROBE)
+    out = model(PROBE)
     pair_distance(out.components[0], out.components[1]).sum().backward()
     assert interp.decomposition.classifier.weight.grad is not None
     assert float(interp.decomposition.conv.weight.grad.abs().sum()) > 0
-    assert all(p.grad is None for p in split.target.parameters())
+    assert all(p.grad is None for p in model.adapter.target.parameters())
 
 
 def test_black_box_interpreter() -> None:
-    split = split_model(AMDFlatNet(), PROBE)
-    interp = build_interpreter(split, 4)
-    assert interp.black_box
-    out = component_embeddings(split, interp, PROBE)
+    model = _model(AMDFlatNet(), 4)
+    assert model.network.black_box
+    out = model(PROBE)
     assert out.maps.shape == (4, 4, 4, 2)
     assert out.components.shape == (4, 4, 256)
     assert out.embeddings.shape == (4, 8)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from torch import nn
 
 from reidexplain.explainer import Explainer
+from reidexplain.interpreter import AMDPlus, Components, PaperAMD, pair_losses
 from reidexplain.interpreter.losses import attribute_prior_loss
 from reidexplain.interpreter.model_aware import (
     AttributeProbes,
@@ -17,7 +16,6 @@ from reidexplain.interpreter.model_aware import (
     model_aware_prior_loss,
     probe_loss,
 )
-from reidexplain.interpreter.training import TrainingConfig, pair_losses
 
 
 def _shares(p: int, m: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,14 +89,16 @@ def test_pair_losses_paper_path_unchanged() -> None:
     emb = torch.rand(5, 6, generator=g)
     comps = emb[:, None] + 0.1 * torch.rand(5, 4, 6, generator=g)
     attrs = torch.randint(0, 2, (5, 4), generator=g)
-    out = pair_losses(emb, comps, attrs, "euclidean", TrainingConfig())
+    maps = torch.ones(5, 4, 1, 1)
+    out = pair_losses(Components(emb, comps, maps), attrs, "euclidean", 5.0, 1.0)
     i, j = torch.triu_indices(5, 5, offset=1)
     dk = torch.linalg.vector_norm(comps[i] - comps[j], dim=-1)
     ap = attribute_prior_loss(dk / dk.sum(1, keepdim=True), attrs[i] != attrs[j])
     assert torch.allclose(out["prior"], ap, atol=1e-5)
-    same = pair_losses(emb, comps, attrs, "euclidean", TrainingConfig(usage_weights=(1.0,) * 4))
+    same = pair_losses(Components(emb, comps, maps), attrs, "euclidean", 5.0, 1.0, torch.ones(4))
     assert torch.allclose(same["prior"], ap, atol=1e-5)
-    other = pair_losses(emb, comps, attrs, "euclidean", TrainingConfig(usage_weights=(1.0, 0.0, 0.0, 1.0)))
+    other = pair_losses(Components(emb, comps, maps), attrs, "euclidean", 5.0, 1.0,
+                        torch.tensor([1.0, 0.0, 0.0, 1.0]))
     assert not torch.allclose(other["prior"], ap)
 
 
@@ -107,30 +107,36 @@ def _net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
-def test_explainer_methods() -> None:
+def test_explainer_recipes() -> None:
     g = torch.Generator().manual_seed(0)
     data = [{"image": torch.rand(8, 3, 16, 8, generator=g), "attributes": torch.randint(0, 2, (8, 3), generator=g),
              "pid": torch.arange(8) // 2}]
     paper = Explainer(_net()).fit(data, epochs=2, progress=False)
-    assert paper.method == "amd" and paper.config.usage_weights is None and paper.config.probe_weight == 0.0
-    plus = Explainer(_net(), method="amd+").fit(data, epochs=2, progress=False)
-    assert len(plus.config.usage_weights) == 3 and plus.config.probe_weight == 1.0
-    assert all(0.0 <= w <= 1.0 for w in plus.config.usage_weights)
+    assert isinstance(paper.recipe, PaperAMD) and paper.amd.prepared == {}
+    plus = Explainer(_net(), recipe="amd+").fit(data, epochs=2, progress=False)
+    usage = plus.amd.prepared["usage_weights"]
+    assert isinstance(plus.recipe, AMDPlus) and len(usage) == 3 and plus.recipe.probe_weight == 1.0
+    assert all(0.0 <= w <= 1.0 for w in usage)
     att = plus.explain((data[0]["image"][0], data[0]["image"][2]))
-    assert att.extras["variant"] == "amd+"
+    assert att.method == "amd+" and att.extras["recipe"] == "amd+"
     assert torch.allclose(att.contributions.sum(1), att.reconstructed, atol=1e-5)
-    given = Explainer(_net(), method="amd+").fit(data, epochs=1, progress=False, probe_weight=0.0,
+    given = Explainer(_net(), recipe="amd+").fit(data, epochs=1, progress=False, probe_weight=0.0,
                                                   usage_weights=(1.0, 0.5, 0.0))
-    assert given.config.usage_weights == (1.0, 0.5, 0.0) and given.config.probe_weight == 0.0
-    with pytest.raises(ValueError, match="method"):
-        Explainer(_net(), method="truthy")
+    assert given.amd.prepared["usage_weights"] == [1.0, 0.5, 0.0] and given.recipe.probe_weight == 0.0
+    with pytest.raises(ValueError, match="recipe 'truthy'"):
+        Explainer(_net(), recipe="truthy")
+    with pytest.warns(DeprecationWarning, match="recipe"):
+        assert Explainer(_net(), method="amd+").recipe.name == "amd+"
+    with pytest.raises(TypeError, match="unknown options"):
+        Explainer(_net()).fit(data, epochs=1, progress=False, probe_weight=1.0)  # not a paper option
 
 
-def test_config_round_trips_new_fields() -> None:
-    cfg = TrainingConfig(usage_weights=(0.5, 1.0), probe_weight=2.0, entropy_weight=0.1)
-    assert TrainingConfig(**cfg.to_dict()) == cfg
-    assert {f.name for f in dataclasses.fields(TrainingConfig)} >= {"usage_weights", "probe_weight",
-                                                                    "entropy_weight"}
+def test_recipe_options_round_trip() -> None:
+    recipe = AMDPlus(usage_weights=(0.5, 1.0), probe_weight=2.0, entropy_weight=0.1)
+    assert AMDPlus(**recipe.options()) == recipe
+    assert recipe.replace(probe_weight=0.0).probe_weight == 0.0 and recipe.probe_weight == 2.0
+    with pytest.raises(TypeError, match="unknown options"):
+        recipe.replace(flip=False)
 
 
 # ---------------------------------------------------------------- shared, gated maps (AMD+)
@@ -222,17 +228,17 @@ def test_amd_plus_uses_shared_maps_and_round_trips(tmp_path) -> None:
     schema = AttributeSchema("toy", ("red", "blue", "green", "hat"), ("red", "blue", "green", "hat"),
                              (0.3, 0.3, 0.4, 0.5), groups={"color": ("red", "blue", "green")},
                              one_hot_groups=("color",))
-    plus = Explainer(_net(), attributes=schema, method="amd+").fit(data, epochs=3, progress=False)
-    assert plus.config.shared_maps and plus.config.one_hot_groups == ((0, 1, 2),)
-    assert plus.interpreter.decomposition.shared
+    plus = Explainer(_net(), attributes=schema, recipe="amd+").fit(data, epochs=3, progress=False)
+    assert plus.recipe.shared_maps and plus.amd.prepared["one_hot_groups"] == [[0, 1, 2]]
+    assert plus.network.decomposition.shared
     pair = (data[0]["image"][0], data[0]["image"][2])
     before = plus.explain(pair)
     plus.save(tmp_path / "plus.pt")
     again = Explainer.load(tmp_path / "plus.pt", _net())
-    assert again.interpreter.decomposition.shared
+    assert again.network.decomposition.shared and again.recipe == plus.recipe
     assert torch.allclose(again.explain(pair).contributions, before.contributions, atol=1e-6)
     paper = Explainer(_net(), attributes=schema).fit(data, epochs=1, progress=False)
-    assert not paper.interpreter.decomposition.shared
+    assert not paper.network.decomposition.shared
 
 
 def test_sharpness_sets_breadth_not_peak() -> None:

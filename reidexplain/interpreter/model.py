@@ -1,0 +1,153 @@
+"""The object that owns a fitted AMD interpreter: :class:`AMDModel`.
+
+It holds what every AMD quantity depends on, and nothing else: the target's feature adapter
+(:mod:`reidexplain.adapters`), the interpreter network, the target's distance, the attribute schema, the
+recipe that trained it and what that recipe prepared (usage weights, say). Pairs, matrices, the
+evaluation and the training loop take it instead of four loose arguments, and all of them decompose
+distances with :func:`reidexplain.decomposition.decompose`.
+
+Examples:
+    >>> import torch
+    >>> from torch import nn
+    >>> from reidexplain.adapters import adapt_model
+    >>> from reidexplain.attributes import get_schema
+    >>> from reidexplain.interpreter.recipes import PaperAMD
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    >>> adapter = adapt_model(net, torch.rand(2, 3, 8, 4))
+    >>> model = AMDModel(adapter, PaperAMD(hidden=8), get_schema(["hat", "bag"]), "euclidean")
+    >>> out = model.embed(torch.rand(3, 3, 8, 4))
+    >>> out.components.shape  # maps start at 1: every e_k is the embedding
+    torch.Size([3, 2, 4])
+    >>> torch.allclose(out.components[:, 0], out.embeddings, atol=1e-6)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch import nn
+
+from ..adapters import FeatureAdapter
+from ..attributes import AttributeSchema
+from ..decomposition import Decomposition, matrix_decomposition, pair_decomposition
+
+if TYPE_CHECKING:
+    from .recipes import Recipe
+
+__all__ = ["AMDModel", "Components"]
+
+
+class Components(NamedTuple):
+    """Per-image quantities from which every pairwise AMD quantity follows.
+
+    Attributes:
+        embeddings: ``(B,D)`` the target's embeddings.
+        components: ``(B,M,D')`` component embeddings ``e_k``.
+        maps: ``(B,M,h,w)`` attribute maps on the feature grid.
+        recognised: ``(B,2,M)`` attribute recognition logits of shared maps (AMD+), else ``None``.
+    """
+
+    embeddings: torch.Tensor
+    components: torch.Tensor
+    maps: torch.Tensor
+    recognised: torch.Tensor | None = None
+
+    def __getitem__(self, index: Any) -> Any:  # type: ignore[override]
+        if isinstance(index, int):
+            return tuple.__getitem__(self, index)
+        return Components(*(None if t is None else t[index] for t in self))
+
+    @staticmethod
+    def cat(parts: list[Components]) -> Components:
+        """Concatenate along the batch axis."""
+        return Components(*(None if t[0] is None else torch.cat(t) for t in zip(*parts, strict=True)))
+
+
+class AMDModel(nn.Module):
+    """A target adapter, an interpreter network, a distance and a schema: one fitted AMD interpreter.
+
+    Args:
+        adapter: The target's feature adapter (holds the frozen copy of the target).
+        recipe: The recipe that builds (and trains) the network.
+        schema: The ``M`` attributes.
+        metric: ``"euclidean"`` or ``"cosine"``.
+        network: The interpreter network; default: ``recipe.build_network(adapter, schema)``.
+        prepared: What the recipe prepared from the training data (saved with the model).
+    """
+
+    def __init__(self, adapter: FeatureAdapter, recipe: Recipe, schema: AttributeSchema, metric: str,
+                 network: nn.Module | None = None, prepared: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.recipe = recipe
+        self.schema = schema
+        self.metric = metric
+        self.network = network if network is not None else recipe.build_network(adapter, schema)
+        self.network.to(adapter.device)
+        self.prepared: dict[str, Any] = dict(prepared or {})
+
+    @property
+    def device(self) -> torch.device:
+        """Where the target copy and the network run."""
+        return self.adapter.device
+
+    @property
+    def num_attributes(self) -> int:
+        """``M``."""
+        return len(self.schema)
+
+    @property
+    def gray_box(self) -> bool:
+        """Whether the component embeddings use the target's own head."""
+        return self.adapter.gray_box
+
+    def train(self, mode: bool = True) -> AMDModel:
+        """Switch the network (never the frozen target) between training and eval mode."""
+        self.training = mode
+        self.network.train(mode)
+        return self
+
+    def forward(self, images: torch.Tensor) -> Components:
+        """:class:`Components` of ``images`` (on :attr:`device`); gradients flow into the network."""
+        feats, emb = self.adapter.embed(images)
+        maps, own, recognised = self.network.decompose(images, feats)
+        if not self.gray_box:
+            b, m = maps.shape[:2]
+            masked = (own.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
+            comps = self.network.embedding_head(masked).reshape(b, m, -1)
+        else:
+            if maps.shape[-2:] != feats.shape[-2:]:
+                raise RuntimeError(f"interpreter maps {tuple(maps.shape[-2:])} and target features "
+                                   f"{tuple(feats.shape[-2:])} differ in size")
+            comps = self.adapter.masked_embeddings(images, feats, maps)
+        return Components(emb, comps, maps, recognised)
+
+    def embed(self, images: torch.Tensor, batch_size: int = 64) -> Components:
+        """:class:`Components` of ``images`` in batches, without gradients, in eval mode."""
+        was_training = self.training
+        self.train(False)
+        try:
+            with torch.no_grad():
+                parts = [self(chunk.to(self.device)) for chunk in images.split(batch_size)]
+        finally:
+            self.train(was_training)
+        return Components.cat(parts)
+
+    def decompose_pairs(self, a: Components, b: Components) -> Decomposition:
+        """The decomposition of pair ``i`` = ``(a[i], b[i])``."""
+        return pair_decomposition(a.embeddings, a.components, b.embeddings, b.components, self.metric)
+
+    def decompose_matrix(self, query: Components, gallery: Components) -> Decomposition:
+        """The decomposition of every query x gallery pair: ``(Q,G)`` and ``(Q,G,M)``."""
+        return matrix_decomposition(query.embeddings, query.components, gallery.embeddings,
+                                    gallery.components, self.metric)
+
+    def maps_to_image(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Attribute maps on the grid brought to image size (the adapter knows the geometry)."""
+        return self.adapter.grid_to_image(maps, size)
+
+    def describe(self) -> str:
+        """One line: the recipe and how the target was split."""
+        return f"{self.recipe.name}: {self.adapter.describe()}"

@@ -1,0 +1,370 @@
+"""Training recipes: what an interpreter network looks like and which losses train it.
+
+A recipe is a frozen dataclass. Its fields are the interpreter's configuration (architecture switches
+and loss weights), fixed at construction; the optimiser's hyper-parameters live in
+:class:`~reidexplain.interpreter.training.TrainingConfig`. The training loop asks a recipe to
+
+* :meth:`Recipe.build_network` for a target adapter and a schema;
+* :meth:`Recipe.prepare` from one pass of the target over the training data (only if
+  :attr:`Recipe.needs_target_pass`), returning what it derives (saved with the model);
+* :meth:`Recipe.warmup` before the main loop (optional);
+* :meth:`Recipe.losses` on every batch.
+
+:class:`PaperAMD` (``"amd"``) is the paper's recipe; :class:`AMDPlus` (``"amd+"``) adds model-aware terms
+(see ``docs/truthful-amd.md``). A new recipe is one class registered in :data:`RECIPES`.
+
+Examples:
+    >>> RECIPES.names()
+    ['amd', 'amd+']
+    >>> recipe = create_recipe("amd+", probe_weight=0.5)
+    >>> recipe.name, recipe.probe_weight, recipe.shared_maps
+    ('amd+', 0.5, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..adapters import FeatureAdapter
+from ..attributes import AttributeSchema
+from ..distance import pair_distance
+from ..registry import Registry
+from .losses import attribute_prior_loss, metric_distillation_loss
+from .model_aware import (
+    AttributeProbes,
+    attribute_usage,
+    map_entropy_loss,
+    model_aware_prior_loss,
+    probe_loss,
+    recognition_loss,
+)
+from .network import AMDInterpreter, EmbeddingHead, SmallTrunk, region_slots
+
+if TYPE_CHECKING:
+    from ._batch import Batch
+    from .model import AMDModel, Components
+
+__all__ = ["Recipe", "PaperAMD", "AMDPlus", "RECIPES", "create_recipe", "TargetPass",
+           "GRAY_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DIM", "TRUNKS"]
+
+GRAY_BOX_DISTILLATION_WEIGHT = 5.0
+"""Default ``w_md`` in gray-box mode: on the zoo's reference model, weight 3 gave X-mAP_e 83.0 but ADRE
+3.7 %, weight 5 gave X-mAP_e 81.4 and ADRE 1.8 %, weight 10 X-mAP_e 77.0 and ADRE 0.7 %, weight 50
+X-mAP_e 57.2 and ADRE 0.2 % (about 600 steps each; see ``docs/how-amd-works.md``)."""
+BLACK_BOX_DISTILLATION_WEIGHT = 50.0
+"""Default ``w_md`` in black-box mode, where ``d_hat`` does not start at ``d``: weight 50 gave Rank-1
+with ``d_hat`` 42 % against 14 % at weight 5, at a similar ADRE (17 %)."""
+BLACK_BOX_DIM = 256
+"""Width of the black-box interpreter's own component embeddings."""
+TRUNKS = ("copy", "shared")
+"""``"copy"``: the interpreter trains its own copy of the target's trunk (AMD); ``"shared"``: it reads the
+target's own feature map (frozen)."""
+
+
+@dataclass
+class TargetPass:
+    """One pass of the frozen target over the training data, for :meth:`Recipe.prepare`.
+
+    Attributes:
+        embeddings: ``(N,D)`` target embeddings (CPU).
+        attributes: ``(N,M)`` labels.
+        pids: ``(N,)`` identities, or ``None`` when a batch had none.
+    """
+
+    embeddings: torch.Tensor
+    attributes: torch.Tensor
+    pids: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Base of the training recipes; the paper's losses (AMD-SPEC section 4).
+
+    Attributes:
+        hidden: Width of the decomposition head's middle layer (AMD: 256).
+        trunk: ``"copy"`` or ``"shared"`` (see :data:`TRUNKS`); gray box only.
+        distillation_weight: Weight ``w_md`` of the distillation loss; ``None``:
+            :data:`GRAY_BOX_DISTILLATION_WEIGHT` (5) or :data:`BLACK_BOX_DISTILLATION_WEIGHT` (50).
+        prior_weight: Weight ``w_ap`` of the attribute prior (its terms carry 2/10/10 already).
+    """
+
+    name: ClassVar[str] = "recipe"
+    label: ClassVar[str] = "recipe"
+    needs_target_pass: ClassVar[bool] = False
+
+    hidden: int = 256
+    trunk: str = "copy"
+    distillation_weight: float | None = None
+    prior_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"trunk: expected one of {TRUNKS}, got {self.trunk!r}")
+        if int(self.hidden) < 1:
+            raise ValueError(f"hidden: expected a positive width, got {self.hidden}")
+
+    # ------------------------------------------------------------------ configuration
+    def options(self) -> dict[str, Any]:
+        """The recipe's fields as a plain dict (saved with the model)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        """Names of the fields a caller may set."""
+        return {f.name for f in dataclasses.fields(cls)}
+
+    def replace(self, **options: Any) -> Recipe:
+        """A copy with some fields changed (unknown names raise ``TypeError``)."""
+        unknown = sorted(set(options) - self.option_names())
+        if unknown:
+            raise TypeError(f"recipe {self.name!r}: unknown options {unknown}; "
+                            f"expected {sorted(self.option_names())}")
+        return dataclasses.replace(self, **options)
+
+    def distillation_weight_for(self, gray_box: bool) -> float:
+        """``w_md``, with the mode's default filled in."""
+        if self.distillation_weight is not None:
+            return float(self.distillation_weight)
+        return GRAY_BOX_DISTILLATION_WEIGHT if gray_box else BLACK_BOX_DISTILLATION_WEIGHT
+
+    # ------------------------------------------------------------------ the network
+    def slots(self, schema: AttributeSchema) -> list[int] | None:
+        """Region of each attribute for gated, shared maps; ``None``: one free map per attribute."""
+        return None
+
+    def build_network(self, adapter: FeatureAdapter, schema: AttributeSchema) -> AMDInterpreter:
+        """The interpreter network for ``adapter``'s target: gray box, a trainable copy of its trunk
+        (``trunk="copy"``) or none (``"shared"``); black box, :class:`SmallTrunk` and its own head."""
+        slots = self.slots(schema)
+        if adapter.gray_box:
+            assert adapter.grid_shape is not None
+            own = adapter.make_trunk() if self.trunk == "copy" else None
+            network = AMDInterpreter(own, adapter.grid_shape[0], len(schema), self.hidden, slots=slots)
+        else:
+            small = SmallTrunk()
+            network = AMDInterpreter(small, small.out_channels, len(schema), self.hidden,
+                                     embedding_head=EmbeddingHead(small.out_channels, BLACK_BOX_DIM),
+                                     slots=slots)
+        return network.to(adapter.device)
+
+    # ------------------------------------------------------------------ training
+    def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
+        """What the recipe derives from the training data before training (saved with the model)."""
+        return {}
+
+    def warmup(self, model: AMDModel, batches: Callable[[], Iterable[Batch]], lr: float,
+               augment: Callable[[torch.Tensor], torch.Tensor], progress: bool,
+               deadline: float | None) -> None:
+        """Optional training before the main loop (nothing by default)."""
+
+    def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
+               context: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Loss terms over all pairs ``i < j`` of a batch; ``"loss"`` is what is minimised.
+
+        Args:
+            model: The model being trained (its schema, metric and prepared data).
+            out: The batch's :class:`~reidexplain.interpreter.model.Components`.
+            attributes: ``(B,M)`` 0/1 labels.
+            context: Per-fit state the recipe may keep (training-only modules and their optimisers
+                under ``"optimizers"``, which the loop steps after each backward pass).
+
+        Returns:
+            ``{"loss", "distillation", "prior", "distance", "reconstructed", ...}``; the last two are the
+            ``(P,)`` pair distances.
+        """
+        return pair_losses(out, attributes, model.metric, self.distillation_weight_for(model.gray_box),
+                           self.prior_weight)
+
+
+def pair_losses(out: Components, attributes: torch.Tensor, metric: str, distillation_weight: float,
+                prior_weight: float, usage: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """AMD's losses over all pairs ``i < j`` of a batch (the model-aware prior when ``usage`` is given).
+
+    Every distance and loss term is symmetric in ``(i, j)``, so the mean over the ``B(B-1)/2`` unordered
+    pairs equals the mean over the ordered pairs of AMD-SPEC section 4, at half the cost.
+
+    Examples:
+        >>> import torch
+        >>> from reidexplain.interpreter.model import Components
+        >>> e = torch.rand(3, 4)
+        >>> out = Components(e, e[:, None].expand(3, 2, 4), torch.ones(3, 2, 1, 1))
+        >>> losses = pair_losses(out, torch.tensor([[0, 1], [0, 1], [1, 1]]), "euclidean", 5.0, 1.0)
+        >>> round(float(losses["distillation"]), 6)
+        0.0
+    """
+    from ..decomposition import decompose
+
+    emb, comps = out.embeddings, out.components
+    b = emb.shape[0]
+    i, j = torch.triu_indices(b, b, offset=1, device=emb.device)
+    parts = decompose(pair_distance(emb[i], emb[j], metric), pair_distance(comps[i], comps[j], metric))
+    exclusive = attributes[i] != attributes[j]
+    md = metric_distillation_loss(parts.distance, parts.reconstructed)
+    if usage is None:
+        ap = attribute_prior_loss(parts.shares, exclusive)
+    else:
+        ap = model_aware_prior_loss(parts.shares, exclusive, usage.to(parts.shares.device))
+    return {"loss": distillation_weight * md + prior_weight * ap, "distillation": md.detach(),
+            "prior": ap.detach(), "distance": parts.distance.detach(),
+            "reconstructed": parts.reconstructed.detach()}
+
+
+@dataclass(frozen=True)
+class PaperAMD(Recipe):
+    """The paper's recipe: distillation and attribute prior, one free map per attribute.
+
+    Examples:
+        >>> PaperAMD().distillation_weight_for(gray_box=True)
+        5.0
+    """
+
+    name: ClassVar[str] = "amd"
+    label: ClassVar[str] = "AMD (paper)"
+
+
+@dataclass(frozen=True)
+class AMDPlus(Recipe):
+    """AMD+: explanations true to the model as well as to the labels (``docs/truthful-amd.md``).
+
+    Attributes:
+        model_aware_prior: Count attribute ``k`` as exclusive to the degree ``w_k`` of its measured use by
+            the model (:func:`~reidexplain.interpreter.model_aware.attribute_usage`, from one pass of the
+            target over the training data); ``False``: the paper's prior.
+        usage_weights: Given ``w_k`` (skips that pass); ``None``: measured.
+        shared_maps: Gated maps that share one spatial map per one-hot group (a garment's colours),
+            see :class:`~reidexplain.interpreter.AttributeDecomposition`.
+        probe_weight: Weight of the per-attribute probes on ``e_k`` (0: off).
+        recognition_weight: With ``shared_maps``: weight of the attribute recognition loss on the
+            features each region's map pools (0: off).
+        entropy_weight: Weight of the maps' normalised spatial entropy (0: off).
+        recognition_warmup: Steps of recognition alone before the AMD losses start (trunk frozen).
+        recognition_lr: Learning rate of that warm-up.
+    """
+
+    name: ClassVar[str] = "amd+"
+    label: ClassVar[str] = "AMD+"
+
+    model_aware_prior: bool = True
+    usage_weights: tuple[float, ...] | None = None
+    shared_maps: bool = True
+    probe_weight: float = 1.0
+    recognition_weight: float = 1.0
+    entropy_weight: float = 0.0
+    recognition_warmup: int = 300
+    recognition_lr: float = 3e-3
+
+    @property
+    def needs_target_pass(self) -> bool:  # type: ignore[override]
+        return self.model_aware_prior and self.usage_weights is None
+
+    def slots(self, schema: AttributeSchema) -> list[int] | None:
+        return region_slots(schema) if self.shared_maps else None
+
+    def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
+        schema = model.schema
+        groups = tuple(tuple(schema.names.index(n) for n in schema.groups[g]) for g in schema.one_hot_groups)
+        prepared: dict[str, Any] = {"one_hot_groups": [list(g) for g in groups]}
+        if self.model_aware_prior:
+            if self.usage_weights is not None:
+                usage = [float(w) for w in self.usage_weights]
+            else:
+                assert data is not None
+                weights = attribute_usage(data.embeddings, data.attributes, model.metric, data.pids)
+                usage = [round(float(w), 4) for w in weights]
+            if len(usage) != len(schema):
+                raise ValueError(f"usage_weights: expected {len(schema)} weights, got {len(usage)}")
+            prepared["usage_weights"] = usage
+        return prepared
+
+    def _recognition(self, recognised: torch.Tensor, attributes: torch.Tensor,
+                     model: AMDModel) -> torch.Tensor:
+        groups = [tuple(g) for g in model.prepared.get("one_hot_groups", [])]
+        return sum(recognition_loss(logits, attributes, groups) for logits in recognised.unbind(1))
+
+    def warmup(self, model: AMDModel, batches: Callable[[], Iterable[Batch]], lr: float,
+               augment: Callable[[torch.Tensor], torch.Tensor], progress: bool,
+               deadline: float | None) -> None:
+        """Train the shared maps' head on attribute recognition alone, so that the maps know where the
+        attributes are before they must split the distance. Counts in the fit's time limit."""
+        head = model.network.decomposition
+        if not head.shared or self.recognition_weight <= 0 or self.recognition_warmup <= 0:
+            return
+        optimizer = torch.optim.Adam(head.parameters(), lr=self.recognition_lr)
+        steps = 0
+        with tqdm(total=self.recognition_warmup, disable=not progress, desc="AMD+ maps warm-up",
+                  unit="batch", dynamic_ncols=True) as bar:
+            while steps < self.recognition_warmup:
+                seen = steps
+                for batch in batches():
+                    images = augment(batch.images.to(model.device))
+                    with torch.no_grad():
+                        trunk = model.network.trunk
+                        feats = trunk(images) if trunk is not None else model.adapter.features(images)
+                    _, recognised = head.decompose(feats, images)
+                    loss = self._recognition(recognised, batch.attributes.to(model.device), model)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    steps += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                    if steps >= self.recognition_warmup or (deadline is not None
+                                                             and time.perf_counter() > deadline):
+                        return
+                if steps == seen:  # an empty loader: nothing to warm up on
+                    return
+
+    def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
+               context: dict[str, Any]) -> dict[str, torch.Tensor]:
+        usage = model.prepared.get("usage_weights")
+        losses = pair_losses(out, attributes, model.metric, self.distillation_weight_for(model.gray_box),
+                             self.prior_weight, None if usage is None else torch.as_tensor(usage))
+        if self.probe_weight > 0:
+            if "probes" not in context:
+                # Training-only classifiers: built once the width of e_k is known, never saved.
+                net: nn.Module = AttributeProbes(attributes.shape[1], out.components.shape[-1])
+                net = net.to(out.components.device)
+                context["probes"] = net
+                context.setdefault("optimizers", []).append(
+                    torch.optim.Adam(net.parameters(), lr=context["lr"] * context["head_lr_factor"]))
+            term = probe_loss(context["probes"](out.components), attributes)
+            losses["loss"] = losses["loss"] + self.probe_weight * term
+            losses["probe"] = term.detach()
+        if self.recognition_weight > 0 and out.recognised is not None:
+            term = self._recognition(out.recognised, attributes, model)
+            losses["loss"] = losses["loss"] + self.recognition_weight * term
+            losses["recognition"] = term.detach()
+        if self.entropy_weight > 0:
+            term = map_entropy_loss(out.maps)
+            losses["loss"] = losses["loss"] + self.entropy_weight * term
+            losses["entropy"] = term.detach()
+        return losses
+
+
+RECIPES: Registry[type[Recipe]] = Registry("recipe")
+"""Training recipes by name."""
+RECIPES.register(PaperAMD.name, PaperAMD, label=PaperAMD.label)
+RECIPES.register(AMDPlus.name, AMDPlus, label=AMDPlus.label)
+
+
+def create_recipe(recipe: str | Recipe, **options: Any) -> Recipe:
+    """A recipe from its name (or a recipe instance) with some options changed.
+
+    Raises:
+        UnknownNameError: unknown name (a ``ValueError``).
+        TypeError: options the recipe does not have, or ``recipe`` of a wrong type.
+    """
+    if isinstance(recipe, Recipe):
+        return recipe.replace(**options) if options else recipe
+    if not isinstance(recipe, str):
+        raise TypeError(f"recipe: expected a name from {RECIPES.names()} or a Recipe, got {type(recipe).__name__}")
+    cls = RECIPES.get(recipe)
+    return cls().replace(**options) if options else cls()

@@ -1,0 +1,43 @@
+"""Files written by earlier releases still load and explain as they did."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import amd_batches  # noqa: E402
+
+from reidexplain import Explainer  # noqa: E402
+
+FILES = Path(__file__).resolve().parent / "data_files"
+
+
+def _target() -> nn.Module:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net.load_state_dict(torch.load(FILES / "v1_target.pt", weights_only=True))
+    return net
+
+
+@pytest.mark.parametrize(("stem", "recipe"), [("v1_amd", "amd"), ("v1_amd_plus", "amd+")])
+def test_format_1_files_load_and_explain_as_before(stem: str, recipe: str) -> None:
+    # Written by reidexplain at commit 4533ac7 (format 1): a paper AMD and an AMD+ fit of a tiny net.
+    loaded = Explainer.load(FILES / f"{stem}.pt", _target())
+    assert loaded.recipe.name == recipe and loaded.adapter.kind == "fx"
+    expected = torch.load(FILES / f"{stem}_expected.pt", weights_only=True)
+    images = amd_batches()[0]["image"]
+    att = loaded.explain((images[:2], images[2:4]))
+    torch.testing.assert_close(att.distance, expected["distance"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(att.contributions, expected["contributions"], rtol=1e-4, atol=1e-6)
+
+
+def test_a_file_of_an_unknown_version_names_it(tmp_path: Path) -> None:
+    raw = torch.load(FILES / "v1_amd.pt", weights_only=True)
+    raw["format_version"] = 99
+    torch.save(raw, tmp_path / "future.pt")
+    with pytest.raises(ValueError, match="format version 99.*reads versions \\[1, 2\\]"):
+        Explainer.load(tmp_path / "future.pt", _target())
