@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from reidexplain.benchmark import build_pair_set, get_size, sample_pairs, to_json_ready
-from reidexplain.benchmark._amd import (
+from reidbench import build_pair_set, get_size, sample_pairs, to_json_ready
+from reidbench._amd import (
     agreement_summary,
     align_effects,
     averaged_flip_effects,
@@ -40,12 +39,13 @@ from reidexplain.benchmark._amd import (
     measurement_ceiling,
     swapped,
 )
-from reidexplain.benchmark._attributes import (
+from reidbench._attributes import (
     amd_attribute_localization,
     model_sensitivity,
     shares_by_exclusivity,
 )
-from reidexplain.benchmark._data import pk_loader, prepare_data, stack_images
+from reidbench._data import pk_loader, prepare_data, stack_images
+
 from reidexplain.explainer import Explainer
 from reidexplain.metrics import causal_agreement, x_map_exclusive
 from reidexplain.zoo import load_reference_model

@@ -8,9 +8,8 @@ import math
 
 import pytest
 import torch
-
-from reidexplain.attributes import project_labels
-from reidexplain.benchmark import (
+from helpers import benchmark_script
+from reidbench import (
     SIZES,
     BenchmarkSize,
     evaluate_targets,
@@ -20,14 +19,16 @@ from reidexplain.benchmark import (
     sample_pairs,
     to_json_ready,
 )
-from reidexplain.benchmark._amd import (
+from reidbench._amd import (
     agreement_summary,
     chance_explanation_scores,
     reweighted_retrieval,
 )
-from reidexplain.benchmark._attributes import shares_by_exclusivity
-from reidexplain.benchmark._data import ProjectedLabels
-from reidexplain.benchmark._report import METHOD_LABELS
+from reidbench._attributes import shares_by_exclusivity
+from reidbench._data import ProjectedLabels
+from reidbench._report import METHOD_LABELS
+
+from reidexplain.attributes import project_labels
 from reidexplain.explainer import MatrixExplanation
 from reidexplain.metrics import evaluate_retrieval
 from reidexplain.zoo import create_model
@@ -323,18 +324,6 @@ def test_sizes_and_errors(tmp_path):
         run_benchmark(tmp_path / "bad2", size="tiny", model="not a model", progress=False)
 
 
-def _benchmark_script(name: str):
-    """A script of ``benchmarks/`` imported as a module (the folder is not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):
     results, _ = tiny_runs[0]
     (tmp_path / "benchmark.json").write_text(json.dumps(results))
@@ -342,7 +331,7 @@ def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):
         {"model": "reidnet_small", "train_seconds": 12.5, "rows": [
             {"test": "market", "features": "trained", "rank1": 90.0, "rank5": 99.0, "rank10": 99.5, "mAP": 88.0}]}))
     (tmp_path / "mystery.json").write_text(json.dumps({"answer": 42, "rows": [{"x": 1.5, "y": "b"}]}))
-    text = _benchmark_script("make_report").build_report(tmp_path)
+    text = benchmark_script("make_report").build_report(tmp_path)
     assert text.startswith("# reidexplain benchmarks")
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert [h.split(" (")[0] for h in headings] == [
@@ -354,9 +343,9 @@ def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):
 
 def test_averaged_flip_effects_and_ceiling_on_a_tiny_split():
     """Averaged effects: NaN exactly where not flipped, the halves average to the whole, finite ceiling."""
-    from reidexplain.benchmark import build_pair_set
-    from reidexplain.benchmark._amd import averaged_flip_effects, flip_effects, measurement_ceiling
-    from reidexplain.benchmark._data import prepare_data
+    from reidbench import build_pair_set
+    from reidbench._amd import averaged_flip_effects, flip_effects, measurement_ceiling
+    from reidbench._data import prepare_data
 
     torch.manual_seed(0)
     data = prepare_data(get_size("tiny"), progress=False)
@@ -377,7 +366,7 @@ def test_averaged_flip_effects_and_ceiling_on_a_tiny_split():
 
 
 def test_bench_truthful_merges_seeds_and_refuses_different_data(tmp_path):
-    module = _benchmark_script("bench_truthful")
+    module = benchmark_script("bench_truthful")
 
     def run(seed, x_map_e, adre, shares):
         row = {"variant": "amd+", "method": "amd+", "options": {}, "x_map_e": x_map_e, "x_map_e_used": 80.0,
@@ -403,9 +392,10 @@ def test_bench_truthful_merges_seeds_and_refuses_different_data(tmp_path):
 
 def test_align_effects_remove_each_difference_once_per_group():
     """Aligned effects: NaN where not measured, 0 on common attributes, one shared value per colour group."""
-    from reidexplain.benchmark import build_pair_set
-    from reidexplain.benchmark._amd import align_effects, flip_effects, swapped
-    from reidexplain.benchmark._data import prepare_data
+    from reidbench import build_pair_set
+    from reidbench._amd import align_effects, flip_effects, swapped
+    from reidbench._data import prepare_data
+
     from reidexplain.distance import pair_distance
 
     torch.manual_seed(0)
@@ -441,7 +431,7 @@ def test_align_effects_remove_each_difference_once_per_group():
 
 
 def test_bench_truthful_attribute_agreement_skips_missing_shares():
-    spearman = _benchmark_script("bench_truthful")._spearman
+    spearman = benchmark_script("bench_truthful")._spearman
     assert spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.2, float("nan"), 0.4]) == pytest.approx(1.0)
     assert spearman([1.0, 2.0, 3.0], [0.3, 0.2, 0.1]) == pytest.approx(-1.0)
     assert math.isnan(spearman([1.0, 2.0], [1.0, 2.0]))  # fewer than 3 attributes: undefined

@@ -3,10 +3,15 @@
 Synthetic persons know which attributes differ between two people, which pixels carry them, and what
 re-rendering a person with one attribute flipped does to the model's distance. :func:`run_benchmark`
 uses all three to score AMD (gray-box and black-box) and the Captum baselines on the same pairs, and
-writes ``results.json`` and ``BENCHMARKS.md``; ``reidexplain benchmark [--quick]`` calls it.
+writes ``results.json`` and ``BENCHMARKS.md``; ``python benchmarks/run_benchmark.py [--quick]`` calls it.
+
+This is experiment code, not part of the installed ``reidexplain`` package: a plain package of the
+repository's ``benchmarks/`` folder, imported by the scripts next to it (which Python finds because a
+script's own folder is on ``sys.path``) and by the tests (``tests/helpers.py`` puts ``benchmarks/`` on
+``sys.path``).
 
 Examples:
-    >>> from reidexplain.benchmark import SIZES, render_markdown
+    >>> from reidbench import SIZES, render_markdown
     >>> sorted(SIZES)
     ['full', 'quick', 'tiny']
     >>> render_markdown({"size": {"name": "tiny"}}).startswith("# Ground-truth benchmark")

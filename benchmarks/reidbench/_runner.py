@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attributes import SHARED, AttributeSchema
-from ..explainer import Explainer
+from reidexplain.attributes import SHARED, AttributeSchema
+from reidexplain.explainer import Explainer
+
 from ._amd import (
     agreement_summary,
     chance_explanation_scores,
@@ -85,7 +86,7 @@ def _stage(stages: dict[str, float], name: str, progress: bool) -> Iterator[None
 
 
 def _reference_model(progress: bool) -> tuple[nn.Module, dict[str, Any]]:
-    from ..zoo import load_reference_model
+    from reidexplain.zoo import load_reference_model
 
     start_wall, start = time.time(), time.perf_counter()
     model, info = load_reference_model("market", progress=progress, return_info=True)
@@ -114,8 +115,8 @@ def _fit(model: nn.Module, items: Any, schema: AttributeSchema, feature_layer: s
 
 def _default_command(out: Path, quick: bool, size: BenchmarkSize) -> str:
     if size.name in ("full", "quick"):
-        return f"reidexplain benchmark{' --quick' if quick or size.name == 'quick' else ''} --out {out}"
-    return (f"python -c 'from reidexplain.benchmark import run_benchmark; "
+        return f"python benchmarks/run_benchmark.py{' --quick' if quick or size.name == 'quick' else ''} --keep {out}"
+    return (f"python -c 'import sys; sys.path.insert(0, \"benchmarks\"); from reidbench import run_benchmark; "
             f"run_benchmark(\"{out}\", size=\"{size.name}\")'")
 
 
@@ -157,7 +158,8 @@ def run_benchmark(out: str | os.PathLike[str] = "benchmark-results", quick: bool
             minutes, if not cached; that time is reported separately).
         metric: Distance of the target model.
         threads: ``torch.set_num_threads`` for the run (default: leave torch's setting).
-        command: The command line to record as "reproduce" (default: the ``reidexplain`` CLI call).
+        command: The command line to record as "reproduce" (default: the ``benchmarks/run_benchmark.py``
+            call).
 
     Returns:
         The folder ``out``, holding ``results.json`` and ``BENCHMARKS.md``.

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attribution import PairAttribution
-from ..baselines import create_baseline
-from ..metrics import (
+from reidexplain.attribution import PairAttribution
+from reidexplain.baselines import create_baseline
+from reidexplain.metrics import (
     deletion_auc,
     deletion_curve,
     exclusive_union_mask,
@@ -30,6 +30,7 @@ from ..metrics import (
     reduce_scores,
     relevance_mass,
 )
+
 from ._config import BenchmarkSize
 from ._pairs import PairSet
 
@@ -47,7 +48,7 @@ def baseline_settings(size: BenchmarkSize) -> dict[str, dict[str, Any]]:
     call, the usual Captum setting for speed; Integrated Gradients runs all its steps in one batch.
 
     Examples:
-        >>> from reidexplain.benchmark import get_size
+        >>> from reidbench import get_size
         >>> baseline_settings(get_size("full"))["integrated_gradients"]
         {'n_steps': 50}
     """
@@ -118,7 +119,7 @@ def explain_pairs(explain: Callable[[tuple[torch.Tensor, torch.Tensor]], PairAtt
         >>> def toy(pair):
         ...     a, b = pair
         ...     return PairAttribution("toy", (a, b), torch.ones(1), (a[:, :1], b[:, :1]))
-        >>> from reidexplain.benchmark._pairs import PairSet
+        >>> from reidbench._pairs import PairSet
         >>> imgs = torch.rand(2, 3, 8, 4); attrs = torch.eye(2); masks = torch.ones(2, 2, 8, 4, dtype=torch.bool)
         >>> run = explain_pairs(toy, PairSet([(0, 1), (1, 0)], imgs, imgs, attrs, attrs, masks, masks), "toy")
         >>> run.heat_a.shape, len(run.seconds)
@@ -152,7 +153,7 @@ def random_maps(pairs: PairSet, seed: int = 0) -> MethodRun:
 
     Examples:
         >>> import torch
-        >>> from reidexplain.benchmark._pairs import PairSet
+        >>> from reidbench._pairs import PairSet
         >>> imgs = torch.rand(1, 3, 8, 4); m = torch.ones(1, 2, 8, 4, dtype=torch.bool)
         >>> random_maps(PairSet([(0, 0)], imgs, imgs, torch.eye(2)[:1], torch.eye(2)[1:], m, m)).heat_b.shape
         torch.Size([1, 1, 8, 4])
@@ -173,7 +174,7 @@ def localization_scores(run: MethodRun, pairs: PairSet) -> dict[str, float]:
 
     Examples:
         >>> import torch
-        >>> from reidexplain.benchmark._pairs import PairSet
+        >>> from reidbench._pairs import PairSet
         >>> imgs = torch.rand(1, 3, 4, 2); m = torch.zeros(1, 2, 4, 2, dtype=torch.bool); m[0, 0, 0] = True
         >>> ps = PairSet([(0, 0)], imgs, imgs, torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), m, m)
         >>> heat = torch.zeros(1, 1, 4, 2); heat[0, 0, 0, 0] = 1.0

@@ -26,7 +26,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Judge every target from the figures of a results dict.
 
     Args:
-        results: The dict :func:`~reidexplain.benchmark.run_benchmark` writes to ``results.json``.
+        results: The dict :func:`~reidbench.run_benchmark` writes to ``results.json``.
 
     Returns:
         One dict per target: ``target``, ``measured``, ``required`` (text), ``unit`` and ``met``

@@ -207,7 +207,7 @@ def render_markdown(results: dict[str, Any], heading_level: int = 1) -> str:
     """The markdown report of a results dict (what ``BENCHMARKS.md`` shows for the benchmark).
 
     Args:
-        results: The dict written to ``results.json`` by :func:`~reidexplain.benchmark.run_benchmark`.
+        results: The dict written to ``results.json`` by :func:`~reidbench.run_benchmark`.
         heading_level: Level of the top heading (sections are one level below).
 
     Returns:
