@@ -10,10 +10,13 @@ import pytest
 import torch
 from helpers import benchmark_script
 from reidbench import (
+    BASELINE_METHODS,
     SIZES,
     BenchmarkSize,
+    baseline_settings,
     evaluate_targets,
     get_size,
+    method_label,
     render_markdown,
     run_benchmark,
     sample_pairs,
@@ -26,9 +29,9 @@ from reidbench._amd import (
 )
 from reidbench._attributes import shares_by_exclusivity
 from reidbench._data import ProjectedLabels
-from reidbench._report import METHOD_LABELS
 
 from reidexplain.attributes import project_labels
+from reidexplain.baselines import BASELINES
 from reidexplain.explainer import MatrixExplanation
 from reidexplain.metrics import evaluate_retrieval
 from reidexplain.zoo import create_model
@@ -146,7 +149,7 @@ def test_tiny_markdown_has_every_row(tiny_runs):
                     "## By-product", "## Per attribute", "## Scale"):
         assert section in markdown, section
     for name in METHODS:
-        assert f"| {METHOD_LABELS[name]} |" in markdown, name
+        assert f"| {method_label(name)} |" in markdown, name
     for row in ("| gray-box |", "| black-box |", "| random shares (chance) |", "| market -> duke |"):
         assert row in markdown, row
     for r in results["attributes"]["rows"]:
@@ -307,7 +310,7 @@ def test_chance_scores_match_the_expected_average_precision_of_a_random_ranking(
 
 def test_sizes_and_errors(tmp_path):
     assert get_size("full") is SIZES["full"] and get_size(SIZES["quick"]) is SIZES["quick"]
-    assert SIZES["full"].ig_steps == 50 and SIZES["full"].pairs == 48 and SIZES["quick"].pairs == 8
+    assert SIZES["full"].pairs == 48 and SIZES["quick"].pairs == 8
     with pytest.raises(ValueError, match="expected one of"):
         get_size("huge")
     with pytest.raises(TypeError, match="preset name"):
@@ -322,6 +325,40 @@ def test_sizes_and_errors(tmp_path):
                       model=_tiny_model(), progress=False)
     with pytest.raises(TypeError, match="model"):
         run_benchmark(tmp_path / "bad2", size="tiny", model="not a model", progress=False)
+
+
+def test_methods_take_labels_and_settings_from_the_baseline_registry():
+    import reidbench
+
+    assert list(reidbench.METHODS) == METHODS == ["amd_gray_box", "amd_black_box", *BASELINE_METHODS, "random"]
+    for name in BASELINE_METHODS:
+        entry = BASELINES.entry(name)
+        assert method_label(name) == entry.metadata["label"]
+        # The full size runs every baseline with its registered defaults.
+        assert baseline_settings(SIZES["full"])[name] == entry.metadata["defaults"]
+    assert baseline_settings(SIZES["full"])["integrated_gradients"] == {"n_steps": 50}
+    tiny = baseline_settings(SIZES["tiny"])
+    assert tiny["integrated_gradients"] == {"n_steps": 4}
+    assert tiny["occlusion"] == {**BASELINES.entry("occlusion").metadata["defaults"], "window": 8, "stride": 8}
+    assert method_label("amd_gray_box") == "AMD gray-box" and method_label("random") == "random maps (chance)"
+    # A label changed in the registry (for a block only) is what the report shows.
+    entry = BASELINES.entry("saliency")
+    with BASELINES.registered("saliency", entry.obj, label="Plain gradients", defaults=entry.metadata["defaults"]):
+        table = render_markdown({"methods": [{"method": "saliency", "pointing_game": 1.0}]})
+        assert "| Plain gradients |" in table
+    assert method_label("saliency") == "Saliency"
+
+
+def test_size_baseline_overrides_are_checked_and_copied():
+    overrides = {"integrated_gradients": {"n_steps": 7}}
+    size = BenchmarkSize(name="mine", baseline_overrides=overrides)
+    overrides["integrated_gradients"]["n_steps"] = 9
+    assert baseline_settings(size)["integrated_gradients"] == {"n_steps": 7}
+    assert size.to_dict()["baseline_overrides"] == {"integrated_gradients": {"n_steps": 7}}
+    with pytest.raises(ValueError, match="unknown baseline 'no_such'"):
+        BenchmarkSize(baseline_overrides={"no_such": {}})
+    with pytest.raises(ValueError, match="mapping"):
+        BenchmarkSize(baseline_overrides={"saliency": 3})
 
 
 def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):

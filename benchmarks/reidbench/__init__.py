@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from ._config import SIZES, BenchmarkSize, get_size
 from ._machine import cpu_model, machine_description
+from ._methods import BASELINE_METHODS, METHODS, baseline_settings, method_label
 from ._pairs import PairSet, build_pair_set, sample_pairs
 from ._report import markdown_table, render_markdown
 from ._runner import run_benchmark, to_json_ready
@@ -32,6 +33,10 @@ __all__ = [
     "BenchmarkSize",
     "SIZES",
     "get_size",
+    "METHODS",
+    "BASELINE_METHODS",
+    "method_label",
+    "baseline_settings",
     "render_markdown",
     "markdown_table",
     "evaluate_targets",

@@ -37,7 +37,7 @@ from ._config import BenchmarkSize, get_size
 from ._data import BenchmarkData, ProjectedLabels, pk_loader, prepare_data, stack_images
 from ._machine import machine_description
 from ._methods import (
-    BASELINES,
+    BASELINE_METHODS,
     baseline_settings,
     explain_pairs,
     make_baseline,
@@ -127,7 +127,7 @@ def _method_table(gray: Explainer, black: Explainer, model: nn.Module, metric: s
     pair_set = build_pair_set(data.query_set, data.gallery_set, pairs)
     runs = {"amd_gray_box": explain_pairs(gray.explain, pair_set, "amd_gray_box", progress),
             "amd_black_box": explain_pairs(black.explain, pair_set, "amd_black_box", progress)}
-    for name in BASELINES:
+    for name in BASELINE_METHODS:
         runs[name] = explain_pairs(make_baseline(name, model, size, metric).explain, pair_set, name, progress)
     runs["random"] = random_maps(pair_set, seed)
     rows = [score_method(run, pair_set, model, metric, size) for run in runs.values()]
