@@ -81,7 +81,7 @@ def run_mode(mode: str, model: torch.nn.Module, train: list, query: list, galler
     scores = explainer.evaluate(DataLoader(query, batch_size=64), DataLoader(gallery, batch_size=64),
                                 progress=False)
     a, b = query[0]["image"], gallery[0]["image"]
-    target = explainer.split.target  # the frozen eval copy: the same computation as the user's model
+    target = explainer.adapter.target  # the frozen eval copy: the same computation as the user's model
     pair = torch.stack([a, b]).to(explainer.device)
 
     def forward() -> None:
@@ -92,7 +92,7 @@ def run_mode(mode: str, model: torch.nn.Module, train: list, query: list, galler
     forward_s, explain_s = timing["forward"], timing["explain"]
     last = explainer.history[-1]
     return {
-        "mode": mode, "split": explainer.split.describe(), "fit_seconds": round(fit_seconds, 1),
+        "mode": mode, "split": explainer.adapter.describe(), "fit_seconds": round(fit_seconds, 1),
         "fit_threads": torch.get_num_threads(),
         "steps": int(last["steps"]), "epochs": int(last["epoch"]),
         **{k: round(float(v), 2) for k, v in scores.items()},

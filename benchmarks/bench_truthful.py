@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from reidexplain.benchmark import build_pair_set, get_size, sample_pairs, to_json_ready
-from reidexplain.benchmark._amd import (
+from reidbench import build_pair_set, get_size, sample_pairs, to_json_ready
+from reidbench._amd import (
     agreement_summary,
     align_effects,
     averaged_flip_effects,
@@ -40,24 +39,25 @@ from reidexplain.benchmark._amd import (
     measurement_ceiling,
     swapped,
 )
-from reidexplain.benchmark._attributes import (
+from reidbench._attributes import (
     amd_attribute_localization,
     model_sensitivity,
     shares_by_exclusivity,
 )
-from reidexplain.benchmark._data import pk_loader, prepare_data, stack_images
+from reidbench._data import pk_loader, prepare_data, stack_images
+
 from reidexplain.explainer import Explainer
 from reidexplain.metrics import causal_agreement, x_map_exclusive
 from reidexplain.zoo import load_reference_model
 
-# name -> (Explainer method, extra fit options): the first four rows add one lever each; the last
+# name -> (Explainer recipe, extra fit options): the first four rows add one lever each; the last
 # row puts the shared maps on the paper's prior alone.
 VARIANTS = {
     "amd (paper)": ("amd", {}),
     "+ model-aware prior": ("amd+", {"probe_weight": 0.0, "shared_maps": False, "recognition_weight": 0.0}),
     "+ shared maps, located by recognition": ("amd+", {"probe_weight": 0.0}),
     "+ attribute probes (amd+)": ("amd+", {}),
-    "paper prior + shared maps": ("amd", {"shared_maps": True, "recognition_weight": 1.0}),
+    "paper prior + shared maps": ("amd+", {"model_aware_prior": False, "probe_weight": 0.0}),
 }
 
 
@@ -176,7 +176,7 @@ def main() -> None:
     rows = []
     for name in args.variants:
         method, options = VARIANTS[name]
-        explainer = Explainer(model, attributes=data.schema, method=method)
+        explainer = Explainer(model, attributes=data.schema, recipe=method)
         t0 = time.perf_counter()
         explainer.fit(pk_loader(data.amd_train, *size.pk, seed=args.seed), progress=False, seed=args.seed,
                       max_seconds=args.seconds, **options)
@@ -208,7 +208,7 @@ def main() -> None:
             "attribute_agreement": attribute_agreement,
             "attribute_agreement_used": _spearman([sens["ratio"][k] for k in range(m) if used[k]],
                                                   [excl[k] for k in range(m) if used[k]]),
-            "usage_weights": list(explainer.config.usage_weights or []),
+            "usage_weights": list(explainer.amd.prepared.get("usage_weights", [])),
             "share_exclusive_per_attribute": excl,
             "pointing_per_attribute": point,
         }

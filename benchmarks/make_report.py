@@ -1,7 +1,7 @@
 """Assemble the root ``BENCHMARKS.md`` from every JSON file in ``benchmarks/results/``.
 
 Known files get a section with their own table: ``benchmark*.json`` (the ground-truth benchmark, rendered
-by :func:`reidexplain.benchmark.render_markdown`), ``data.json`` (rendering speed of the synthetic persons),
+by :func:`reidbench.render_markdown`), ``data.json`` (rendering speed of the synthetic persons),
 ``zoo*.json`` (the reference model) and ``explainer*.json`` (the AMD explainer); any other file is rendered
 generically (its scalars as a list, each list of records as a table). Every section names the command that
 reproduces it.
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reidexplain.benchmark import machine_description, markdown_table, render_markdown
-from reidexplain.benchmark._report import fmt
+from reidbench import machine_description, markdown_table, render_markdown
+from reidbench._report import fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -1,6 +1,6 @@
 """The ground-truth benchmark: AMD against every Captum baseline on synthetic persons (the headline table).
 
-Runs :func:`reidexplain.benchmark.run_benchmark` (full size: about 16 minutes on 2 CPU cores, plus
+Runs :func:`reidbench.run_benchmark` (full size: about 16 minutes on 2 CPU cores, plus
 about 3 minutes to train the reference model once if it is not cached) and writes
 ``benchmarks/results/benchmark.json``; ``benchmarks/make_report.py`` then assembles ``BENCHMARKS.md``.
 
@@ -24,8 +24,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-from reidexplain.benchmark import run_benchmark
+from reidbench import run_benchmark
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

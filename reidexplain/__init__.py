@@ -27,6 +27,7 @@ from reidexplain.attributes import (
 )
 from reidexplain.attribution import PairAttribution
 from reidexplain.baselines import (
+    BASELINES,
     CaptumPair,
     FeatureAblationPair,
     GradCAMPair,
@@ -74,6 +75,7 @@ __all__ = [
     "FeatureAblationPair",
     "CaptumPair",
     "captum_pair_explainer",
+    "BASELINES",
     "create_baseline",
     "list_baselines",
     # attributes

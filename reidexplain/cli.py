@@ -1,4 +1,7 @@
-"""The ``reidexplain`` command line: ``demo``, ``explain``, ``fit``, ``benchmark``, ``persons``.
+"""The ``reidexplain`` command line: ``demo``, ``explain``, ``fit``, ``persons``.
+
+The ground-truth benchmark is not part of the installed command: it is experiment code of the
+repository, run with ``python benchmarks/run_benchmark.py [--quick]`` from a source checkout.
 
 Errors a user can cause (a missing file, a bad ``MODULE:FACTORY``) are reported as one line on stderr
 with exit status 2, not as a traceback.
@@ -143,14 +146,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from .benchmark import run_benchmark
-
-    path = run_benchmark(out=args.out, quick=args.quick, progress=not args.no_progress)
-    print(f"reidexplain benchmark: results written to {path}")
-    return 0
-
-
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``reidexplain`` command."""
@@ -202,11 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.set_defaults(func=_cmd_fit)
 
-    bench = sub.add_parser("benchmark", help="ground-truth benchmark: AMD against the Captum baselines")
-    bench.add_argument("--out", default="benchmark-results", help="folder for BENCHMARKS.md and results.json")
-    bench.add_argument("--quick", action="store_true", help="a small run (minutes)")
-    bench.add_argument("--no-progress", action="store_true")
-    bench.set_defaults(func=_cmd_benchmark)
     return parser
 
 

@@ -33,16 +33,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .attribution import PairAttribution
+from .baselines import BASELINES
 
 __all__ = ["plot_attribution", "compare", "method_label"]
 
+# Labels of the methods that are not baselines of the registry (whose labels are the entries' ``label``):
+# AMD's own, and Captum names reached through ``create_baseline`` whose title case reads wrong.
 _LABELS = {
     "amd": "AMD",
-    "integrated_gradients": "Integrated Gradients",
-    "grad_cam": "Grad-CAM",
+    "amd+": "AMD+",
     "layer_grad_cam": "Grad-CAM",
-    "deep_lift": "DeepLift",
-    "input_x_gradient": "Input x Gradient",
     "lrp": "LRP",
 }
 _PANEL = (1.15, 2.3)  # inches per image panel: person crops are twice as tall as wide
@@ -52,10 +52,17 @@ _BAR_WIDTH = 2.6
 def method_label(method: str) -> str:
     """A readable name for a method id (``"grad_cam"`` -> ``"Grad-CAM"``).
 
+    A registered baseline's label is its entry's ``label`` in :data:`reidexplain.baselines.BASELINES`;
+    AMD's methods have their own (``"amd+"`` -> ``"AMD+"``); any other id is shown in title case.
+
     Examples:
-        >>> method_label("integrated_gradients"), method_label("feature_ablation")
-        ('Integrated Gradients', 'Feature Ablation')
+        >>> method_label("integrated_gradients"), method_label("amd"), method_label("deep_lift_shap")
+        ('Integrated Gradients', 'AMD', 'Deep Lift Shap')
     """
+    if method in BASELINES:
+        label = BASELINES.entry(method).metadata.get("label")
+        if isinstance(label, str) and label:
+            return label
     return _LABELS.get(method, method.replace("_", " ").title())
 
 

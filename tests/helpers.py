@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import torch
 from torch import nn
+
+# ---------------------------------------------------------------------------------------- benchmarks
+
+#: The repository's ``benchmarks/`` folder: the scripts and the ``reidbench`` package they share, which is
+#: experiment code and not installed with ``reidexplain``.
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def use_benchmarks() -> None:
+    """Make ``benchmarks/`` importable (``import reidbench``), as it is for a script run from there.
+
+    ``conftest.py`` calls it once, before any test module is imported; calling it again does nothing.
+    """
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+
+
+def benchmark_script(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` (``"make_report"``) imported as a module (the folder is not a package)."""
+    use_benchmarks()
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # ---------------------------------------------------------------------------------------- baselines
 

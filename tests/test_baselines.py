@@ -11,6 +11,7 @@ from torch import nn
 from reidexplain.adapters import find_feature_layer
 from reidexplain.attribution import PairAttribution
 from reidexplain.baselines import (
+    BASELINES,
     CaptumPair,
     FeatureAblationPair,
     GradCAMPair,
@@ -22,6 +23,7 @@ from reidexplain.baselines import (
     create_baseline,
     grid_segments,
     list_baselines,
+    register_baseline,
     slic_segments,
 )
 from reidexplain.distance import pair_distance
@@ -313,6 +315,63 @@ def test_registry():
     assert create_baseline("Lime", model).method == "lime"
     with pytest.raises(ValueError, match="name"):
         create_baseline("no_such_method", model)
+
+
+def test_every_entry_carries_a_label_and_defaults_that_build_it():
+    model = baseline_toy_net().eval()
+    assert list_baselines() == BASELINES.names()
+    for name in BASELINES:
+        meta = BASELINES.entry(name).metadata
+        assert isinstance(meta["label"], str) and meta["label"], name
+        assert isinstance(meta["defaults"], dict), name
+        explainer = create_baseline(name, model, **meta["defaults"])
+        for key, value in meta["defaults"].items():
+            assert getattr(explainer, key) == value or getattr(explainer, key) == (3, value, value), (name, key)
+    assert BASELINES.entry("grad_cam").metadata["label"] == "Grad-CAM"
+    assert BASELINES.entry("integrated_gradients").metadata["defaults"] == {"n_steps": 50}
+    # The defaults are the benchmark's settings, not applied unless asked for.
+    assert create_baseline("occlusion", model).perturbations_per_eval == 1
+
+
+def test_register_baseline_with_label_and_defaults():
+    def signed(model, **kw):
+        return SaliencyPair(model, abs=False, **kw)
+
+    assert "test_signed_saliency" not in BASELINES
+    try:
+        assert register_baseline("test_signed_saliency", signed, defaults={"metric": "cosine"}) is signed
+        entry = BASELINES.entry("test_signed_saliency")
+        assert entry.metadata == {"label": "Test Signed Saliency", "defaults": {"metric": "cosine"}}
+        with pytest.raises(ValueError, match="already registered"):
+            register_baseline("test_signed_saliency", lambda model, **kw: signed(model, **kw))
+        register_baseline("test_signed_saliency", signed, label="Signed", override=True)
+        assert BASELINES.entry("test_signed_saliency").metadata["label"] == "Signed"
+        assert create_baseline("test_signed_saliency", baseline_toy_net()).abs is False
+    finally:
+        BASELINES.unregister("test_signed_saliency")
+    assert "test_signed_saliency" not in list_baselines()
+
+    @register_baseline("test_decorated", label="Decorated")
+    def decorated(model, **kw):
+        return SaliencyPair(model, **kw)
+
+    try:
+        assert BASELINES.get("test_decorated") is decorated
+    finally:
+        BASELINES.unregister("test_decorated")
+    with pytest.raises(TypeError, match="label"):
+        register_baseline("test_bad", signed, label=3)
+    with pytest.raises(TypeError, match="defaults"):
+        register_baseline("test_bad", signed, defaults=[("n_steps", 3)])
+    assert "test_bad" not in BASELINES
+
+
+def test_a_baseline_registered_for_a_block_leaves_nothing_behind():
+    before = BASELINES.names()
+    with BASELINES.registered("saliency", SaliencyPair, label="Replaced", defaults={}):
+        assert BASELINES.entry("saliency").metadata["label"] == "Replaced"
+    assert BASELINES.names() == before
+    assert BASELINES.entry("saliency").metadata["label"] == "Saliency"
 
 
 # ------------------------------------------------------------------------------------ errors

@@ -8,26 +8,30 @@ import math
 
 import pytest
 import torch
-
-from reidexplain.attributes import project_labels
-from reidexplain.benchmark import (
+from helpers import benchmark_script
+from reidbench import (
+    BASELINE_METHODS,
     SIZES,
     BenchmarkSize,
+    baseline_settings,
     evaluate_targets,
     get_size,
+    method_label,
     render_markdown,
     run_benchmark,
     sample_pairs,
     to_json_ready,
 )
-from reidexplain.benchmark._amd import (
+from reidbench._amd import (
     agreement_summary,
     chance_explanation_scores,
     reweighted_retrieval,
 )
-from reidexplain.benchmark._attributes import shares_by_exclusivity
-from reidexplain.benchmark._data import ProjectedLabels
-from reidexplain.benchmark._report import METHOD_LABELS
+from reidbench._attributes import shares_by_exclusivity
+from reidbench._data import ProjectedLabels
+
+from reidexplain.attributes import project_labels
+from reidexplain.baselines import BASELINES
 from reidexplain.explainer import MatrixExplanation
 from reidexplain.metrics import evaluate_retrieval
 from reidexplain.zoo import create_model
@@ -145,7 +149,7 @@ def test_tiny_markdown_has_every_row(tiny_runs):
                     "## By-product", "## Per attribute", "## Scale"):
         assert section in markdown, section
     for name in METHODS:
-        assert f"| {METHOD_LABELS[name]} |" in markdown, name
+        assert f"| {method_label(name)} |" in markdown, name
     for row in ("| gray-box |", "| black-box |", "| random shares (chance) |", "| market -> duke |"):
         assert row in markdown, row
     for r in results["attributes"]["rows"]:
@@ -306,7 +310,7 @@ def test_chance_scores_match_the_expected_average_precision_of_a_random_ranking(
 
 def test_sizes_and_errors(tmp_path):
     assert get_size("full") is SIZES["full"] and get_size(SIZES["quick"]) is SIZES["quick"]
-    assert SIZES["full"].ig_steps == 50 and SIZES["full"].pairs == 48 and SIZES["quick"].pairs == 8
+    assert SIZES["full"].pairs == 48 and SIZES["quick"].pairs == 8
     with pytest.raises(ValueError, match="expected one of"):
         get_size("huge")
     with pytest.raises(TypeError, match="preset name"):
@@ -323,16 +327,38 @@ def test_sizes_and_errors(tmp_path):
         run_benchmark(tmp_path / "bad2", size="tiny", model="not a model", progress=False)
 
 
-def _benchmark_script(name: str):
-    """A script of ``benchmarks/`` imported as a module (the folder is not a package)."""
-    import importlib.util
-    from pathlib import Path
+def test_methods_take_labels_and_settings_from_the_baseline_registry():
+    import reidbench
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    assert list(reidbench.METHODS) == METHODS == ["amd_gray_box", "amd_black_box", *BASELINE_METHODS, "random"]
+    for name in BASELINE_METHODS:
+        entry = BASELINES.entry(name)
+        assert method_label(name) == entry.metadata["label"]
+        # The full size runs every baseline with its registered defaults.
+        assert baseline_settings(SIZES["full"])[name] == entry.metadata["defaults"]
+    assert baseline_settings(SIZES["full"])["integrated_gradients"] == {"n_steps": 50}
+    tiny = baseline_settings(SIZES["tiny"])
+    assert tiny["integrated_gradients"] == {"n_steps": 4}
+    assert tiny["occlusion"] == {**BASELINES.entry("occlusion").metadata["defaults"], "window": 8, "stride": 8}
+    assert method_label("amd_gray_box") == "AMD gray-box" and method_label("random") == "random maps (chance)"
+    # A label changed in the registry (for a block only) is what the report shows.
+    entry = BASELINES.entry("saliency")
+    with BASELINES.registered("saliency", entry.obj, label="Plain gradients", defaults=entry.metadata["defaults"]):
+        table = render_markdown({"methods": [{"method": "saliency", "pointing_game": 1.0}]})
+        assert "| Plain gradients |" in table
+    assert method_label("saliency") == "Saliency"
+
+
+def test_size_baseline_overrides_are_checked_and_copied():
+    overrides = {"integrated_gradients": {"n_steps": 7}}
+    size = BenchmarkSize(name="mine", baseline_overrides=overrides)
+    overrides["integrated_gradients"]["n_steps"] = 9
+    assert baseline_settings(size)["integrated_gradients"] == {"n_steps": 7}
+    assert size.to_dict()["baseline_overrides"] == {"integrated_gradients": {"n_steps": 7}}
+    with pytest.raises(ValueError, match="unknown baseline 'no_such'"):
+        BenchmarkSize(baseline_overrides={"no_such": {}})
+    with pytest.raises(ValueError, match="mapping"):
+        BenchmarkSize(baseline_overrides={"saliency": 3})
 
 
 def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):
@@ -342,7 +368,7 @@ def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):
         {"model": "reidnet_small", "train_seconds": 12.5, "rows": [
             {"test": "market", "features": "trained", "rank1": 90.0, "rank5": 99.0, "rank10": 99.5, "mAP": 88.0}]}))
     (tmp_path / "mystery.json").write_text(json.dumps({"answer": 42, "rows": [{"x": 1.5, "y": "b"}]}))
-    text = _benchmark_script("make_report").build_report(tmp_path)
+    text = benchmark_script("make_report").build_report(tmp_path)
     assert text.startswith("# reidexplain benchmarks")
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert [h.split(" (")[0] for h in headings] == [
@@ -354,9 +380,9 @@ def test_make_report_renders_known_and_unknown_files(tiny_runs, tmp_path):
 
 def test_averaged_flip_effects_and_ceiling_on_a_tiny_split():
     """Averaged effects: NaN exactly where not flipped, the halves average to the whole, finite ceiling."""
-    from reidexplain.benchmark import build_pair_set
-    from reidexplain.benchmark._amd import averaged_flip_effects, flip_effects, measurement_ceiling
-    from reidexplain.benchmark._data import prepare_data
+    from reidbench import build_pair_set
+    from reidbench._amd import averaged_flip_effects, flip_effects, measurement_ceiling
+    from reidbench._data import prepare_data
 
     torch.manual_seed(0)
     data = prepare_data(get_size("tiny"), progress=False)
@@ -377,7 +403,7 @@ def test_averaged_flip_effects_and_ceiling_on_a_tiny_split():
 
 
 def test_bench_truthful_merges_seeds_and_refuses_different_data(tmp_path):
-    module = _benchmark_script("bench_truthful")
+    module = benchmark_script("bench_truthful")
 
     def run(seed, x_map_e, adre, shares):
         row = {"variant": "amd+", "method": "amd+", "options": {}, "x_map_e": x_map_e, "x_map_e_used": 80.0,
@@ -403,9 +429,10 @@ def test_bench_truthful_merges_seeds_and_refuses_different_data(tmp_path):
 
 def test_align_effects_remove_each_difference_once_per_group():
     """Aligned effects: NaN where not measured, 0 on common attributes, one shared value per colour group."""
-    from reidexplain.benchmark import build_pair_set
-    from reidexplain.benchmark._amd import align_effects, flip_effects, swapped
-    from reidexplain.benchmark._data import prepare_data
+    from reidbench import build_pair_set
+    from reidbench._amd import align_effects, flip_effects, swapped
+    from reidbench._data import prepare_data
+
     from reidexplain.distance import pair_distance
 
     torch.manual_seed(0)
@@ -441,7 +468,7 @@ def test_align_effects_remove_each_difference_once_per_group():
 
 
 def test_bench_truthful_attribute_agreement_skips_missing_shares():
-    spearman = _benchmark_script("bench_truthful")._spearman
+    spearman = benchmark_script("bench_truthful")._spearman
     assert spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.2, float("nan"), 0.4]) == pytest.approx(1.0)
     assert spearman([1.0, 2.0, 3.0], [0.3, 0.2, 0.1]) == pytest.approx(-1.0)
     assert math.isnan(spearman([1.0, 2.0], [1.0, 2.0]))  # fewer than 3 attributes: undefined

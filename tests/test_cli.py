@@ -78,3 +78,14 @@ def test_fit_with_the_amd_plus_method(tmp_path, capsys):
     assert loaded.recipe.name == "amd+" and loaded.network.decomposition.shared
     with pytest.raises(SystemExit):
         main(argv[:-4] + ["--recipe", "amd++"])
+
+
+def test_benchmark_code_is_not_in_the_installed_package(capsys):
+    """The benchmark is experiment code of ``benchmarks/``: no subcommand, no ``reidexplain.benchmark``."""
+    import pkgutil
+
+    assert "benchmark" not in {m.name for m in pkgutil.iter_modules(reidexplain.__path__)}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "--quick"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'benchmark'" in capsys.readouterr().err

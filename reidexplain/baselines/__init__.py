@@ -16,12 +16,20 @@ Examples:
     ((2, 1, 16, 8), (2,))
     >>> "grad_cam" in list_baselines()
     True
+
+Every baseline is an entry of :data:`BASELINES`, with its display label and the settings the benchmark
+builds it with:
+
+    >>> from reidexplain.baselines import BASELINES
+    >>> entry = BASELINES.entry("integrated_gradients")
+    >>> entry.metadata["label"], entry.metadata["defaults"]
+    ('Integrated Gradients', {'n_steps': 50})
 """
 
 from __future__ import annotations
 
 from ._base import PairDistance, PairExplainer, model_device, preserved_model_state
-from ._registry import create_baseline, list_baselines, register_baseline
+from ._registry import BASELINES, create_baseline, list_baselines, register_baseline
 from ._segments import grid_segments, slic_segments
 from .generic import CaptumPair, captum_pair_explainer
 from .grad_cam import GradCAMPair
@@ -38,6 +46,7 @@ __all__ = [
     "FeatureAblationPair",
     "CaptumPair",
     "captum_pair_explainer",
+    "BASELINES",
     "create_baseline",
     "list_baselines",
     "register_baseline",

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ._methods import method_label
 from ._targets import (
     PAPER_XMAP_E_MARKET,
     PAPER_XMAP_E_MARKET_TO_DUKE,
@@ -13,13 +14,7 @@ from ._targets import (
     evaluate_targets,
 )
 
-__all__ = ["markdown_table", "fmt", "render_markdown", "METHOD_LABELS"]
-
-METHOD_LABELS = {
-    "amd_gray_box": "AMD gray-box", "amd_black_box": "AMD black-box",
-    "integrated_gradients": "Integrated Gradients", "saliency": "Saliency", "occlusion": "Occlusion",
-    "grad_cam": "Grad-CAM", "feature_ablation": "Feature Ablation", "random": "random maps (chance)",
-}
+__all__ = ["markdown_table", "fmt", "render_markdown"]
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -69,7 +64,7 @@ def _methods_section(results: dict[str, Any]) -> list[str]:
             v, ref = r.get(key), amd.get(key)
             ok = timed and isinstance(v, (int, float)) and isinstance(ref, (int, float)) and ref > 0
             cells += [fmt(v, 4) if timed else "-", f"{v / ref:.1f}x" if ok else "-"]
-        rows.append([METHOD_LABELS.get(r["method"], r["method"]), r.get("pointing_game"), r.get("relevance_mass"),
+        rows.append([method_label(r["method"]), r.get("pointing_game"), r.get("relevance_mass"),
                      fmt(r.get("deletion_auc"), 3), fmt(r.get("insertion_auc"), 3), *cells])
     s = results.get("settings", {})
     return [
@@ -207,7 +202,7 @@ def render_markdown(results: dict[str, Any], heading_level: int = 1) -> str:
     """The markdown report of a results dict (what ``BENCHMARKS.md`` shows for the benchmark).
 
     Args:
-        results: The dict written to ``results.json`` by :func:`~reidexplain.benchmark.run_benchmark`.
+        results: The dict written to ``results.json`` by :func:`~reidbench.run_benchmark`.
         heading_level: Level of the top heading (sections are one level below).
 
     Returns:

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attributes import SHARED
-from ..data import SyntheticPersons
-from ..distance import pair_distance
-from ..explainer import Explainer, MatrixExplanation
-from ..metrics import (
+from reidexplain.attributes import SHARED
+from reidexplain.data import SyntheticPersons
+from reidexplain.distance import pair_distance
+from reidexplain.explainer import Explainer, MatrixExplanation
+from reidexplain.metrics import (
     causal_agreement,
     counterfactual_effects,
     evaluate_retrieval,
@@ -22,6 +22,7 @@ from ..metrics import (
     x_map_common,
     x_map_exclusive,
 )
+
 from ._data import BenchmarkData, ProjectedLabels, eval_loader, stack_images
 from ._pairs import PairSet
 

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attribution import PairAttribution
-from ..baselines import create_baseline
-from ..metrics import (
+from reidexplain.attribution import PairAttribution
+from reidexplain.baselines import BASELINES, create_baseline
+from reidexplain.metrics import (
     deletion_auc,
     deletion_curve,
     exclusive_union_mask,
@@ -30,35 +30,52 @@ from ..metrics import (
     reduce_scores,
     relevance_mass,
 )
+from reidexplain.visualization import method_label as library_label
+
 from ._config import BenchmarkSize
 from ._pairs import PairSet
 
-__all__ = ["BASELINES", "MethodRun", "baseline_settings", "explain_pairs", "random_maps",
-           "localization_scores", "faithfulness_scores", "score_method"]
+__all__ = ["BASELINE_METHODS", "METHODS", "OWN_LABELS", "method_label", "MethodRun", "baseline_settings",
+           "explain_pairs", "random_maps", "localization_scores", "faithfulness_scores", "score_method"]
 
-#: The Captum baselines of the comparison, in table order.
-BASELINES = ("integrated_gradients", "saliency", "occlusion", "grad_cam", "feature_ablation")
+#: The Captum baselines of the comparison, in table order. Their labels and settings are their entries in
+#: :data:`reidexplain.baselines.BASELINES` (``label``, ``defaults``).
+BASELINE_METHODS = ("integrated_gradients", "saliency", "occlusion", "grad_cam", "feature_ablation")
+
+#: Labels of the benchmark's own rows: AMD's two interpreters and the chance level.
+OWN_LABELS = {"amd_gray_box": "AMD gray-box", "amd_black_box": "AMD black-box", "random": "random maps (chance)"}
+
+#: Every row of the method table, in order.
+METHODS = ("amd_gray_box", "amd_black_box", *BASELINE_METHODS, "random")
+
+
+def method_label(name: str) -> str:
+    """The display label of a method row: the benchmark's own, else the library's (a baseline's entry).
+
+    Examples:
+        >>> method_label("amd_gray_box"), method_label("grad_cam"), method_label("integrated_gradients")
+        ('AMD gray-box', 'Grad-CAM', 'Integrated Gradients')
+    """
+    return OWN_LABELS.get(name) or library_label(name)
 
 
 def baseline_settings(size: BenchmarkSize) -> dict[str, dict[str, Any]]:
     """Keyword arguments of every baseline (``create_baseline(name, model, **kwargs)``) for ``size``.
 
-    Occlusion and Feature Ablation evaluate ``perturbations_per_eval`` perturbed copies per forward
-    call, the usual Captum setting for speed; Integrated Gradients runs all its steps in one batch.
+    The registered ``defaults`` of each baseline (:data:`reidexplain.baselines.BASELINES`), updated
+    with the size's ``baseline_overrides``: the full size runs the defaults (Occlusion and Feature
+    Ablation evaluate 32 perturbed copies per forward call, the usual Captum setting for speed;
+    Integrated Gradients runs all its 50 steps in one batch), the tiny one fewer steps and a smaller window.
 
     Examples:
-        >>> from reidexplain.benchmark import get_size
+        >>> from reidbench import get_size
         >>> baseline_settings(get_size("full"))["integrated_gradients"]
         {'n_steps': 50}
+        >>> baseline_settings(get_size("tiny"))["occlusion"]
+        {'window': 8, 'stride': 8, 'perturbations_per_eval': 32}
     """
-    return {
-        "integrated_gradients": {"n_steps": size.ig_steps},
-        "saliency": {},
-        "occlusion": {"window": size.occlusion_window, "stride": size.occlusion_stride,
-                      "perturbations_per_eval": size.perturbations_per_eval},
-        "grad_cam": {},
-        "feature_ablation": {"cell": size.ablation_cell, "perturbations_per_eval": size.perturbations_per_eval},
-    }
+    return {name: {**BASELINES.entry(name).metadata.get("defaults", {}), **size.baseline_overrides.get(name, {})}
+            for name in BASELINE_METHODS}
 
 
 @dataclass
@@ -118,7 +135,7 @@ def explain_pairs(explain: Callable[[tuple[torch.Tensor, torch.Tensor]], PairAtt
         >>> def toy(pair):
         ...     a, b = pair
         ...     return PairAttribution("toy", (a, b), torch.ones(1), (a[:, :1], b[:, :1]))
-        >>> from reidexplain.benchmark._pairs import PairSet
+        >>> from reidbench._pairs import PairSet
         >>> imgs = torch.rand(2, 3, 8, 4); attrs = torch.eye(2); masks = torch.ones(2, 2, 8, 4, dtype=torch.bool)
         >>> run = explain_pairs(toy, PairSet([(0, 1), (1, 0)], imgs, imgs, attrs, attrs, masks, masks), "toy")
         >>> run.heat_a.shape, len(run.seconds)
@@ -152,7 +169,7 @@ def random_maps(pairs: PairSet, seed: int = 0) -> MethodRun:
 
     Examples:
         >>> import torch
-        >>> from reidexplain.benchmark._pairs import PairSet
+        >>> from reidbench._pairs import PairSet
         >>> imgs = torch.rand(1, 3, 8, 4); m = torch.ones(1, 2, 8, 4, dtype=torch.bool)
         >>> random_maps(PairSet([(0, 0)], imgs, imgs, torch.eye(2)[:1], torch.eye(2)[1:], m, m)).heat_b.shape
         torch.Size([1, 1, 8, 4])
@@ -173,7 +190,7 @@ def localization_scores(run: MethodRun, pairs: PairSet) -> dict[str, float]:
 
     Examples:
         >>> import torch
-        >>> from reidexplain.benchmark._pairs import PairSet
+        >>> from reidbench._pairs import PairSet
         >>> imgs = torch.rand(1, 3, 4, 2); m = torch.zeros(1, 2, 4, 2, dtype=torch.bool); m[0, 0, 0] = True
         >>> ps = PairSet([(0, 0)], imgs, imgs, torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), m, m)
         >>> heat = torch.zeros(1, 1, 4, 2); heat[0, 0, 0, 0] = 1.0

@@ -10,9 +10,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..attributes import AttributeSchema, get_schema, project_labels
-from ..data import PKSampler, SyntheticPersons, synthetic_splits
-from ..zoo.reference import REFERENCE_CONFIG, reference_splits
+from reidexplain.attributes import AttributeSchema, get_schema, project_labels
+from reidexplain.data import PKSampler, SyntheticPersons, synthetic_splits
+from reidexplain.zoo.reference import REFERENCE_CONFIG, reference_splits
+
 from ._config import BenchmarkSize
 
 __all__ = ["BenchmarkData", "ProjectedLabels", "materialise", "prepare_data", "pk_loader", "eval_loader",
@@ -172,7 +173,7 @@ def prepare_data(size: BenchmarkSize, progress: bool = False) -> BenchmarkData:
         ValueError: ``amd_train_ids`` exceeds the training identities or is below 2.
 
     Examples:
-        >>> from reidexplain.benchmark import get_size
+        >>> from reidbench import get_size
         >>> data = prepare_data(get_size("tiny"))
         >>> data.counts()["val_ids"], data.schema.name
         (4, 'market1501')

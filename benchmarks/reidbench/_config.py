@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from reidexplain.baselines import BASELINES
 
 __all__ = ["BenchmarkSize", "SIZES", "get_size"]
 
@@ -38,11 +41,9 @@ class BenchmarkSize:
         sensitivity_persons: Test images whose one-attribute flips measure the model's sensitivity.
         common_flips: Common attributes flipped per pair (besides all exclusive ones) for the causal
             agreement.
-        ig_steps: Integration steps of Integrated Gradients.
-        occlusion_window: Side of the square occlusion window, in pixels.
-        occlusion_stride: Stride of the occlusion window.
-        ablation_cell: Side of the grid cells of Feature Ablation.
-        perturbations_per_eval: Perturbed copies per forward call of Occlusion and Feature Ablation.
+        baseline_overrides: Per baseline, the constructor settings this size changes; every other
+            setting is the baseline's registered ``defaults`` (``reidexplain.baselines.BASELINES``;
+            the full size changes none). See :func:`~reidbench._methods.baseline_settings`.
         curve_steps: Steps of the deletion and insertion curves.
         patch_size: Side of the patches the deletion/insertion curves swap (8 at 128x64: a 16x8 grid).
         scale_fractions: Fractions of the gallery timed by the scale test.
@@ -71,20 +72,15 @@ class BenchmarkSize:
     localization_pairs: int = 160
     sensitivity_persons: int = 80
     common_flips: int = 3
-    ig_steps: int = 50
-    occlusion_window: int = 16
-    occlusion_stride: int = 8
-    ablation_cell: int = 8
-    perturbations_per_eval: int = 32
+    baseline_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     curve_steps: int = 20
     patch_size: int = 8
     scale_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     alphas: tuple[float, ...] = field(default=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0))
 
     def __post_init__(self) -> None:
-        for key in ("val_ids", "pairs", "localization_pairs", "sensitivity_persons", "ig_steps",
-                    "curve_steps", "patch_size", "occlusion_window", "occlusion_stride", "ablation_cell",
-                    "perturbations_per_eval"):
+        for key in ("val_ids", "pairs", "localization_pairs", "sensitivity_persons", "curve_steps",
+                    "patch_size"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BenchmarkSize.{key}: expected an int >= 1, got {value!r}")
@@ -96,6 +92,17 @@ class BenchmarkSize:
                              f"got {self.scale_fractions!r}")
         if not self.alphas or min(self.alphas) < 0:
             raise ValueError(f"BenchmarkSize.alphas: expected non-negative values, got {self.alphas!r}")
+        # A private copy of plain dicts: the caller's mapping can change later, this size does not.
+        object.__setattr__(self, "baseline_overrides",
+                           {str(k): dict(v) if isinstance(v, Mapping) else v
+                            for k, v in dict(self.baseline_overrides).items()})
+        for name, settings in self.baseline_overrides.items():
+            if name not in BASELINES:
+                raise ValueError(f"BenchmarkSize.baseline_overrides: unknown baseline {name!r}; "
+                                 f"registered: {BASELINES.names()}")
+            if not isinstance(settings, Mapping):
+                raise ValueError(f"BenchmarkSize.baseline_overrides[{name!r}]: expected a mapping of "
+                                 f"keyword arguments, got {settings!r}")
 
     def data_overrides(self) -> dict[str, Any]:
         """The entries of ``reference_splits`` this size changes (``None`` fields are left out)."""
@@ -119,9 +126,9 @@ SIZES: dict[str, BenchmarkSize] = {
     "tiny": BenchmarkSize(
         name="tiny", num_train_ids=14, num_test_ids=6, images_per_id=4, image_size=(64, 32),
         val_ids=4, gray_seconds=60.0, black_seconds=60.0, cross_seconds=60.0, fit_epochs=1, pk=(4, 4),
-        pairs=3, localization_pairs=4, sensitivity_persons=3, common_flips=2, ig_steps=4,
-        occlusion_window=8, occlusion_stride=8, curve_steps=4, patch_size=4,
+        pairs=3, localization_pairs=4, sensitivity_persons=3, common_flips=2, curve_steps=4, patch_size=4,
         scale_fractions=(0.5, 1.0), alphas=(0.0, 0.5),
+        baseline_overrides={"integrated_gradients": {"n_steps": 4}, "occlusion": {"window": 8, "stride": 8}},
     ),
 }
 """The preset sizes: ``"full"``, ``"quick"`` (the CLI's ``--quick``) and ``"tiny"`` (tests)."""

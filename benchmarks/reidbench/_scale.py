@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..explainer import Explainer, MatrixExplanation
+from reidexplain.explainer import Explainer, MatrixExplanation
 
 __all__ = ["time_matrix"]
 

@@ -11,9 +11,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..distance import pair_distance
-from ..explainer import Explainer, MatrixExplanation
-from ..metrics import attribute_sensitivity, per_attribute_localization, spearman_correlation
+from reidexplain.distance import pair_distance
+from reidexplain.explainer import Explainer, MatrixExplanation
+from reidexplain.metrics import (
+    attribute_sensitivity,
+    per_attribute_localization,
+    spearman_correlation,
+)
+
 from ._data import BenchmarkData
 from ._pairs import build_pair_set
 

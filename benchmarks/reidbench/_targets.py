@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ._methods import method_label
+
 __all__ = ["PAPER_XMAP_E_MARKET", "PAPER_XMAP_E_MARKET_TO_DUKE", "evaluate_targets", "diagnostics"]
 
 #: Paper Table 1, ResNet-50: X-mAP_e on Market-1501 and on Market -> Duke (AMD-SPEC section 6).
 PAPER_XMAP_E_MARKET = 74.29
 PAPER_XMAP_E_MARKET_TO_DUKE = 59.01
-
-_BASELINE_LABELS = {"integrated_gradients": "Integrated Gradients", "occlusion": "Occlusion"}
 
 
 def _finite(*values: Any) -> bool:
@@ -26,7 +26,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Judge every target from the figures of a results dict.
 
     Args:
-        results: The dict :func:`~reidexplain.benchmark.run_benchmark` writes to ``results.json``.
+        results: The dict :func:`~reidbench.run_benchmark` writes to ``results.json``.
 
     Returns:
         One dict per target: ``target``, ``measured``, ``required`` (text), ``unit`` and ``met``
@@ -62,7 +62,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ok = _finite(amd_spp, spp) and amd_spp > 0
         ratio = spp / amd_spp if ok else float("nan")
         what = "CPU time" if key.startswith("cpu") else "wall-clock time"
-        rows.append(_row(f"AMD (gray-box) faster per pair than {_BASELINE_LABELS[name]} ({what})", ratio,
+        rows.append(_row(f"AMD (gray-box) faster per pair than {method_label(name)} ({what})", ratio,
                          f">= {factor:.0f}x", (ratio >= factor) if ok else None, "x"))
     gray = results.get("amd", {}).get("gray_box", {})
     xmap, adre = gray.get("x_map_e"), gray.get("adre")

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attributes import SHARED, AttributeSchema
-from ..explainer import Explainer
+from reidexplain.attributes import SHARED, AttributeSchema
+from reidexplain.explainer import Explainer
+
 from ._amd import (
     agreement_summary,
     chance_explanation_scores,
@@ -36,7 +37,7 @@ from ._config import BenchmarkSize, get_size
 from ._data import BenchmarkData, ProjectedLabels, pk_loader, prepare_data, stack_images
 from ._machine import machine_description
 from ._methods import (
-    BASELINES,
+    BASELINE_METHODS,
     baseline_settings,
     explain_pairs,
     make_baseline,
@@ -85,7 +86,7 @@ def _stage(stages: dict[str, float], name: str, progress: bool) -> Iterator[None
 
 
 def _reference_model(progress: bool) -> tuple[nn.Module, dict[str, Any]]:
-    from ..zoo import load_reference_model
+    from reidexplain.zoo import load_reference_model
 
     start_wall, start = time.time(), time.perf_counter()
     model, info = load_reference_model("market", progress=progress, return_info=True)
@@ -109,13 +110,13 @@ def _fit(model: nn.Module, items: Any, schema: AttributeSchema, feature_layer: s
     last = explainer.history[-1] if explainer.history else {}
     return explainer, {"seconds": time.perf_counter() - start, "budget_seconds": budget,
                        "steps": last.get("steps"), "epochs": last.get("epoch"), "train_adre": last.get("adre"),
-                       "mode": explainer.mode, "split": explainer.split.describe(), "attributes": len(schema)}
+                       "mode": explainer.mode, "split": explainer.adapter.describe(), "attributes": len(schema)}
 
 
 def _default_command(out: Path, quick: bool, size: BenchmarkSize) -> str:
     if size.name in ("full", "quick"):
-        return f"reidexplain benchmark{' --quick' if quick or size.name == 'quick' else ''} --out {out}"
-    return (f"python -c 'from reidexplain.benchmark import run_benchmark; "
+        return f"python benchmarks/run_benchmark.py{' --quick' if quick or size.name == 'quick' else ''} --keep {out}"
+    return (f"python -c 'import sys; sys.path.insert(0, \"benchmarks\"); from reidbench import run_benchmark; "
             f"run_benchmark(\"{out}\", size=\"{size.name}\")'")
 
 
@@ -126,7 +127,7 @@ def _method_table(gray: Explainer, black: Explainer, model: nn.Module, metric: s
     pair_set = build_pair_set(data.query_set, data.gallery_set, pairs)
     runs = {"amd_gray_box": explain_pairs(gray.explain, pair_set, "amd_gray_box", progress),
             "amd_black_box": explain_pairs(black.explain, pair_set, "amd_black_box", progress)}
-    for name in BASELINES:
+    for name in BASELINE_METHODS:
         runs[name] = explain_pairs(make_baseline(name, model, size, metric).explain, pair_set, name, progress)
     runs["random"] = random_maps(pair_set, seed)
     rows = [score_method(run, pair_set, model, metric, size) for run in runs.values()]
@@ -157,7 +158,8 @@ def run_benchmark(out: str | os.PathLike[str] = "benchmark-results", quick: bool
             minutes, if not cached; that time is reported separately).
         metric: Distance of the target model.
         threads: ``torch.set_num_threads`` for the run (default: leave torch's setting).
-        command: The command line to record as "reproduce" (default: the ``reidexplain`` CLI call).
+        command: The command line to record as "reproduce" (default: the ``benchmarks/run_benchmark.py``
+            call).
 
     Returns:
         The folder ``out``, holding ``results.json`` and ``BENCHMARKS.md``.

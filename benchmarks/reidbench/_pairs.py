@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data import SyntheticPersons
+from reidexplain.data import SyntheticPersons
 
 __all__ = ["PairSet", "sample_pairs", "build_pair_set"]
 
