@@ -103,6 +103,24 @@ def test_inferring_a_builtin_schema_from_the_width_warns_and_names_the_way_out(w
     assert issubclass(SchemaInferenceWarning, UserWarning)
 
 
+def test_explainer_fit_warns_when_it_infers_a_builtin_schema():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from helpers import amd_batches, amd_sequential_net
+
+    from reidexplain.explainer import Explainer
+
+    data = amd_batches(num_attributes=23, num_ids=2, per_id=2, batch_size=4)
+    with pytest.warns(SchemaInferenceWarning, match="attributes='dukemtmc'"):
+        inferred = Explainer(amd_sequential_net()).fit(data, epochs=1, progress=False)
+    assert inferred.schema is DUKEMTMC
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SchemaInferenceWarning)
+        explicit = Explainer(amd_sequential_net(), attributes="dukemtmc").fit(data, epochs=1, progress=False)
+    assert explicit.schema is DUKEMTMC
+
+
 def test_explicit_or_generic_schemas_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
