@@ -8,6 +8,10 @@ colours, the lower-body colours, ...). Three schemas ship with the library, foll
 * :data:`DUKEMTMC` (23 attributes),
 * :data:`SHARED` (the 18 attributes both datasets annotate, for cross-domain runs).
 
+Schemas are looked up by name in :data:`SCHEMAS`, a :class:`~reidexplain.registry.Registry`; add your
+own with :func:`register_schema`. A schema is saved and restored exactly with
+:meth:`AttributeSchema.to_dict` and :meth:`AttributeSchema.from_dict`.
+
 Examples:
     >>> from reidexplain.attributes import get_schema
     >>> schema = get_schema("market1501")
@@ -19,20 +23,48 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from reidexplain.registry import Registry, UnknownNameError
+
 __all__ = [
     "AttributeSchema",
+    "SCHEMA_FORMAT",
+    "SCHEMA_FORMAT_VERSION",
+    "SCHEMAS",
+    "SchemaInferenceWarning",
     "MARKET1501",
     "DUKEMTMC",
     "SHARED",
+    "register_schema",
     "get_schema",
     "list_schemas",
     "project_labels",
 ]
+
+SCHEMA_FORMAT = "reidexplain.AttributeSchema"
+"""The ``"format"`` tag of :meth:`AttributeSchema.to_dict`."""
+SCHEMA_FORMAT_VERSION = 1
+"""Version of :meth:`AttributeSchema.to_dict`; :meth:`AttributeSchema.from_dict` reads it and older ones."""
+
+_FIELDS = ("name", "names", "labels", "positive_ratios", "groups", "one_hot_groups")
+
+
+class SchemaInferenceWarning(UserWarning):
+    """A built-in schema was chosen from the width of the attribute labels alone.
+
+    Pass the schema explicitly (``Explainer(model, attributes="dukemtmc")``) to avoid it, or silence it
+    with ``warnings.filterwarnings("ignore", category=SchemaInferenceWarning)``.
+
+    Examples:
+        >>> issubclass(SchemaInferenceWarning, UserWarning)
+        True
+    """
 
 
 @dataclass(frozen=True)
@@ -48,10 +80,14 @@ class AttributeSchema:
         one_hot_groups: Names of the groups of which every person has exactly one member (a person has
             one upper-body colour). Used by the synthetic data and the optional colour prior.
 
+    Sequences are stored as tuples (of ``str``; ratios as ``float``) and ``groups`` as a ``dict`` of
+    tuples, whatever was passed, so that two schemas built from equal values compare equal. Equality
+    compares every field; the order of ``groups`` does not matter, that of their members does.
+
     Examples:
-        >>> schema = AttributeSchema("toy", ("hat", "bag"), ("hat", "bag"), (0.1, 0.3))
-        >>> schema.index("bag")
-        1
+        >>> schema = AttributeSchema("toy", ["hat", "bag"], ["hat", "bag"], [0.1, 0.3])
+        >>> schema.index("bag"), schema.names
+        (1, ('hat', 'bag'))
     """
 
     name: str
@@ -62,6 +98,20 @@ class AttributeSchema:
     one_hot_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"AttributeSchema: `name` must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.groups, Mapping):
+            raise TypeError(f"AttributeSchema: `groups` must be a mapping, got {type(self.groups).__name__}")
+        for attr in ("names", "labels", "positive_ratios", "one_hot_groups"):
+            if isinstance(getattr(self, attr), str):
+                raise TypeError(f"AttributeSchema: `{attr}` must be a sequence, not a string")
+        # frozen dataclass: normalise through object.__setattr__
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        object.__setattr__(self, "labels", tuple(str(n) for n in self.labels))
+        object.__setattr__(self, "positive_ratios", tuple(float(r) for r in self.positive_ratios))
+        object.__setattr__(self, "groups", {str(g): tuple(str(a) for a in members)
+                                            for g, members in self.groups.items()})
+        object.__setattr__(self, "one_hot_groups", tuple(str(g) for g in self.one_hot_groups))
         m = len(self.names)
         if m == 0:
             raise ValueError("AttributeSchema: `names` must not be empty")
@@ -107,6 +157,104 @@ class AttributeSchema:
     def ratios(self) -> torch.Tensor:
         """Positive ratios as a float tensor of shape ``(M,)``."""
         return torch.tensor(self.positive_ratios, dtype=torch.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything that defines the schema, as plain lists, strings and floats (JSON and
+        ``torch.load(weights_only=True)`` safe), tagged with a format name and version.
+
+        Returns:
+            ``{"format", "version", "name", "names", "labels", "positive_ratios", "groups",
+            "one_hot_groups"}``; ``groups`` maps each group to the list of its members, in order.
+
+        Examples:
+            >>> schema = AttributeSchema("toy", ("hat", "bag"), ("hat", "bag"), (0.1, 0.3),
+            ...                          groups={"carried": ("bag",)})
+            >>> d = schema.to_dict()
+            >>> d["version"], d["groups"]
+            (1, {'carried': ['bag']})
+            >>> AttributeSchema.from_dict(d) == schema
+            True
+        """
+        return {
+            "format": SCHEMA_FORMAT,
+            "version": SCHEMA_FORMAT_VERSION,
+            "name": self.name,
+            "names": list(self.names),
+            "labels": list(self.labels),
+            "positive_ratios": list(self.positive_ratios),
+            "groups": {g: list(members) for g, members in self.groups.items()},
+            "one_hot_groups": list(self.one_hot_groups),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttributeSchema:
+        """Rebuild a schema from :meth:`to_dict`: ``from_dict(s.to_dict()) == s`` for every schema.
+
+        Also reads the version-less dict that ``Explainer.save`` wrote before schemas had a format
+        (``name``, ``names``, ``labels``, ``positive_ratios`` only): if a registered schema has that
+        name and those exact names, labels and ratios, that schema (with its groups) is returned,
+        otherwise a schema without groups.
+
+        Args:
+            data: The mapping written by :meth:`to_dict`.
+
+        Returns:
+            The schema.
+
+        Raises:
+            TypeError: ``data`` is not a mapping.
+            ValueError: Another format, a version newer than :data:`SCHEMA_FORMAT_VERSION`, missing or
+                unknown fields, or values that do not make a valid schema.
+
+        Examples:
+            >>> AttributeSchema.from_dict(MARKET1501.to_dict()) == MARKET1501
+            True
+            >>> AttributeSchema.from_dict({"version": 99})
+            Traceback (most recent call last):
+            ...
+            ValueError: AttributeSchema.from_dict: format version 99 is newer than this reidexplain reads (1); upgrade reidexplain
+        """
+        where = "AttributeSchema.from_dict"
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
+        if "version" not in data:
+            return cls._from_legacy_dict(data)
+        fmt, version = data.get("format", SCHEMA_FORMAT), data["version"]
+        if fmt != SCHEMA_FORMAT:
+            raise ValueError(f"{where}: expected format {SCHEMA_FORMAT!r}, got {fmt!r}")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"{where}: format version must be an int >= 1, got {version!r}")
+        if version > SCHEMA_FORMAT_VERSION:
+            raise ValueError(f"{where}: format version {version} is newer than this reidexplain reads "
+                             f"({SCHEMA_FORMAT_VERSION}); upgrade reidexplain")
+        fields = {k: v for k, v in data.items() if k not in ("format", "version")}
+        missing = [k for k in _FIELDS if k not in fields]
+        unknown = sorted(set(fields) - set(_FIELDS))
+        if missing or unknown:
+            raise ValueError(f"{where}: version {version} needs the fields {list(_FIELDS)}; "
+                             f"missing {missing}, unknown {unknown}")
+        if not isinstance(fields["groups"], Mapping):
+            raise ValueError(f"{where}: `groups` must be a mapping, got {type(fields['groups']).__name__}")
+        try:
+            return cls(**fields)
+        except TypeError as err:
+            raise ValueError(f"{where}: {err}") from None
+
+    @classmethod
+    def _from_legacy_dict(cls, data: Mapping[str, Any]) -> AttributeSchema:
+        legacy = ("name", "names", "labels", "positive_ratios")
+        missing = [k for k in legacy if k not in data]
+        if missing:
+            raise ValueError(f"AttributeSchema.from_dict: no `version` and not a version-less schema "
+                             f"either (missing {missing})")
+        schema = cls(**{k: data[k] for k in legacy})
+        key = schema.name.lower()
+        if key in SCHEMAS:
+            known = SCHEMAS.get(key)
+            if (known.name, known.names, known.labels, known.positive_ratios) == (
+                    schema.name, schema.names, schema.labels, schema.positive_ratios):
+                return known
+        return schema
 
     @classmethod
     def generic(cls, num_attributes: int) -> AttributeSchema:
@@ -248,25 +396,93 @@ DUKEMTMC: AttributeSchema = _duke()
 SHARED: AttributeSchema = _shared()
 """The 18 attributes shared by Market-1501 and DukeMTMC-reID, for cross-domain runs."""
 
-_REGISTRY: dict[str, AttributeSchema] = {
-    "market1501": MARKET1501,
-    "market": MARKET1501,
-    "dukemtmc": DUKEMTMC,
-    "duke": DUKEMTMC,
-    "dukemtmc-reid": DUKEMTMC,
-    "shared": SHARED,
-}
-_BY_WIDTH = {26: MARKET1501, 23: DUKEMTMC, 18: SHARED}
+SCHEMAS: Registry[AttributeSchema] = Registry("attribute schema")
+"""The schemas :func:`get_schema` knows by name: one entry per canonical name (metadata ``aliases``)
+and one per alias (metadata ``alias_of``). Keys are lower-case; look-ups ignore case."""
+
+
+def register_schema(schema: AttributeSchema, aliases: Iterable[str] = (), *,
+                    override: bool = False) -> AttributeSchema:
+    """Make ``schema`` known to :func:`get_schema` (and so to ``Explainer(attributes=...)``) by name.
+
+    The schema is registered under ``schema.name`` and each alias, all lower-cased (names are
+    case-insensitive). Either every name is registered or, on a clash, none.
+
+    Args:
+        schema: The schema.
+        aliases: Other names for it (``("market",)`` for ``"market1501"``).
+        override: Replace the entries of names that are already taken instead of raising.
+
+    Returns:
+        ``schema``, unchanged.
+
+    Raises:
+        TypeError: ``schema`` is not an :class:`AttributeSchema`, or ``aliases`` is a single string.
+        ValueError: A name is taken by another schema (and ``override`` is false), or empty.
+
+    Examples:
+        >>> toy = AttributeSchema.from_names(["hat", "scarf"], name="toy")
+        >>> _ = register_schema(toy, aliases=["toy-v1"])
+        >>> get_schema("TOY-v1") is toy, "toy" in list_schemas()
+        (True, True)
+        >>> _ = SCHEMAS.unregister("toy"), SCHEMAS.unregister("toy-v1")  # leave nothing behind
+        >>> "toy" in list_schemas()
+        False
+    """
+    if not isinstance(schema, AttributeSchema):
+        raise TypeError(f"register_schema: expected an AttributeSchema, got {type(schema).__name__}")
+    if isinstance(aliases, str):
+        raise TypeError(f"register_schema: `aliases` must be a list of names, got the string {aliases!r}")
+    canonical = schema.name.lower()
+    others: list[str] = []
+    for alias in aliases:
+        if not isinstance(alias, str) or not alias:
+            raise ValueError(f"register_schema: aliases must be non-empty strings, got {alias!r}")
+        key = alias.lower()
+        if key != canonical and key not in others:
+            others.append(key)
+    if not override:
+        taken = [k for k in (canonical, *others) if k in SCHEMAS and SCHEMAS.get(k) is not schema]
+        if taken:
+            raise ValueError(f"register_schema: the names {taken} are already registered to other "
+                             "schemas (pass override=True to replace them)")
+    SCHEMAS.register(canonical, schema, override=True, aliases=tuple(others))
+    for key in others:
+        SCHEMAS.register(key, schema, override=True, alias_of=canonical)
+    return schema
+
+
+register_schema(MARKET1501, aliases=("market",))
+register_schema(DUKEMTMC, aliases=("duke", "dukemtmc-reid"))
+register_schema(SHARED)
+
+# The widths from which get_schema(None, num_attributes=...) infers a built-in schema (with a warning).
+_INFERRED_FROM_WIDTH = {26: "market1501", 23: "dukemtmc", 18: "shared"}
 
 
 def list_schemas() -> list[str]:
-    """Canonical names of the built-in schemas.
+    """Canonical names of the registered schemas (aliases left out), sorted.
 
     Examples:
         >>> list_schemas()
         ['dukemtmc', 'market1501', 'shared']
     """
-    return sorted({s.name for s in _REGISTRY.values()})
+    return sorted(e.name for e in SCHEMAS.entries() if "alias_of" not in e.metadata)
+
+
+def _infer_from_width(width: int) -> AttributeSchema:
+    name = _INFERRED_FROM_WIDTH.get(width)
+    schema = SCHEMAS.get(name) if name is not None and name in SCHEMAS else None
+    if schema is None or len(schema) != width:
+        return AttributeSchema.generic(width)
+    warnings.warn(
+        f"attribute labels of width {width} were taken to be the built-in {schema.name!r} schema from "
+        f"their width alone; pass attributes={schema.name!r} (or your own AttributeSchema or list of "
+        "names) to say which attributes they are and silence this warning",
+        SchemaInferenceWarning,
+        stacklevel=3,
+    )
+    return schema
 
 
 def get_schema(
@@ -277,32 +493,46 @@ def get_schema(
     Args:
         spec: ``"market1501"``/``"market"``, ``"dukemtmc"``/``"duke"``, ``"shared"``, an
             :class:`AttributeSchema`, a list of names, or ``None`` to infer from ``num_attributes``.
-        num_attributes: Label width; with ``spec=None``, 26, 23 and 18 map to the built-in schemas and
-            any other width to generic names. With another ``spec``, checked against its width.
+        num_attributes: Label width. With another ``spec``, checked against its width. With
+            ``spec=None`` the schema is inferred from the width alone: 26, 23 and 18 give the built-in
+            :data:`MARKET1501`, :data:`DUKEMTMC` and :data:`SHARED` schemas **with a**
+            :class:`SchemaInferenceWarning` (a width says nothing about what the labels mean: any
+            23-wide labels would be read as DukeMTMC attributes), any other width gives generic names
+            ``attr_0, attr_1, ...`` (which claim no meaning, so without a warning). Pass ``spec`` to
+            choose the schema and avoid the inference.
 
     Returns:
         The schema.
 
     Raises:
-        ValueError: Unknown name, or a width that does not match the schema.
+        ValueError: Unknown name (an :class:`~reidexplain.registry.UnknownNameError`), or a width that
+            does not match the schema.
 
     Examples:
-        >>> get_schema(None, num_attributes=18).name
+        >>> get_schema("shared", num_attributes=18).name
         'shared'
+        >>> get_schema(None, num_attributes=4).names
+        ('attr_0', 'attr_1', 'attr_2', 'attr_3')
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     inferred = get_schema(None, num_attributes=23)
+        >>> inferred.name, caught[0].category.__name__
+        ('dukemtmc', 'SchemaInferenceWarning')
         >>> get_schema(["hat", "bag"]).names
         ('hat', 'bag')
     """
     if spec is None:
         if num_attributes is None:
             raise ValueError("get_schema: give `spec` or `num_attributes`")
-        schema = _BY_WIDTH.get(int(num_attributes)) or AttributeSchema.generic(int(num_attributes))
+        schema = _infer_from_width(int(num_attributes))
     elif isinstance(spec, AttributeSchema):
         schema = spec
     elif isinstance(spec, str):
         key = spec.lower()
-        if key not in _REGISTRY:
-            raise ValueError(f"unknown attribute schema {spec!r}; expected one of {list_schemas()}")
-        schema = _REGISTRY[key]
+        if key not in SCHEMAS:
+            raise UnknownNameError(f"unknown attribute schema {spec!r}; expected one of {list_schemas()}")
+        schema = SCHEMAS.get(key)
     elif isinstance(spec, Sequence):
         schema = AttributeSchema.from_names(spec)
     else:

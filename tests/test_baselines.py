@@ -141,7 +141,7 @@ def test_occlusion_is_zero_outside_the_region_the_model_sees():
     for maps in result.maps:
         outside = maps.clone()
         outside[:, :, :8, :8] = 0
-        assert float(outside.abs().max()) == 0.0
+        assert float(outside.abs().max()) == pytest.approx(0.0, abs=1e-6)
         assert float(maps[:, :, :8, :8].abs().min()) > 0  # the seen block does change the distance
     # One 8x8 window on the seen block: the attribution is d(a,b) - d(a with the block black, b) per pixel.
     with torch.no_grad():
@@ -169,8 +169,10 @@ def test_feature_ablation_with_user_mask_and_slic():
     halves[16:] = 1
     result = FeatureAblationPair(model, feature_mask=halves).explain(pair)
     top, bottom = result.maps[0][0, 0, 0, 0], result.maps[0][0, 0, -1, -1]
-    assert float(result.maps[0][0, 0, :16].std()) == 0 and float(result.maps[0][0, 0, 16:].std()) == 0
-    assert float(top) != float(bottom)
+    # Constant over each half of the mask (up to rounding: 3.7e-9 was seen on another machine).
+    for half, value in ((result.maps[0][0, 0, :16], top), (result.maps[0][0, 0, 16:], bottom)):
+        torch.testing.assert_close(half, value.expand_as(half), rtol=1e-5, atol=1e-6)
+    assert abs(float(top) - float(bottom)) > 1e-4
     slic = FeatureAblationPair(model, segments="slic", n_segments=6).explain(pair)
     mask_a = slic.extras["feature_mask"][0]
     assert mask_a.shape == (1, 1, 32, 16)
@@ -233,7 +235,8 @@ def test_identical_images_give_finite_maps():
         for maps in result.maps:
             assert torch.isfinite(maps).all(), name
     saliency = SaliencyPair(model, abs=False).explain((a, a.clone()))
-    assert float(saliency.maps[0].abs().max()) == 0.0  # d is at its minimum: zero gradient
+    # d is at its minimum: zero gradient
+    assert float(saliency.maps[0].abs().max()) == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

@@ -18,11 +18,12 @@ from reidexplain.zoo.reference import (
     reference_config,
     reference_splits,
 )
-from reidexplain.zoo.registry import create_model, is_model, list_models, register_model
+from reidexplain.zoo.registry import MODELS, create_model, is_model, list_models, register_model
 from reidexplain.zoo.reidnet import GeM, ReIDNet, SmallBackbone
 from reidexplain.zoo.training import train_reid_model
 
 __all__ = [
+    "MODELS",
     "register_model",
     "create_model",
     "list_models",

@@ -1,5 +1,9 @@
 """A timm-style model registry: a name in a config or on a command line maps to a constructor.
 
+The constructors live in :data:`MODELS`, a :class:`~reidexplain.registry.Registry`; the functions here
+are the timm-style verbs on it. To add a model for a while only (a test, a doctest), use
+``MODELS.registered(name, constructor)``.
+
 Examples:
     >>> from reidexplain.zoo import create_model, list_models
     >>> list_models("reidnet_resnet*")
@@ -17,9 +21,12 @@ from typing import TypeVar
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "is_model"]
+from reidexplain.registry import Registry, UnknownNameError
 
-_MODEL_ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "is_model"]
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+"""Model constructors by name (each accepts ``num_classes`` and returns an ``nn.Module``)."""
 
 _Fn = TypeVar("_Fn", bound=Callable[..., nn.Module])
 
@@ -46,15 +53,16 @@ def register_model(fn: _Fn) -> _Fn:
         ...     return nn.Identity()
         >>> "toy_identity" in list_models("toy_*")
         True
+        >>> _ = MODELS.unregister("toy_identity")  # leave the registry as it was
     """
     if not callable(fn):
         raise TypeError(f"register_model: expected a callable, got {type(fn).__name__}")
     name = fn.__name__
-    known = _MODEL_ENTRYPOINTS.get(name)
+    known = MODELS.get(name) if name in MODELS else None
     # Re-registering the same function (module reloaded) is harmless; a different one is a clash.
     if known is not None and known.__qualname__ != fn.__qualname__:
         raise ValueError(f"register_model: a model named {name!r} is already registered")
-    _MODEL_ENTRYPOINTS[name] = fn
+    MODELS.register(name, fn, override=True)
     return fn
 
 
@@ -71,7 +79,7 @@ def list_models(pattern: str | None = None) -> list[str]:
         >>> "reidnet_small" in list_models()
         True
     """
-    names = sorted(_MODEL_ENTRYPOINTS)
+    names = MODELS.names()
     if pattern is None:
         return names
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
@@ -90,7 +98,7 @@ def is_model(name: str) -> bool:
         >>> is_model("reidnet_small"), is_model("nope")
         (True, False)
     """
-    return name in _MODEL_ENTRYPOINTS
+    return name in MODELS
 
 
 def create_model(name: str, num_classes: int = 0, **kwargs: object) -> nn.Module:
@@ -107,15 +115,16 @@ def create_model(name: str, num_classes: int = 0, **kwargs: object) -> nn.Module
         A freshly initialised model (nothing is downloaded).
 
     Raises:
-        ValueError: unknown ``name`` (the message lists the known ones) or negative ``num_classes``.
+        ValueError: unknown ``name`` (an :class:`~reidexplain.registry.UnknownNameError`, whose
+            message lists the known ones) or negative ``num_classes``.
 
     Examples:
         >>> model = create_model("reidnet_small")
         >>> type(model).__name__
         'ReIDNet'
     """
-    if name not in _MODEL_ENTRYPOINTS:
-        raise ValueError(f"create_model: unknown model {name!r}; known models: {list_models()}")
+    if name not in MODELS:
+        raise UnknownNameError(f"create_model: unknown model {name!r}; known models: {list_models()}")
     if not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"create_model: `num_classes` must be an int >= 0, got {num_classes!r}")
-    return _MODEL_ENTRYPOINTS[name](num_classes=num_classes, **kwargs)
+    return MODELS.get(name)(num_classes=num_classes, **kwargs)

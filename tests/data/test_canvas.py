@@ -192,7 +192,7 @@ def test_flush_twice_and_empty_canvas():
     assert canvas.masks()[[0, 2], 5, 5].all() and not canvas.masks()[1].any()
     canvas.paint(canvas.ellipse(20, 30, 4, 6), (0.0, 1.0, 0.0), 0b010)
     canvas.flush()
-    assert canvas.image[1, 30, 20] == 1.0 and canvas.masks()[1, 30, 20]
+    assert float(canvas.image[1, 30, 20]) == pytest.approx(1.0) and canvas.masks()[1, 30, 20]
     assert Canvas(H, W, 3, with_masks=False).masks() is None
 
 

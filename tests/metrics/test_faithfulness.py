@@ -168,7 +168,7 @@ def test_curve_auc_matches_trapezoid():
     np.testing.assert_allclose(curve_auc(curve).numpy(), np.trapezoid(c, x), rtol=1e-6)
     np.testing.assert_allclose(curve_auc(curve, "first").numpy(), np.trapezoid(c / c[:, :1], x), rtol=1e-6)
     np.testing.assert_allclose(insertion_auc(curve).numpy(), np.trapezoid(c / c[:, -1:], x), rtol=1e-6)
-    assert curve_auc(torch.tensor([[1.0, 1.0]])).item() == 1.0
+    assert curve_auc(torch.tensor([[1.0, 1.0]])).item() == pytest.approx(1.0)
     zero = deletion_auc(torch.tensor([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0]]))
     assert math.isnan(zero[0]) and zero[1].item() == pytest.approx(0.5)
 

@@ -79,8 +79,8 @@ def test_known_values_by_hand():
     # Query 1 (pid 2, cam 1): gallery sorted = [g1 (pid 2, cam 1: ignored), ...]: no valid match, skipped.
     dist = np.array([[0.2, 0.1, 0.9, 0.3], [0.5, 0.0, 0.6, 0.7]])
     got = evaluate_retrieval(dist, [1, 2], [1, 2, 1, 1], [0, 1], [1, 1, 2, 0], ranks=(1, 2))
-    assert got["rank1"] == 0.0
-    assert got["rank2"] == 100.0
+    assert got["rank1"] == pytest.approx(0.0, abs=1e-9)
+    assert got["rank2"] == pytest.approx(100.0)
     assert got["mAP"] == pytest.approx(100.0 * (0.5 + 2 / 3) / 2)
 
 

@@ -6,7 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from reidexplain.zoo import GeM, ReIDNet, create_model, is_model, list_models, register_model
+from reidexplain.registry import Registry, UnknownNameError
+from reidexplain.zoo import (
+    MODELS,
+    GeM,
+    ReIDNet,
+    create_model,
+    is_model,
+    list_models,
+    register_model,
+)
 
 
 def test_registry_lists_and_filters():
@@ -33,6 +42,33 @@ def test_register_model_rejects_a_different_constructor_under_a_taken_name():
         register_model(reidnet_small)
     with pytest.raises(TypeError, match="callable"):
         register_model(3)
+
+
+def test_models_registry_is_what_the_functions_read():
+    assert isinstance(MODELS, Registry) and MODELS.names() == list_models()
+    with pytest.raises(UnknownNameError, match="unknown model 'resnet9'"):
+        create_model("resnet9")
+
+    def toy_linear(num_classes: int = 0, width: int = 3) -> nn.Module:
+        return nn.Linear(width, max(num_classes, 1))
+
+    with MODELS.registered("toy_linear", toy_linear):
+        assert is_model("toy_linear") and "toy_linear" in list_models("toy_*")
+        assert create_model("toy_linear", num_classes=2, width=4).weight.shape == (2, 4)
+    assert not is_model("toy_linear")
+
+
+def test_register_model_decorator_registers_under_the_function_name():
+    @register_model
+    def toy_decorated(num_classes: int = 0) -> nn.Module:
+        return nn.Identity()
+
+    try:
+        assert MODELS.get("toy_decorated") is toy_decorated and is_model("toy_decorated")
+        assert register_model(toy_decorated) is toy_decorated  # the same function again is harmless
+    finally:
+        MODELS.unregister("toy_decorated")
+    assert not is_model("toy_decorated")
 
 
 def test_small_contract_shapes_and_eval_forward_is_head_of_features():
