@@ -93,7 +93,10 @@ def test_evaluate(fitted: Explainer) -> None:
 @pytest.mark.parametrize(("width", "name"), [(26, "market1501"), (23, "dukemtmc"), (18, "shared"), (3, "generic3")])
 def test_schema_inferred_from_width(width: int, name: str) -> None:
     data = amd_batches(num_attributes=width, num_ids=2, per_id=2, batch_size=4)
-    explainer = Explainer(amd_sequential_net()).fit(data, epochs=1, progress=False)
+    from reidexplain.attributes import SchemaInferenceWarning
+
+    with pytest.warns(SchemaInferenceWarning, match=f"'{name}'"):
+        explainer = Explainer(amd_sequential_net()).fit(data, epochs=1, progress=False)
     assert explainer.schema.name == name and len(explainer.attribute_names) == width
 
 

@@ -50,27 +50,13 @@ def weights_checksum(model: nn.Module) -> float:
                          for p in model.parameters() if p.is_floating_point()))
 
 
-def _schema_dict(schema: AttributeSchema) -> dict[str, Any]:
-    return {"name": schema.name, "names": list(schema.names), "labels": list(schema.labels),
-            "positive_ratios": [float(r) for r in schema.positive_ratios],
-            "groups": {g: list(m) for g, m in schema.groups.items()},
-            "one_hot_groups": list(schema.one_hot_groups)}
-
-
-def _schema_from(saved: dict[str, Any]) -> AttributeSchema:
-    return AttributeSchema(saved["name"], tuple(saved["names"]), tuple(saved["labels"]),
-                           tuple(saved["positive_ratios"]),
-                           {g: tuple(m) for g, m in saved.get("groups", {}).items()},
-                           tuple(saved.get("one_hot_groups", ())))
-
-
 def checkpoint_dict(explainer: Any, version: int) -> dict[str, Any]:
     """Everything needed to rebuild ``explainer`` for the same model."""
     amd: AMDModel = explainer.amd
     return {
         "magic": _MAGIC,
         "format_version": version,
-        "schema": _schema_dict(amd.schema),
+        "schema": amd.schema.to_dict(),
         "metric": amd.metric,
         "recipe": {"name": amd.recipe.name, "options": amd.recipe.options()},
         "prepared": amd.prepared,
@@ -145,7 +131,7 @@ def _v1_network_keys(state: dict[str, torch.Tensor], kind: str) -> dict[str, tor
 def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: Any, version: int) -> Any:
     """Rebuild an explainer of class ``cls`` from ``path`` for ``model``; see ``Explainer.load``."""
     ckpt = _read(path)
-    schema = _schema_from(ckpt["schema"])
+    schema = AttributeSchema.from_dict(ckpt["schema"])
     if attributes is not None:
         wanted = get_schema(attributes)
         if wanted.names != schema.names:
