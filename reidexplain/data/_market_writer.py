@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..attributes import AttributeSchema, get_schema, project_labels
 from ._market_format import (
     DISTRACTOR_PID,
@@ -120,7 +120,7 @@ def _write(
     annotations: dict[str, dict[int, torch.Tensor]] = {"train": {}, "test": {}}
     total = sum(len(splits[s]) for s in SPLIT_FOLDERS)
     frame = 0
-    with tqdm(total=total, desc=f"writing {fmt.name}", disable=not progress) as bar:
+    with progress_bar(total=total, desc=f"writing {fmt.name}", enabled=progress) as bar:
         for split, folder in SPLIT_FOLDERS.items():
             dataset = splits[split]
             part = annotations["train" if split == "train" else "test"]

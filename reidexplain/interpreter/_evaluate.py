@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..distance import distance_matrix
 from ..metrics.explanation import adre, x_map_common, x_map_exclusive
 from ._batch import iter_batches
@@ -79,7 +79,7 @@ def embed_loader(split: TargetSplit, interpreter: AMDInterpreter, loader: Iterab
     has_pids = has_camids = True
     interpreter.eval()
     with torch.no_grad():
-        for batch in tqdm(iter_batches(loader, num_attributes), desc=desc, disable=not progress, leave=False):
+        for batch in progress_bar(iter_batches(loader, num_attributes), desc=desc, enabled=progress, leave=False):
             images = batch.images.to(split.device)
             comps = component_embeddings(split, interpreter, images)
             out["embeddings"].append(comps.embeddings.cpu())
@@ -113,7 +113,7 @@ def score_query_gallery(query: dict[str, Any], gallery: dict[str, Any], metric: 
     counts = dict.fromkeys(sums, 0)
     dist_rows, recon_rows = [], []
     pairs = 0
-    for start in tqdm(range(0, q_total, chunk), desc="scoring", disable=not progress, leave=False):
+    for start in progress_bar(range(0, q_total, chunk), desc="scoring", enabled=progress, leave=False):
         sl = slice(start, start + chunk)
         d, dk = component_distance_matrices(query["embeddings"][sl], query["components"][sl],
                                             gallery["embeddings"], gallery["components"], metric)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+
+from .._progress import progress_bar
 
 __all__ = ["evaluate_retrieval", "extract_features"]
 
@@ -187,7 +188,7 @@ def extract_features(
             tuples ``(image, pid, camid, ...)``), or a DataLoader yielding such batches.
         batch_size: Batch size when a dataset is given (ignored for a loader).
         device: Where the images are sent; default: the model's device (the model is not moved).
-        progress: Show a tqdm progress bar.
+        progress: Show a progress bar (a few plain lines when stderr is not a terminal).
 
     Returns:
         ``(features (N,D) float on CPU, pids (N,) int64, camids (N,) int64)``.
@@ -221,7 +222,7 @@ def extract_features(
     model.eval()
     try:
         with torch.no_grad():
-            for batch in tqdm(loader, desc="extract features", disable=not progress, leave=False):
+            for batch in progress_bar(loader, desc="extract features", enabled=progress, leave=False):
                 images, batch_pids, batch_camids = _batch_fields(batch)
                 out = model(torch.as_tensor(images).float().to(device))
                 if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(images):
