@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
+from .._batch import iter_batches
 from .._progress import progress_bar
 from ..distance import distance_matrix
 from ..metrics.explanation import adre, x_map_common, x_map_exclusive
-from ._batch import iter_batches
 from .network import AMDInterpreter, component_embeddings
 from .split import TargetSplit
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ._batch import iter_batches
+from .._batch import iter_batches
 from .model_aware import attribute_usage
 from .split import TargetSplit
 from .training import TrainingConfig

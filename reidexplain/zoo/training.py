@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from reidexplain._batch import item_field
 from reidexplain._model import model_device
 from reidexplain._progress import progress_bar
 from reidexplain.data.sampler import PKSampler
@@ -39,16 +40,7 @@ log = logging.getLogger(__name__)
 
 
 def _item_field(item: Any, key: str, position: int) -> Any:
-    if isinstance(item, dict):
-        if key not in item:
-            raise KeyError(f"dataset item: expected a key {key!r}, got keys {sorted(item)}")
-        return item[key]
-    if isinstance(item, (tuple, list)):
-        return item[position]
-    raise TypeError(
-        f"dataset item: expected a dict with 'image', 'pid', 'camid' or a tuple (image, pid, camid), "
-        f"got {type(item).__name__}"
-    )
+    return item_field(item, key, position, "dataset item")
 
 
 def dataset_pids(dataset: Dataset) -> list[int]:
