@@ -74,8 +74,8 @@ def _fingerprint(images: torch.Tensor) -> torch.Tensor:
 def embed_loader(split: TargetSplit, interpreter: AMDInterpreter, loader: Iterable, num_attributes: int,
                  progress: bool = False, desc: str = "embedding") -> dict[str, Any]:
     """Embeddings, component embeddings, labels, ids and image fingerprints of every image of ``loader``."""
-    out: dict[str, list] = {"embeddings": [], "components": [], "attributes": [], "pids": [], "camids": [],
-                            "fingerprints": []}
+    out: dict[str, list] = {"embeddings": [], "components": [], "attributes": [], "known": [], "pids": [],
+                            "camids": [], "fingerprints": []}
     has_pids = has_camids = True
     interpreter.eval()
     with torch.no_grad():
@@ -86,6 +86,7 @@ def embed_loader(split: TargetSplit, interpreter: AMDInterpreter, loader: Iterab
             out["components"].append(comps.components.cpu())
             # Everything per image is gathered on the CPU, whatever device the loader yields.
             out["attributes"].append(batch.attributes.bool().cpu())
+            out["known"].append(batch.known_mask().cpu())
             out["fingerprints"].append(_fingerprint(batch.images).cpu())
             has_pids &= batch.pids is not None
             has_camids &= batch.camids is not None
@@ -102,6 +103,9 @@ def embed_loader(split: TargetSplit, interpreter: AMDInterpreter, loader: Iterab
 def score_query_gallery(query: dict[str, Any], gallery: dict[str, Any], metric: str,
                         progress: bool = False) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """Explanation metrics over all query x gallery pairs except an image with itself.
+
+    Labels unknown in either image of a pair (``"known"`` of :func:`embed_loader`) are left out of
+    that pair's X-mAPs.
 
     Returns:
         ``({"x_map_e", "x_map_c", "adre", "num_pairs"}, target distances (Q,G), d_hat (Q,G))``.
@@ -120,11 +124,14 @@ def score_query_gallery(query: dict[str, Any], gallery: dict[str, Any], metric: 
         d_hat = dk.mean(dim=-1)
         shares = dk / dk.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         exclusive = query["attributes"][sl, None, :] != gallery["attributes"][None, :, :]
+        known = None
+        if "known" in query and "known" in gallery and not (query["known"].all() and gallery["known"].all()):
+            known = query["known"][sl, None, :] & gallery["known"][None, :, :]
         same = (query["fingerprints"][sl, None, :] == gallery["fingerprints"][None, :, :]).all(dim=-1)
         valid = ~same
         pairs += int(valid.sum())
-        for key, values in (("x_map_e", x_map_exclusive(shares, exclusive, valid, reduction="none")),
-                            ("x_map_c", x_map_common(shares, exclusive, valid, reduction="none")),
+        for key, values in (("x_map_e", x_map_exclusive(shares, exclusive, valid, "none", known)),
+                            ("x_map_c", x_map_common(shares, exclusive, valid, "none", known)),
                             ("adre", adre(d, d_hat, valid, reduction="none"))):
             keep = ~torch.isnan(values)
             sums[key] += float(values[keep].sum())
