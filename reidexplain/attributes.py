@@ -8,6 +8,9 @@ colours, the lower-body colours, ...). Three schemas ship with the library, foll
 * :data:`DUKEMTMC` (23 attributes),
 * :data:`SHARED` (the 18 attributes both datasets annotate, for cross-domain runs).
 
+:data:`MARKET1501_AGE` (``"market1501_age"``, M = 30) adds Market-1501's 4-class age as four one-hot
+attributes; it is optional, the 26-attribute schema stays the default.
+
 Examples:
     >>> from reidexplain.attributes import get_schema
     >>> schema = get_schema("market1501")
@@ -27,6 +30,7 @@ import torch
 __all__ = [
     "AttributeSchema",
     "MARKET1501",
+    "MARKET1501_AGE",
     "DUKEMTMC",
     "SHARED",
     "get_schema",
@@ -243,6 +247,28 @@ def _shared() -> AttributeSchema:
 
 MARKET1501: AttributeSchema = _market()
 """Market-1501 attribute schema (M = 26)."""
+
+# Market-1501's `age` field (1 young, 2 teenager, 3 adult, 4 old) as one one-hot group, after the 26
+# attributes. Ratios: rough estimates of the annotation's class shares (most identities are teenagers
+# or adults), used only to draw synthetic persons.
+MARKET_AGE_CLASSES: tuple[str, ...] = ("age_young", "age_teenager", "age_adult", "age_old")
+"""Names of the four age attributes of :data:`MARKET1501_AGE`, in the order of the file's codes 1..4."""
+_MARKET_AGE_ROWS = [
+    ("age_young", "young (child)", 1.0),
+    ("age_teenager", "teenager", 70.0),
+    ("age_adult", "adult", 27.0),
+    ("age_old", "old", 2.0),
+]
+
+
+def _market_age() -> AttributeSchema:
+    groups = dict(MARKET1501.groups, age=MARKET_AGE_CLASSES)
+    return _schema("market1501_age", _MARKET_ROWS + _MARKET_AGE_ROWS, groups,
+                   (*MARKET1501.one_hot_groups, "age"))
+
+
+MARKET1501_AGE: AttributeSchema = _market_age()
+"""Market-1501 with its 4-class age as four one-hot attributes (M = 30, the 26 of MARKET1501 first)."""
 DUKEMTMC: AttributeSchema = _duke()
 """DukeMTMC-reID attribute schema (M = 23)."""
 SHARED: AttributeSchema = _shared()
@@ -251,6 +277,7 @@ SHARED: AttributeSchema = _shared()
 _REGISTRY: dict[str, AttributeSchema] = {
     "market1501": MARKET1501,
     "market": MARKET1501,
+    "market1501_age": MARKET1501_AGE,
     "dukemtmc": DUKEMTMC,
     "duke": DUKEMTMC,
     "dukemtmc-reid": DUKEMTMC,
@@ -264,7 +291,7 @@ def list_schemas() -> list[str]:
 
     Examples:
         >>> list_schemas()
-        ['dukemtmc', 'market1501', 'shared']
+        ['dukemtmc', 'market1501', 'market1501_age', 'shared']
     """
     return sorted({s.name for s in _REGISTRY.values()})
 

@@ -45,7 +45,7 @@ def test_lookup_by_name_width_and_list():
     generic = get_schema(None, num_attributes=5)
     assert generic.names == ("attr_0", "attr_1", "attr_2", "attr_3", "attr_4")
     assert get_schema(["a", "b"]).names == ("a", "b")
-    assert list_schemas() == ["dukemtmc", "market1501", "shared"]
+    assert list_schemas() == ["dukemtmc", "market1501", "market1501_age", "shared"]
 
 
 def test_lookup_errors():
@@ -75,3 +75,14 @@ def test_project_labels_by_name():
         project_labels(z, SHARED, MARKET1501)
     with pytest.raises(ValueError, match="expected last dimension 26"):
         project_labels(torch.zeros(2, 18), "market1501", "shared")
+
+
+def test_market_age_schema():
+    from reidexplain.attributes import MARKET1501_AGE, MARKET_AGE_CLASSES
+
+    schema = get_schema("market1501_age")
+    assert schema is MARKET1501_AGE and len(schema) == 30
+    assert schema.names[:26] == MARKET1501.names and schema.names[26:] == MARKET_AGE_CLASSES
+    assert schema.groups["age"] == MARKET_AGE_CLASSES and "age" in schema.one_hot_groups
+    assert abs(sum(schema.positive_ratios[26:]) - 1.0) < 1e-6
+    assert get_schema(None, num_attributes=26) is MARKET1501  # the default stays the 26 attributes
