@@ -19,6 +19,7 @@ from reidexplain import baselines, data, metrics, zoo
 from reidexplain.attributes import (
     DUKEMTMC,
     MARKET1501,
+    MARKET1501_AGE,
     SHARED,
     AttributeSchema,
     get_schema,
@@ -40,6 +41,7 @@ from reidexplain.baselines import (
 )
 from reidexplain.data import (
     DukeMTMCreID,
+    ImageFolderCSV,
     Market1501,
     PKSampler,
     SyntheticPersons,
@@ -79,6 +81,7 @@ __all__ = [
     # attributes
     "AttributeSchema",
     "MARKET1501",
+    "MARKET1501_AGE",
     "DUKEMTMC",
     "SHARED",
     "get_schema",
@@ -89,6 +92,7 @@ __all__ = [
     "synthetic_splits",
     "Market1501",
     "DukeMTMCreID",
+    "ImageFolderCSV",
     "write_market1501",
     "PKSampler",
     "create_model",

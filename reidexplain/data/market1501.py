@@ -93,6 +93,23 @@ def _check_image_size(image_size: object) -> tuple[int, int] | None:
     return int(size[0]), int(size[1])
 
 
+def load_rgb(path: str | Path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """An image file as a float ``(3,H,W)`` RGB tensor in ``[0, 1]``, resized to ``size = (H, W)``.
+
+    Raises:
+        ValueError: the file is not a readable image (the message names it).
+    """
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if size is not None:
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError) as err:  # PIL's errors for truncated or foreign files
+        raise ValueError(f"{path}: cannot read the image ({err})") from err
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
 class _ReIDFolder(Dataset):
     """Shared implementation of :class:`Market1501` and :class:`DukeMTMCreID`."""
 
@@ -211,13 +228,7 @@ class _ReIDFolder(Dataset):
 
     def load_image(self, index: int) -> torch.Tensor:
         """Image ``index`` as a float ``(3,H,W)`` tensor in ``[0, 1]``, resized, before ``transform``."""
-        with Image.open(self.paths[index]) as img:
-            img = img.convert("RGB")
-            if self.image_size is not None:
-                height, width = self.image_size
-                img = img.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+        return load_rgb(self.paths[index], self.image_size)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)  # numpy and 0-d tensor indices from custom samplers
