@@ -19,6 +19,7 @@ from reidexplain import baselines, data, metrics, zoo
 from reidexplain.attributes import (
     DUKEMTMC,
     MARKET1501,
+    MARKET1501_AGE,
     SHARED,
     AttributeSchema,
     get_schema,
@@ -41,6 +42,7 @@ from reidexplain.baselines import (
 )
 from reidexplain.data import (
     DukeMTMCreID,
+    ImageFolderCSV,
     Market1501,
     PKSampler,
     SyntheticPersons,
@@ -81,6 +83,7 @@ __all__ = [
     # attributes
     "AttributeSchema",
     "MARKET1501",
+    "MARKET1501_AGE",
     "DUKEMTMC",
     "SHARED",
     "get_schema",
@@ -91,6 +94,7 @@ __all__ = [
     "synthetic_splits",
     "Market1501",
     "DukeMTMCreID",
+    "ImageFolderCSV",
     "write_market1501",
     "PKSampler",
     "create_model",

@@ -8,6 +8,9 @@ colours, the lower-body colours, ...). Three schemas ship with the library, foll
 * :data:`DUKEMTMC` (23 attributes),
 * :data:`SHARED` (the 18 attributes both datasets annotate, for cross-domain runs).
 
+:data:`MARKET1501_AGE` (``"market1501_age"``, M = 30) adds Market-1501's 4-class age as four one-hot
+attributes; it is optional, the 26-attribute schema stays the default.
+
 Schemas are looked up by name in :data:`SCHEMAS`, a :class:`~reidexplain.registry.Registry`; add your
 own with :func:`register_schema`. A schema is saved and restored exactly with
 :meth:`AttributeSchema.to_dict` and :meth:`AttributeSchema.from_dict`.
@@ -39,6 +42,7 @@ __all__ = [
     "SCHEMAS",
     "SchemaInferenceWarning",
     "MARKET1501",
+    "MARKET1501_AGE",
     "DUKEMTMC",
     "SHARED",
     "register_schema",
@@ -391,6 +395,28 @@ def _shared() -> AttributeSchema:
 
 MARKET1501: AttributeSchema = _market()
 """Market-1501 attribute schema (M = 26)."""
+
+# Market-1501's `age` field (1 young, 2 teenager, 3 adult, 4 old) as one one-hot group, after the 26
+# attributes. Ratios: rough estimates of the annotation's class shares (most identities are teenagers
+# or adults), used only to draw synthetic persons.
+MARKET_AGE_CLASSES: tuple[str, ...] = ("age_young", "age_teenager", "age_adult", "age_old")
+"""Names of the four age attributes of :data:`MARKET1501_AGE`, in the order of the file's codes 1..4."""
+_MARKET_AGE_ROWS = [
+    ("age_young", "young (child)", 1.0),
+    ("age_teenager", "teenager", 70.0),
+    ("age_adult", "adult", 27.0),
+    ("age_old", "old", 2.0),
+]
+
+
+def _market_age() -> AttributeSchema:
+    groups = dict(MARKET1501.groups, age=MARKET_AGE_CLASSES)
+    return _schema("market1501_age", _MARKET_ROWS + _MARKET_AGE_ROWS, groups,
+                   (*MARKET1501.one_hot_groups, "age"))
+
+
+MARKET1501_AGE: AttributeSchema = _market_age()
+"""Market-1501 with its 4-class age as four one-hot attributes (M = 30, the 26 of MARKET1501 first)."""
 DUKEMTMC: AttributeSchema = _duke()
 """DukeMTMC-reID attribute schema (M = 23)."""
 SHARED: AttributeSchema = _shared()
@@ -455,6 +481,7 @@ def register_schema(schema: AttributeSchema, aliases: Iterable[str] = (), *,
 register_schema(MARKET1501, aliases=("market",))
 register_schema(DUKEMTMC, aliases=("duke", "dukemtmc-reid"))
 register_schema(SHARED)
+register_schema(MARKET1501_AGE)
 
 # The widths from which get_schema(None, num_attributes=...) infers a built-in schema (with a warning).
 _INFERRED_FROM_WIDTH = {26: "market1501", 23: "dukemtmc", 18: "shared"}
@@ -465,7 +492,7 @@ def list_schemas() -> list[str]:
 
     Examples:
         >>> list_schemas()
-        ['dukemtmc', 'market1501', 'shared']
+        ['dukemtmc', 'market1501', 'market1501_age', 'shared']
     """
     return sorted(e.name for e in SCHEMAS.entries() if "alias_of" not in e.metadata)
 

@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._batch import unpack_batch
 from ._checks import check_images, check_pair
 from .adapters import FeatureAdapter, adapt_model
 from .attributes import AttributeSchema, get_schema
 from .attribution import MatrixExplanation, PairAttribution
 from .distance import check_metric
-from .interpreter._batch import unpack_batch
 from .interpreter._evaluate import embed_loader, retrieval_scores, score_query_gallery
 from .interpreter.model import AMDModel, Components
 from .interpreter.recipes import RECIPES, Recipe, create_recipe

@@ -59,7 +59,7 @@ def test_lookup_by_name_width_and_list():
     generic = get_schema(None, num_attributes=5)
     assert generic.names == ("attr_0", "attr_1", "attr_2", "attr_3", "attr_4")
     assert get_schema(["a", "b"]).names == ("a", "b")
-    assert list_schemas() == ["dukemtmc", "market1501", "shared"]
+    assert list_schemas() == ["dukemtmc", "market1501", "market1501_age", "shared"]
 
 
 def test_lookup_errors():
@@ -187,8 +187,9 @@ def test_unknown_schema_is_an_unknown_name_error():
 
 
 def test_builtin_registry_is_unchanged_by_the_tests():
-    assert list_schemas() == ["dukemtmc", "market1501", "shared"]
-    assert SCHEMAS.names() == ["duke", "dukemtmc", "dukemtmc-reid", "market", "market1501", "shared"]
+    assert list_schemas() == ["dukemtmc", "market1501", "market1501_age", "shared"]
+    assert SCHEMAS.names() == ["duke", "dukemtmc", "dukemtmc-reid", "market", "market1501", "market1501_age",
+                               "shared"]
 
 
 # ---------------------------------------------------------------- serialisation
@@ -291,3 +292,15 @@ def test_from_dict_errors():
         AttributeSchema.from_dict({"name": "x"})
     with pytest.raises(ValueError, match="one-hot group 'nope'"):
         AttributeSchema.from_dict(dict(d, one_hot_groups=["nope"]))
+
+
+def test_market_age_schema():
+    from reidexplain.attributes import MARKET1501_AGE, MARKET_AGE_CLASSES
+
+    schema = get_schema("market1501_age")
+    assert schema is MARKET1501_AGE and len(schema) == 30
+    assert schema.names[:26] == MARKET1501.names and schema.names[26:] == MARKET_AGE_CLASSES
+    assert schema.groups["age"] == MARKET_AGE_CLASSES and "age" in schema.one_hot_groups
+    assert abs(sum(schema.positive_ratios[26:]) - 1.0) < 1e-6
+    with pytest.warns(UserWarning, match="market1501"):
+        assert get_schema(None, num_attributes=26) is MARKET1501  # the default stays the 26 attributes

@@ -1,4 +1,4 @@
-"""Data: synthetic pedestrians with ground truth (and, later, the Market-1501/DukeMTMC readers).
+"""Data: synthetic pedestrians with ground truth, the Market-1501/DukeMTMC readers, users' own folders.
 
 Examples:
     >>> from reidexplain.data import SyntheticPersons, synthetic_splits
@@ -9,6 +9,7 @@ Examples:
 from __future__ import annotations
 
 from reidexplain.data._identity import Identity, Nuisance
+from reidexplain.data.image_folder import ImageFolderCSV
 from reidexplain.data.market1501 import (
     DukeMTMCreID,
     Market1501,
@@ -20,5 +21,5 @@ from reidexplain.data.synthetic import SyntheticPersons, synthetic_splits
 
 __all__ = [
     "SyntheticPersons", "synthetic_splits", "Identity", "Nuisance",
-    "Market1501", "DukeMTMCreID", "write_market1501", "write_dukemtmc", "PKSampler",
+    "Market1501", "DukeMTMCreID", "write_market1501", "write_dukemtmc", "PKSampler", "ImageFolderCSV",
 ]

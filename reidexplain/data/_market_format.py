@@ -8,6 +8,7 @@ the annotation file (AMD-SPEC section 8).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 import scipy.io
 import torch
 
-from ..attributes import DUKEMTMC, MARKET1501, AttributeSchema
+from ..attributes import DUKEMTMC, MARKET1501, MARKET1501_AGE, MARKET_AGE_CLASSES, AttributeSchema
 
 SPLIT_FOLDERS: dict[str, str] = {
     "train": "bounding_box_train",
@@ -27,6 +28,8 @@ SPLIT_FOLDERS: dict[str, str] = {
 """Folder of each split under the dataset root."""
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+UNANNOTATED_CODES = (0.0,)
+"""Values of the annotation files that mean "not annotated" (as does NaN): the label becomes unknown."""
 JUNK_PID = -1
 DISTRACTOR_PID = 0
 
@@ -45,6 +48,9 @@ class DiskFormat:
         mat_field_order: Order of the attribute fields in the real annotation file (cosmetic: the
             reader matches fields by name).
         extra_fields: Fields of the real file the schema drops, with the value the writer stores.
+        class_fields: Multi-class fields that an optional schema reads as one-hot attributes:
+            ``(field, attribute names for the codes 1, 2, ...)`` (Market's ``age``).
+        schemas: The schemas the reader can produce, by name (the first is the default).
     """
 
     name: str
@@ -55,6 +61,27 @@ class DiskFormat:
     name_example: str
     mat_field_order: tuple[str, ...]
     extra_fields: tuple[tuple[str, float], ...] = ()
+    class_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    schemas: tuple[AttributeSchema, ...] = ()
+
+    def resolve_schema(self, spec: object) -> AttributeSchema:
+        """The schema to read: ``True`` the default, a name or an :class:`AttributeSchema` of ``schemas``.
+
+        Raises:
+            ValueError: a schema this dataset's annotation cannot produce.
+        """
+        options = self.schemas or (self.schema,)
+        if spec is True:
+            return options[0]
+        for schema in options:
+            if spec is schema or spec == schema.name or spec == schema:
+                return schema
+        names = [s.name for s in options]
+        shown = spec.name if isinstance(spec, AttributeSchema) else repr(spec)
+        raise ValueError(
+            f"attributes: the {self.name} annotation provides the schemas {names}, got {shown}; pass "
+            "True for the default, one of these names, or False for no attributes"
+        )
 
     def parse_name(self, file_name: str) -> tuple[int, int] | None:
         """``(pid, camid)`` with a 0-based camera, or ``None`` if the name does not fit the pattern."""
@@ -89,8 +116,11 @@ MARKET_FORMAT = DiskFormat(
         "downpink", "downpurple", "downwhite", "downyellow", "upblack", "upblue", "upgreen", "upgray",
         "uppurple", "upred", "upwhite", "upyellow", "clothes", "down", "up", "hair", "hat", "gender",
     ),
-    # The real file keeps a 4-class age (1 young .. 4 old) that the schema drops; 3 = adult.
+    # The real file keeps a 4-class age (1 young .. 4 old) that the default schema drops; the writer
+    # stores 3 (adult) unless the labels carry the age attributes of MARKET1501_AGE.
     extra_fields=(("age", 3.0),),
+    class_fields=(("age", MARKET_AGE_CLASSES),),
+    schemas=(MARKET1501, MARKET1501_AGE),
 )
 
 DUKE_FORMAT = DiskFormat(
@@ -111,6 +141,7 @@ DUKE_FORMAT = DiskFormat(
 
 for _fmt in (MARKET_FORMAT, DUKE_FORMAT):
     assert sorted(_fmt.mat_field_order) == sorted(_fmt.schema.names), _fmt.name
+    assert all(s.names[: len(_fmt.schema)] == _fmt.schema.names for s in _fmt.schemas), _fmt.name
 
 
 def find_attribute_file(root: Path, fmt: DiskFormat, attribute_file: str | Path | None) -> Path:
@@ -142,15 +173,46 @@ def _field(struct: object, name: str, where: str) -> object:
     return getattr(struct, name)
 
 
-def read_attribute_file(path: Path, fmt: DiskFormat) -> dict[str, dict[int, torch.Tensor]]:
-    """Read an annotation file into ``{"train"|"test": {pid: (M,) float 0/1 labels}}``.
+def _pid_of(value: object, where: str, position: int) -> int:
+    # The real files hold 4-digit strings ('0002'); numbers and padded strings are accepted too.
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not number == number or number != int(number):
+        raise ValueError(f"{where}.image_index[{position}]: expected a person id like '0002', got {value!r}")
+    return int(number)
 
-    The labels come out in the schema order; the file's 1/2 coding (2 = yes) becomes 0/1 and fields
-    the schema does not use (Market's ``age``) are dropped.
+
+def _codes(struct: object, field: str, count: int, where: str) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(getattr(struct, field), dtype=np.float64))
+    if values.shape != (count,):
+        raise ValueError(
+            f"{where}.{field}: expected {count} values (one per image_index entry), got shape {values.shape}"
+        )
+    return values
+
+
+def read_attribute_file(
+    path: Path, fmt: DiskFormat, schema: AttributeSchema | None = None
+) -> dict[str, dict[int, torch.Tensor]]:
+    """Read an annotation file into ``{"train"|"test": {pid: (M,) float labels}}``, NaN = unknown.
+
+    The labels come out in the order of ``schema`` (default ``fmt.schema``); the file's 1/2 coding
+    (2 = yes) becomes 0/1. Entries the file leaves unannotated (0, or NaN) become NaN, the unknown-label
+    code; fields the schema does not use (Market's ``age`` in the default schema) are dropped. A
+    multi-class field of ``fmt.class_fields`` (``age``, codes 1..4) becomes one-hot attributes when the
+    schema names them, all four NaN where the code is 0.
 
     Raises:
-        ValueError: Missing struct or fields, unequal lengths, or values other than 1 and 2.
+        ValueError: Missing struct or fields, unequal lengths, a malformed ``image_index``, an identity
+            listed twice, or values other than 1, 2 and the unannotated 0 (other codes than 0..K for a
+            class field).
     """
+    schema = fmt.schema if schema is None else schema
+    class_of = {name: (fieldname, k) for fieldname, names in fmt.class_fields
+                for k, name in enumerate(names)}
     where = f"{path}"
     try:
         content = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
@@ -165,49 +227,83 @@ def read_attribute_file(path: Path, fmt: DiskFormat) -> dict[str, dict[int, torc
         struct = _field(top, part, f"{where}: {fmt.struct_name}")
         part_where = f"{where}: {fmt.struct_name}.{part}"
         index = np.atleast_1d(_field(struct, "image_index", part_where))
-        pids = [int(str(v).strip()) for v in index]
-        missing = [a for a in fmt.schema.names if a not in getattr(struct, "_fieldnames", ())]
+        pids = [_pid_of(v, part_where, i) for i, v in enumerate(index)]
+        repeated = sorted({p for p in pids if pids.count(p) > 1})
+        if repeated:
+            raise ValueError(f"{part_where}.image_index: identities listed more than once: {repeated[:5]}")
+        fields = {class_of[a][0] if a in class_of else a for a in schema.names}
+        missing = sorted(f for f in fields if f not in getattr(struct, "_fieldnames", ()))
         if missing:
             raise ValueError(f"{part_where}: the attributes {missing} of {fmt.name} are missing")
         columns = []
-        for attr in fmt.schema.names:
-            values = np.atleast_1d(np.asarray(getattr(struct, attr), dtype=np.float64))
-            if values.shape != (len(pids),):
-                raise ValueError(
-                    f"{part_where}.{attr}: expected {len(pids)} values (one per image_index entry), "
-                    f"got shape {values.shape}"
-                )
-            bad = sorted(set(np.unique(values).tolist()) - {1.0, 2.0})
-            if bad:
-                raise ValueError(
-                    f"{part_where}.{attr}: expected the 1/2 coding (2 = yes), found values {bad[:5]}"
-                )
-            columns.append(values == 2.0)
+        class_codes: dict[str, np.ndarray] = {}
+        for attr in schema.names:
+            if attr in class_of:
+                fieldname, k = class_of[attr]
+                if fieldname not in class_codes:
+                    values = _codes(struct, fieldname, len(pids), part_where)
+                    classes = len(dict(fmt.class_fields)[fieldname])
+                    allowed = set(range(1, classes + 1)) | set(UNANNOTATED_CODES)
+                    bad = sorted(set(np.unique(values[~np.isnan(values)]).tolist()) - allowed)
+                    if bad:
+                        raise ValueError(
+                            f"{part_where}.{fieldname}: expected class codes 1..{classes} (0 = not "
+                            f"annotated), found values {bad[:5]}"
+                        )
+                    class_codes[fieldname] = values
+                values = class_codes[fieldname]
+                column = np.where(values == k + 1, 1.0, 0.0)
+            else:
+                values = _codes(struct, attr, len(pids), part_where)
+                bad = sorted(set(np.unique(values[~np.isnan(values)]).tolist()) - {1.0, 2.0, *UNANNOTATED_CODES})
+                if bad:
+                    raise ValueError(
+                        f"{part_where}.{attr}: expected the 1/2 coding (2 = yes; 0 = not annotated), found "
+                        f"values {bad[:5]}"
+                    )
+                column = np.where(values == 2.0, 1.0, 0.0)
+            unknown = np.isnan(values) | np.isin(values, UNANNOTATED_CODES)
+            columns.append(np.where(unknown, np.nan, column))
         table = torch.from_numpy(np.stack(columns, axis=1).astype(np.float32)) if pids else \
-            torch.zeros(0, len(fmt.schema))
+            torch.zeros(0, len(schema))
         out[part] = {pid: table[i] for i, pid in enumerate(pids)}
     return out
 
 
 def write_attribute_file(
-    path: Path, fmt: DiskFormat, parts: Mapping[str, Mapping[int, torch.Tensor]]
+    path: Path, fmt: DiskFormat, parts: Mapping[str, Mapping[int, torch.Tensor]],
+    schema: AttributeSchema | None = None,
 ) -> None:
-    """Write ``{"train"|"test": {pid: (M,) 0/1 labels in schema order}}`` in the real file's layout.
+    """Write ``{"train"|"test": {pid: (M,) labels in the order of schema}}`` in the real file's layout.
 
     Each part becomes a struct with one ``1 x N`` double field of 1/2 values per attribute (in the real
     file's field order, extra fields such as ``age`` first), and ``image_index``, a ``1 x N`` cell of
     4-digit person-id strings, identities sorted by id. ``test`` precedes ``train`` as in the real file.
+    NaN labels (unknown) are written as 0, the files' "not annotated". With a ``schema`` naming the
+    one-hot attributes of a class field (``MARKET1501_AGE``) the field holds their class code (0 where
+    unknown); otherwise it holds the constant of ``fmt.extra_fields``.
     """
+    schema = fmt.schema if schema is None else schema
     top: dict[str, dict[str, np.ndarray]] = {}
     for part in ("test", "train"):
         labels = parts.get(part, {})
         pids = sorted(labels)
         struct: dict[str, np.ndarray] = {}
         for extra, value in fmt.extra_fields:
-            struct[extra] = np.full((1, len(pids)), value, dtype=np.float64)
+            row = [value] * len(pids)
+            classes = dict(fmt.class_fields).get(extra, ())
+            if classes and all(c in schema for c in classes):
+                cols = [schema.index(c) for c in classes]
+                row = []
+                for p in pids:
+                    one_hot = labels[p][cols]
+                    known = not bool(torch.isnan(one_hot).any()) and float(one_hot.sum()) == 1.0
+                    row.append(float(int(torch.argmax(one_hot)) + 1) if known else 0.0)
+            struct[extra] = np.asarray(row, dtype=np.float64).reshape(1, len(pids))
         for attr in fmt.mat_field_order:
-            j = fmt.schema.index(attr)
-            row = [2.0 if float(labels[p][j]) > 0.5 else 1.0 for p in pids]
+            j = schema.index(attr)
+            row = [0.0 if math.isnan(float(labels[p][j])) else 2.0 if float(labels[p][j]) > 0.5 else 1.0
+                   for p in pids]
             struct[attr] = np.asarray(row, dtype=np.float64).reshape(1, len(pids))
         index = np.empty((1, len(pids)), dtype=object)
         for i, pid in enumerate(pids):

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..attributes import AttributeSchema, get_schema, project_labels
 from ._market_format import (
     DISTRACTOR_PID,
@@ -59,7 +59,18 @@ def _dataset_schema(dataset: object, width: int, split: str) -> AttributeSchema:
     return get_schema(schema)
 
 
-def _labels(item: Mapping[str, Any], schema: AttributeSchema, fmt: DiskFormat, where: str) -> torch.Tensor:
+def _target_schema(schema: AttributeSchema, fmt: DiskFormat) -> AttributeSchema:
+    """The schema written: the format's, or a richer one it offers (age) whose extras ``schema`` has."""
+    for option in fmt.schemas[1:]:
+        extras = option.names[len(fmt.schema):]
+        if all(a in schema for a in extras):
+            return option
+    return fmt.schema
+
+
+def _labels(item: Mapping[str, Any], schema: AttributeSchema, fmt: DiskFormat, target: AttributeSchema,
+            where: str) -> torch.Tensor:
+    """The item's labels in the ``target`` order, NaN where unknown (NaN or ``attribute_mask`` False)."""
     if "attributes" not in item:
         raise ValueError(f"{where}: the item has no 'attributes'; the {fmt.name} layout needs them")
     labels = torch.as_tensor(item["attributes"]).detach().cpu().float().reshape(-1)
@@ -67,18 +78,31 @@ def _labels(item: Mapping[str, Any], schema: AttributeSchema, fmt: DiskFormat, w
         raise ValueError(
             f"{where}: expected {len(schema)} attributes (schema {schema.name!r}), got {labels.numel()}"
         )
-    if not bool(((labels == 0) | (labels == 1)).all()):
-        raise ValueError(f"{where}: attributes must be 0/1, got values {sorted(set(labels.tolist()))[:5]}")
-    if schema.names == fmt.schema.names:
+    mask = item.get("attribute_mask")
+    if mask is not None:
+        mask = torch.as_tensor(mask).detach().cpu().reshape(-1)
+        if mask.shape != labels.shape:
+            raise ValueError(f"{where}: attribute_mask has {mask.numel()} entries for {labels.numel()} labels")
+        labels = torch.where(mask.bool(), labels, torch.full_like(labels, float("nan")))
+    known = ~torch.isnan(labels)
+    if not bool(((labels[known] == 0) | (labels[known] == 1)).all()):
+        raise ValueError(
+            f"{where}: attributes must be 0/1 (NaN = unknown), got values {sorted(set(labels[known].tolist()))[:5]}"
+        )
+    if schema.names == target.names:
         return labels
     try:
-        return project_labels(labels, schema, fmt.schema)
+        return project_labels(labels, schema, target)
     except ValueError:
-        missing = [a for a in fmt.schema.names if a not in schema]
+        missing = [a for a in target.names if a not in schema]
         raise ValueError(
             f"{where}: cannot write attribute schema {schema.name!r} as {fmt.name}: it lacks the "
             f"{fmt.name} attributes {missing}"
         ) from None
+
+
+def _same_labels(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
 
 
 def _prepare_root(root: Path, overwrite: bool) -> None:
@@ -118,9 +142,10 @@ def _write(
     _prepare_root(root, overwrite)
 
     annotations: dict[str, dict[int, torch.Tensor]] = {"train": {}, "test": {}}
+    written = fmt.schema
     total = sum(len(splits[s]) for s in SPLIT_FOLDERS)
     frame = 0
-    with tqdm(total=total, desc=f"writing {fmt.name}", disable=not progress) as bar:
+    with progress_bar(total=total, desc=f"writing {fmt.name}", enabled=progress) as bar:
         for split, folder in SPLIT_FOLDERS.items():
             dataset = splits[split]
             part = annotations["train" if split == "train" else "test"]
@@ -155,16 +180,25 @@ def _write(
                     if schema is None:
                         width = torch.as_tensor(item.get("attributes", torch.zeros(0))).numel()
                         schema = _dataset_schema(dataset, width, split)
-                    labels = _labels(item, schema, fmt, where)
+                        target = _target_schema(schema, fmt)
+                        if annotations["train"] or annotations["test"]:
+                            if target is not written:
+                                raise ValueError(
+                                    f"splits[{split!r}]: schema {schema.name!r} gives {target.name!r} "
+                                    f"labels, the other splits {written.name!r}; use one schema"
+                                )
+                        written = target
+                    labels = _labels(item, schema, fmt, written, where)
                     known = part.setdefault(pid, labels)
-                    if not torch.equal(known, labels):
-                        changed = [fmt.schema.names[j] for j in torch.nonzero(known != labels).flatten()]
+                    if not _same_labels(known, labels):
+                        differ = ~((known == labels) | (torch.isnan(known) & torch.isnan(labels)))
+                        changed = [written.names[j] for j in torch.nonzero(differ).flatten()]
                         raise ValueError(
                             f"{where}: identity {pid} has attributes that differ between its images "
                             f"({changed}); the {fmt.name} annotation stores one row per identity"
                         )
                 bar.update(1)
-    write_attribute_file(root / fmt.mat_name, fmt, annotations)
+    write_attribute_file(root / fmt.mat_name, fmt, annotations, written)
     return root
 
 
@@ -184,13 +218,16 @@ def write_market1501(
     camera, sequence 1, a frame number unique over the whole root, box 01; pid -1 is written as
     ``-1``). ``root/market_attribute.mat`` holds the struct ``market_attribute`` with ``test``
     (identities of query and gallery) and ``train`` structs: per attribute a ``1 x N`` row of 1/2
-    values (2 = yes), a constant ``age`` (3, adult) as in the real file, and ``image_index``, the
-    4-digit ids. Gallery images with pid 0 are distractors and get no annotation.
+    values (2 = yes; 0 = not annotated, for labels that are NaN or outside the item's
+    ``"attribute_mask"``), ``age`` (from the one-hot age attributes of
+    :data:`~reidexplain.attributes.MARKET1501_AGE` when the labels have them, else a constant 3,
+    adult) as in the real file, and ``image_index``, the 4-digit ids. Gallery images with pid 0 are
+    distractors and get no annotation.
 
     Args:
         splits: ``{"train": ds, "query": ds, "gallery": ds}``; each dataset yields item dicts with
             ``"image"`` (float ``(3,H,W)`` in ``[0,1]`` or uint8), ``"pid"``, ``"camid"`` (0-based,
-            at most 8) and ``"attributes"``. Labels are taken in ``ds.schema`` order and projected
+            at most 8), ``"attributes"`` (0/1, NaN = unknown) and optionally ``"attribute_mask"``. Labels are taken in ``ds.schema`` order and projected
             onto :data:`~reidexplain.attributes.MARKET1501` by name; without ``.schema`` a width
             of 26 is assumed to be Market-1501.
         root: Output folder (created if needed).

@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from .._batch import iter_batches
+from .._progress import progress_bar
 from ..metrics.streaming import EXPLANATION_METRICS
-from ._batch import iter_batches
 from .model import AMDModel, Components
 
 __all__ = ["embed_loader", "score_query_gallery", "retrieval_scores"]
@@ -36,13 +36,15 @@ def embed_loader(model: AMDModel, loader: Iterable, progress: bool = False,
                  desc: str = "embedding") -> dict[str, Any]:
     """Components (on the CPU), labels, ids and image fingerprints of every image of ``loader``."""
     parts: list[Components] = []
-    out: dict[str, list] = {"attributes": [], "pids": [], "camids": [], "fingerprints": []}
+    out: dict[str, list] = {"attributes": [], "known": [], "pids": [], "camids": [], "fingerprints": []}
     has_pids = has_camids = True
-    for batch in tqdm(iter_batches(loader, model.num_attributes), desc=desc, disable=not progress, leave=False):
+    for batch in progress_bar(iter_batches(loader, model.num_attributes), desc=desc, enabled=progress,
+                              leave=False):
         comps = model.embed(batch.images.to(model.device))
         parts.append(Components(comps.embeddings.cpu(), comps.components.cpu(), comps.maps[:, :0].cpu()))
         # Everything per image is gathered on the CPU, whatever device the loader yields.
         out["attributes"].append(batch.attributes.bool().cpu())
+        out["known"].append(batch.known_mask().cpu())
         out["fingerprints"].append(_fingerprint(batch.images).cpu())
         has_pids &= batch.pids is not None
         has_camids &= batch.camids is not None
@@ -52,6 +54,7 @@ def embed_loader(model: AMDModel, loader: Iterable, progress: bool = False,
             out["camids"].append(batch.camids.cpu())
     result: dict[str, Any] = {"components": Components.cat(parts),
                               "attributes": torch.cat(out["attributes"]),
+                              "known": torch.cat(out["known"]),
                               "fingerprints": torch.cat(out["fingerprints"])}
     result["pids"] = torch.cat(out["pids"]) if has_pids else None
     result["camids"] = torch.cat(out["camids"]) if has_camids else None
@@ -62,6 +65,9 @@ def score_query_gallery(model: AMDModel, query: dict[str, Any], gallery: dict[st
                         progress: bool = False) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """Explanation metrics over all query x gallery pairs except an image with itself.
 
+    Labels unknown in either image of a pair (``"known"`` of :func:`embed_loader`) are left out of
+    that pair's X-mAPs.
+
     Returns:
         ``({metric name: value, ..., "num_pairs"}, target distances (Q,G), d_hat (Q,G))``.
     """
@@ -71,15 +77,19 @@ def score_query_gallery(model: AMDModel, query: dict[str, Any], gallery: dict[st
     metrics = {entry.name: entry.obj() for entry in EXPLANATION_METRICS.entries()}
     dist_rows, recon_rows = [], []
     pairs = 0
-    for start in tqdm(range(0, q_total, chunk), desc="scoring", disable=not progress, leave=False):
+    for start in progress_bar(range(0, q_total, chunk), desc="scoring", enabled=progress, leave=False):
         sl = slice(start, start + chunk)
         parts = model.decompose_matrix(q[sl], g)
         exclusive = query["attributes"][sl, None, :] != gallery["attributes"][None, :, :]
+        known = None
+        if "known" in query and "known" in gallery and not (query["known"].all() and gallery["known"].all()):
+            known = query["known"][sl, None, :] & gallery["known"][None, :, :]
         same = (query["fingerprints"][sl, None, :] == gallery["fingerprints"][None, :, :]).all(dim=-1)
         valid = ~same
         pairs += int(valid.sum())
         inputs = {"distance": parts.distance, "reconstructed": parts.reconstructed, "shares": parts.shares,
-                  "contributions": parts.contributions, "exclusive": exclusive, "valid": valid}
+                  "contributions": parts.contributions, "exclusive": exclusive, "valid": valid,
+                  "known": known}
         for metric in metrics.values():
             metric.update(**inputs)
         dist_rows.append(parts.distance)

@@ -32,9 +32,13 @@ __all__ = [
     "PRIOR_WEIGHTS",
     "metric_distillation_loss",
     "prior_thresholds",
+    "pair_known",
     "attribute_prior_terms",
     "attribute_prior_loss",
 ]
+
+KnownMask = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
+"""A known-label mask of pairs: ``None``, a ``(P,M)`` bool tensor or a pair of ``(P,M)`` masks."""
 
 PRIOR_WEIGHTS: tuple[float, float, float] = (2.0, 10.0, 10.0)
 """Weights of the group, floor and cap terms in :func:`attribute_prior_loss` (AMD-SPEC section 4; the
@@ -73,7 +77,9 @@ def metric_distillation_loss(
     return (d - reconstructed).abs().mean() / d.mean().clamp_min(eps)
 
 
-def prior_thresholds(num_exclusive: torch.Tensor, num_attributes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def prior_thresholds(
+    num_exclusive: torch.Tensor, num_attributes: int | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets of the attribute prior for pairs with ``N`` exclusive attributes out of ``M``.
 
     ``r = sqrt(N/M)`` is the least share the exclusive attributes must take together; ``t`` separates
@@ -84,20 +90,28 @@ def prior_thresholds(num_exclusive: torch.Tensor, num_attributes: int) -> tuple[
 
     Args:
         num_exclusive: ``(P,)`` number of exclusive attributes ``N`` of each pair (int or float).
-        num_attributes: ``M``.
+        num_attributes: ``M``, one int for all pairs, or a ``(P,)`` tensor of per-pair counts (the
+            known attributes of each pair, see :func:`attribute_prior_terms`); a pair with ``M = 0``
+            gets ``r = 0`` and ``t = 0``.
 
     Returns:
         ``(r, t)``, two float tensors of shape ``(P,)``.
 
     Raises:
-        ValueError: ``num_attributes < 1`` or ``N`` outside ``[0, M]``.
+        ValueError: ``num_attributes < 1`` (an int) or ``< 0`` (a tensor), a tensor of another shape,
+            or ``N`` outside ``[0, M]``.
 
     Examples:
         >>> import torch
         >>> r, t = prior_thresholds(torch.tensor([0, 1, 5, 10]), 26)
         >>> t.round(decimals=4)
         tensor([0.0769, 0.0794, 0.0484, 0.0384])
+        >>> r, t = prior_thresholds(torch.tensor([1, 0]), torch.tensor([4, 0]))
+        >>> r.tolist(), [round(v, 4) for v in t.tolist()]
+        ([0.5, 0.0], [0.2887, 0.0])
     """
+    if isinstance(num_attributes, torch.Tensor):
+        return _prior_thresholds_per_pair(num_exclusive, num_attributes)
     m = int(num_attributes)
     if m < 1:
         raise ValueError(f"`num_attributes`: expected >= 1, got {num_attributes}")
@@ -115,6 +129,31 @@ def prior_thresholds(num_exclusive: torch.Tensor, num_attributes: int) -> tuple[
     return r, t
 
 
+def _prior_thresholds_per_pair(num_exclusive: torch.Tensor, num_attributes: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    n = num_exclusive.float()
+    m = num_attributes.to(n.device).float()
+    if m.shape != n.shape:
+        raise ValueError(
+            f"`num_attributes`: expected one count per pair, shape {tuple(n.shape)}, got {tuple(m.shape)}"
+        )
+    if m.numel() and m.min() < 0:
+        raise ValueError(f"`num_attributes`: expected counts >= 0, got {float(m.min())}")
+    if n.numel() and (n.min() < 0 or bool((n > m).any())):
+        raise ValueError("`num_exclusive`: expected values in [0, num_attributes] for every pair")
+    some = m > 0
+    m_safe = torch.where(some, m, torch.ones_like(m))
+    r = (n / m_safe).sqrt()
+    inside = (n > 0) & (n < m)
+    n_safe = torch.where(inside, n, torch.ones_like(n))
+    rest_safe = torch.where(inside, m - n, torch.ones_like(n))
+    t_mid = (r * (1 - r) / (n_safe * rest_safe)).clamp_min(0).sqrt()
+    t = torch.where(n == 0, 2.0 / m_safe, 1.0 / (math.sqrt(2.0) * m_safe))
+    t = torch.where(inside, t_mid, t)
+    zero = torch.zeros_like(n)
+    return torch.where(some, r, zero), torch.where(some, t, zero)
+
+
 def _check_shares(shares: torch.Tensor, exclusive: torch.Tensor) -> torch.Tensor:
     if shares.dim() != 2:
         raise ValueError(f"`shares`: expected shape (P,M), got {tuple(shares.shape)}")
@@ -126,8 +165,45 @@ def _check_shares(shares: torch.Tensor, exclusive: torch.Tensor) -> torch.Tensor
     return exclusive
 
 
+def pair_known(known: KnownMask, shape: torch.Size | tuple[int, ...]) -> torch.Tensor | None:
+    """The ``(P,M)`` known-mask of pairs from either form the losses accept.
+
+    Args:
+        known: ``None`` (every label known), a ``(P,M)`` bool (or 0/1) tensor, ``True`` where the
+            attribute is known in both images of the pair, or a tuple ``(known_a, known_b)`` of the
+            two images' ``(P,M)`` masks, combined with a logical and.
+        shape: The ``(P,M)`` shape of the shares.
+
+    Returns:
+        A bool ``(P,M)`` tensor, or ``None``.
+
+    Raises:
+        TypeError: ``known`` is of another type.
+        ValueError: a mask of another shape or not boolean.
+
+    Examples:
+        >>> import torch
+        >>> a, b = torch.tensor([[True, True]]), torch.tensor([[True, False]])
+        >>> pair_known((a, b), (1, 2)).tolist()
+        [[True, False]]
+    """
+    if known is None:
+        return None
+    if isinstance(known, (tuple, list)):
+        if len(known) != 2:
+            raise ValueError(f"`known`: expected a pair (known_a, known_b), got {len(known)} masks")
+        a, b = (pair_known(k, shape) for k in known)
+        return a & b  # type: ignore[operator]
+    if not isinstance(known, torch.Tensor):
+        raise TypeError(f"`known`: expected None, a bool tensor or a pair of them, got {type(known).__name__}")
+    if tuple(known.shape) != tuple(shape):
+        raise ValueError(f"`known`: expected shape {tuple(shape)} (one entry per pair and attribute), "
+                         f"got {tuple(known.shape)}")
+    return as_bool_mask(known, "known")
+
+
 def attribute_prior_terms(
-    shares: torch.Tensor, exclusive: torch.Tensor
+    shares: torch.Tensor, exclusive: torch.Tensor, known: KnownMask = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three unweighted terms of the attribute prior, per pair.
 
@@ -137,15 +213,25 @@ def attribute_prior_terms(
 
     with ``r, t`` from :func:`prior_thresholds`.
 
+    **Unknown labels.** With ``known``, an attribute unknown in either image of a pair is left out of
+    that pair's prior: it is neither exclusive nor common (no floor, no cap, not in the group), ``N``
+    counts the known exclusive attributes and ``M`` the known attributes of the pair, and the shares
+    ``p_k`` are renormalised over the known attributes (``p_k / sum_{j known} p_j``), so that the
+    thresholds ``r, t`` and the shares refer to the same attributes. With every label known this is
+    the prior without ``known`` (up to rounding); a pair with no known attribute contributes 0.
+
     Args:
         shares: ``(P,M)`` shares ``p_k = d_k / sum_j d_j`` of each pair (rows sum to 1).
         exclusive: ``(P,M)`` bool (or 0/1), ``True`` where the two persons differ in the attribute.
+        known: Optional known-mask: ``(P,M)`` bool, ``True`` where the attribute is known in both
+            images, or a tuple ``(known_a, known_b)`` of the two images' ``(P,M)`` masks
+            (see :func:`pair_known`). ``None``: every label is known.
 
     Returns:
         ``(group, floor, cap)``, each ``(P,)``, non-negative.
 
     Raises:
-        ValueError: shapes differ or are not 2-D; ``exclusive`` is not binary.
+        ValueError: shapes differ or are not 2-D; ``exclusive`` or ``known`` is not binary.
 
     Examples:
         >>> import torch
@@ -153,14 +239,34 @@ def attribute_prior_terms(
         ...                                 torch.tensor([[True, False, False, False]]))
         >>> float(g), float(f), float(c)
         (0.0, 0.0, 0.0)
+        >>> known = torch.tensor([[False, True, True, True]])  # the exclusive label is unknown
+        >>> [round(float(v), 4) for v in attribute_prior_terms(torch.tensor([[0.7, 0.1, 0.1, 0.1]]),
+        ...                                                  torch.tensor([[True, False, False, False]]),
+        ...                                                  known)]
+        [0.0, 0.0, 0.0]
     """
     exclusive = _check_shares(shares, exclusive)
-    e = exclusive.to(shares.dtype)
-    r, t = prior_thresholds(exclusive.sum(dim=1), shares.shape[1])
+    mask = pair_known(known, shares.shape)
+    if mask is None:
+        e = exclusive.to(shares.dtype)
+        r, t = prior_thresholds(exclusive.sum(dim=1), shares.shape[1])
+        r, t = r.to(shares.dtype), t.to(shares.dtype)
+        group = F.relu(r - (e * shares).sum(dim=1))
+        floor = (e * F.relu(t[:, None] - shares)).sum(dim=1)
+        cap = ((1 - e) * F.relu(shares - t[:, None])).sum(dim=1)
+        return group, floor, cap
+    mask = mask.to(shares.device)
+    k = mask.to(shares.dtype)
+    e = (exclusive & mask).to(shares.dtype)
+    common = (~exclusive & mask).to(shares.dtype)
+    p = shares * k
+    p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    r, t = prior_thresholds(e.sum(dim=1), mask.sum(dim=1))
     r, t = r.to(shares.dtype), t.to(shares.dtype)
-    group = F.relu(r - (e * shares).sum(dim=1))
-    floor = (e * F.relu(t[:, None] - shares)).sum(dim=1)
-    cap = ((1 - e) * F.relu(shares - t[:, None])).sum(dim=1)
+    some = mask.any(dim=1)
+    group = torch.where(some, F.relu(r - (e * p).sum(dim=1)), torch.zeros_like(r))
+    floor = (e * F.relu(t[:, None] - p)).sum(dim=1)
+    cap = (common * F.relu(p - t[:, None])).sum(dim=1)
     return group, floor, cap
 
 
@@ -169,6 +275,7 @@ def attribute_prior_loss(
     exclusive: torch.Tensor,
     weights: tuple[float, float, float] = PRIOR_WEIGHTS,
     reduction: Literal["mean", "sum", "none"] = "mean",
+    known: KnownMask = None,
 ) -> torch.Tensor:
     """Attribute prior ``2 L_group + 10 L_floor + 10 L_cap`` (AMD-SPEC section 4).
 
@@ -180,6 +287,10 @@ def attribute_prior_loss(
         exclusive: ``(P,M)`` bool (or 0/1) exclusive-attribute indicator ``a_i XOR a_j``.
         weights: Weights of the group, floor and cap terms. Default: :data:`PRIOR_WEIGHTS`.
         reduction: ``"mean"`` or ``"sum"`` over pairs, or ``"none"`` for the ``(P,)`` per-pair values.
+        known: Optional known-mask, ``(P,M)`` bool (``True`` where the attribute is known in both
+            images) or a tuple ``(known_a, known_b)`` of the two images' masks: unknown entries are
+            left out of the prior (see :func:`attribute_prior_terms`). The mean still runs over all
+            ``P`` pairs; a pair without any known attribute contributes 0.
 
     Returns:
         A non-negative scalar (or ``(P,)``); zero when every constraint holds.
@@ -192,10 +303,12 @@ def attribute_prior_loss(
         >>> shares = torch.tensor([[0.25, 0.25, 0.25, 0.25]])
         >>> float(attribute_prior_loss(shares, torch.zeros(1, 4, dtype=torch.bool)))  # cap 2/M = 0.5
         0.0
+        >>> float(attribute_prior_loss(shares, torch.ones(1, 4), known=torch.zeros(1, 4, dtype=torch.bool)))
+        0.0
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"`reduction`: expected 'mean', 'sum' or 'none', got {reduction!r}")
-    group, floor, cap = attribute_prior_terms(shares, exclusive)
+    group, floor, cap = attribute_prior_terms(shares, exclusive, known)
     loss = weights[0] * group + weights[1] * floor + weights[2] * cap
     if reduction == "none":
         return loss

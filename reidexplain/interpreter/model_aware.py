@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distance import pair_distance
-from .losses import PRIOR_WEIGHTS, prior_thresholds
+from .losses import PRIOR_WEIGHTS, KnownMask, pair_known, prior_thresholds
 
 __all__ = ["attribute_usage", "model_aware_prior_loss", "AttributeProbes", "probe_loss", "recognition_loss",
            "map_entropy_loss"]
@@ -98,7 +98,8 @@ def attribute_usage(embeddings: torch.Tensor, attributes: torch.Tensor, metric: 
 
 
 def model_aware_prior_loss(shares: torch.Tensor, exclusive: torch.Tensor, usage: torch.Tensor,
-                           weights: tuple[float, float, float] = PRIOR_WEIGHTS) -> torch.Tensor:
+                           weights: tuple[float, float, float] = PRIOR_WEIGHTS,
+                           known: KnownMask = None) -> torch.Tensor:
     """The attribute prior with attribute ``k`` counted as exclusive to the degree ``w_k`` (mean over pairs).
 
     With soft exclusivity ``e'_k = e_k w_k`` and ``N' = sum_k e'_k``: group ``ReLU(r' - sum e'_k p_k)``,
@@ -112,12 +113,16 @@ def model_aware_prior_loss(shares: torch.Tensor, exclusive: torch.Tensor, usage:
         exclusive: ``(P,M)`` bool exclusive indicators.
         usage: ``(M,)`` weights in ``[0, 1]`` (:func:`attribute_usage`).
         weights: Weights of the group, floor and cap terms.
+        known: Optional known-mask of the pairs (``(P,M)`` bool or a tuple of the two images' masks):
+            an attribute unknown in either image is left out of that pair's prior, ``M`` counts the
+            known attributes and the shares are renormalised over them, as in
+            :func:`~reidexplain.interpreter.losses.attribute_prior_terms`.
 
     Returns:
         A non-negative scalar.
 
     Raises:
-        ValueError: ``usage`` is not ``(M,)`` with values in ``[0, 1]``.
+        ValueError: ``usage`` is not ``(M,)`` with values in ``[0, 1]``, or a bad ``known``.
 
     Examples:
         >>> import torch
@@ -130,12 +135,25 @@ def model_aware_prior_loss(shares: torch.Tensor, exclusive: torch.Tensor, usage:
         raise ValueError(f"`usage`: expected shape ({m},), got {tuple(usage.shape)}")
     if usage.numel() and (usage.min() < 0 or usage.max() > 1):
         raise ValueError(f"`usage`: expected values in [0, 1], got [{float(usage.min())}, {float(usage.max())}]")
-    e = exclusive.to(shares.dtype) * usage.to(shares)
-    r, t = prior_thresholds(e.sum(dim=1).detach().clamp(0, m), m)
-    r, t = r.to(shares), t.to(shares)
-    group = F.relu(r - (e * shares).sum(dim=1))
-    floor = (e * F.relu(t[:, None] - shares)).sum(dim=1)
-    cap = ((1 - e) * F.relu(shares - t[:, None])).sum(dim=1)
+    mask = pair_known(known, shares.shape)
+    if mask is None:
+        e = exclusive.to(shares.dtype) * usage.to(shares)
+        r, t = prior_thresholds(e.sum(dim=1).detach().clamp(0, m), m)
+        r, t = r.to(shares), t.to(shares)
+        group = F.relu(r - (e * shares).sum(dim=1))
+        floor = (e * F.relu(t[:, None] - shares)).sum(dim=1)
+        cap = ((1 - e) * F.relu(shares - t[:, None])).sum(dim=1)
+    else:
+        k = mask.to(shares.device).to(shares.dtype)
+        p = shares * k
+        p = p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        e = exclusive.to(shares.dtype) * k * usage.to(shares)
+        m_known = k.sum(dim=1)
+        r, t = prior_thresholds(torch.minimum(e.sum(dim=1).detach(), m_known), m_known)
+        r, t = r.to(shares), t.to(shares)
+        group = F.relu(r - (e * p).sum(dim=1))
+        floor = (e * F.relu(t[:, None] - p)).sum(dim=1)
+        cap = (k * (1 - e) * F.relu(p - t[:, None])).sum(dim=1)
     loss = weights[0] * group + weights[1] * floor + weights[2] * cap
     return loss.mean() if loss.numel() else shares.sum() * 0.0
 

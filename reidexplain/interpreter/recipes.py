@@ -49,7 +49,7 @@ from .model_aware import (
 from .network import AMDInterpreter, EmbeddingHead, SmallTrunk, region_slots
 
 if TYPE_CHECKING:
-    from ._batch import Batch
+    from .._batch import Batch
     from .model import AMDModel, Components
 
 __all__ = ["Recipe", "PaperAMD", "AMDPlus", "RECIPES", "create_recipe", "TargetPass",

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._batch import iter_batches
+from .._batch import iter_batches
 from .model import AMDModel
 from .recipes import TargetPass
 
@@ -163,7 +163,7 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
 
     Args:
         model: The model to train (its network on ``model.device``).
-        loader: An iterable of batches (see :func:`reidexplain.interpreter._batch.unpack_batch`).
+        loader: An iterable of batches (see :func:`reidexplain._batch.unpack_batch`).
         config: Hyper-parameters. Default: :class:`TrainingConfig`.
         progress: Show a tqdm bar with the running loss and ADRE.
         seed: Seed of the flips and of torch's global generator inside the call (restored afterwards).

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .._checks import check_images
+from .._progress import progress_bar
 from ._metric_checks import as_tensor, check_heatmaps
 
 __all__ = ["gaussian_blur", "patch_means", "perturbation_curve", "BASELINES"]
@@ -181,7 +181,7 @@ def perturbation_curve(
     curve = torch.empty(total, dtype=torch.float32)
     chunks = range(0, total, batch_size)
     with torch.no_grad():
-        for start in tqdm(chunks, desc="insertion" if insertion else "deletion", disable=not progress):
+        for start in progress_bar(chunks, desc="insertion" if insertion else "deletion", enabled=progress):
             n = torch.arange(start, min(start + batch_size, total), device=order.device)
             pair, step = n // (steps + 1), n % (steps + 1)
             changed = (rank[pair] < num_changed[step, None]).view(-1, 1, height, width)

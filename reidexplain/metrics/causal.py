@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
 from .._checks import check_images
+from .._progress import progress_bar
 from ._metric_checks import as_tensor, check_masks
 
 __all__ = [
@@ -231,7 +231,7 @@ def counterfactual_effects(
             for s in range(0, batch, batch_size)
         ])
         changed = torch.empty(len(pair_idx))
-        for s in tqdm(range(0, len(pair_idx), batch_size), desc="counterfactuals", disable=not progress):
+        for s in progress_bar(range(0, len(pair_idx), batch_size), desc="counterfactuals", enabled=progress):
             i, k = pair_idx[s : s + batch_size], attr_idx[s : s + batch_size]
             x = flipped[i.to(flipped.device), k.to(flipped.device)].to(images.dtype)
             changed[s : s + len(i)] = _checked_distances(distance_fn(x, i), len(i))

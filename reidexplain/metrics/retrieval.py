@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+
+from .._batch import item_field, unpack_batch
+from .._progress import progress_bar
 
 __all__ = ["evaluate_retrieval", "extract_features"]
 
@@ -147,26 +149,20 @@ def evaluate_retrieval(
     return scores
 
 
-def _batch_fields(batch: Any) -> tuple[torch.Tensor, Any, Any]:
-    if isinstance(batch, dict):
-        missing = [key for key in ("image", "pid", "camid") if key not in batch]
-        if missing:
-            raise KeyError(f"extract_features: batch is missing keys {missing}; has {sorted(batch)}")
-        return batch["image"], batch["pid"], batch["camid"]
-    if isinstance(batch, (tuple, list)) and len(batch) >= 3:
-        return batch[0], batch[1], batch[2]
-    raise TypeError(
-        "extract_features: each batch must be a dict with 'image', 'pid', 'camid' or a tuple "
-        f"(image, pid, camid, ...), got {type(batch).__name__}"
-    )
+def _batch_fields(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    fields = unpack_batch(batch, attributes=False, where="extract_features")
+    if fields.pids is None or fields.camids is None:
+        keys = f"; has {sorted(map(str, batch))}" if isinstance(batch, dict) else ""
+        raise KeyError(f"extract_features: each batch needs images, 'pid' and 'camid'{keys}")
+    return fields.images, fields.pids, fields.camids
 
 
 def _collate_for_features(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # The per-attribute masks of synthetic items are not needed here; stacking them would dominate.
-    fields = [_batch_fields(item) for item in items]
-    images = torch.stack([torch.as_tensor(f[0]) for f in fields])
-    pids = torch.tensor([int(f[1]) for f in fields])
-    camids = torch.tensor([int(f[2]) for f in fields])
+    where = "extract_features: dataset item"
+    images = torch.stack([torch.as_tensor(item_field(it, "image", 0, where)) for it in items])
+    pids = torch.tensor([int(item_field(it, "pid", 1, where)) for it in items])
+    camids = torch.tensor([int(item_field(it, "camid", 2, where)) for it in items])
     return images, pids, camids
 
 
@@ -187,7 +183,7 @@ def extract_features(
             tuples ``(image, pid, camid, ...)``), or a DataLoader yielding such batches.
         batch_size: Batch size when a dataset is given (ignored for a loader).
         device: Where the images are sent; default: the model's device (the model is not moved).
-        progress: Show a tqdm progress bar.
+        progress: Show a progress bar (a few plain lines when stderr is not a terminal).
 
     Returns:
         ``(features (N,D) float on CPU, pids (N,) int64, camids (N,) int64)``.
@@ -221,9 +217,9 @@ def extract_features(
     model.eval()
     try:
         with torch.no_grad():
-            for batch in tqdm(loader, desc="extract features", disable=not progress, leave=False):
+            for batch in progress_bar(loader, desc="extract features", enabled=progress, leave=False):
                 images, batch_pids, batch_camids = _batch_fields(batch)
-                out = model(torch.as_tensor(images).float().to(device))
+                out = model(images.to(device))
                 if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(images):
                     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                     raise ValueError(
@@ -231,8 +227,8 @@ def extract_features(
                         f"B={len(images)}"
                     )
                 features.append(out.float().cpu())
-                pids.append(torch.as_tensor(batch_pids).long().reshape(-1).cpu())
-                camids.append(torch.as_tensor(batch_camids).long().reshape(-1).cpu())
+                pids.append(batch_pids.cpu())
+                camids.append(batch_camids.cpu())
     finally:
         model.train(was_training)
     if not features:

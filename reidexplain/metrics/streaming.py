@@ -32,7 +32,7 @@ class StreamingMetric:
     """Mean of per-pair values over every :meth:`update` (pairs whose value is ``NaN`` do not count).
 
     Subclasses implement :meth:`per_pair`, taking keyword arguments among ``distance``,
-    ``reconstructed``, ``shares``, ``contributions``, ``exclusive`` and ``valid`` (and ignoring the rest).
+    ``reconstructed``, ``shares``, ``contributions``, ``exclusive``, ``valid`` and ``known`` (and ignoring the rest).
     """
 
     name: ClassVar[str] = "metric"
@@ -68,8 +68,8 @@ class XMapExclusiveMetric(StreamingMetric):
     name = "x_map_e"
 
     def per_pair(self, *, shares: torch.Tensor, exclusive: torch.Tensor, valid: torch.Tensor | None = None,
-                 **_: Any) -> torch.Tensor:
-        return x_map_exclusive(shares, exclusive, valid, reduction="none")
+                 known: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        return x_map_exclusive(shares, exclusive, valid, reduction="none", known=known)
 
 
 class XMapCommonMetric(StreamingMetric):
@@ -78,8 +78,8 @@ class XMapCommonMetric(StreamingMetric):
     name = "x_map_c"
 
     def per_pair(self, *, shares: torch.Tensor, exclusive: torch.Tensor, valid: torch.Tensor | None = None,
-                 **_: Any) -> torch.Tensor:
-        return x_map_common(shares, exclusive, valid, reduction="none")
+                 known: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        return x_map_common(shares, exclusive, valid, reduction="none", known=known)
 
 
 class ADREMetric(StreamingMetric):

@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from reidexplain._batch import item_field
 from reidexplain._model import model_device
+from reidexplain._progress import progress_bar
 from reidexplain.data.sampler import PKSampler
 from reidexplain.zoo.losses import batch_hard_triplet_loss, label_smoothing_cross_entropy
 
@@ -39,16 +40,7 @@ log = logging.getLogger(__name__)
 
 
 def _item_field(item: Any, key: str, position: int) -> Any:
-    if isinstance(item, dict):
-        if key not in item:
-            raise KeyError(f"dataset item: expected a key {key!r}, got keys {sorted(item)}")
-        return item[key]
-    if isinstance(item, (tuple, list)):
-        return item[position]
-    raise TypeError(
-        f"dataset item: expected a dict with 'image', 'pid', 'camid' or a tuple (image, pid, camid), "
-        f"got {type(item).__name__}"
-    )
+    return item_field(item, key, position, "dataset item")
 
 
 def dataset_pids(dataset: Dataset) -> list[int]:
@@ -161,7 +153,8 @@ def train_reid_model(
         k: Images per identity in a batch.
         lr: Peak Adam learning rate (reached after the warm-up, then cosine decay to 0).
         seed: Seed of the batch order and of the augmentation.
-        progress: Show a tqdm progress bar with the running loss.
+        progress: Show a progress bar with the running loss (a few plain lines when stderr is not a
+            terminal).
         device: Where to train; default: the model's device (the model is moved there).
         label_smoothing: Smoothing of the cross-entropy targets.
         margin: Margin of the triplet loss.
@@ -235,7 +228,7 @@ def train_reid_model(
     )
     model.train()
     step = 0
-    bar = tqdm(total=total, desc="train ReID", disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc="train ReID", enabled=progress, leave=False)
     try:
         for epoch in range(epochs):
             sums = {"loss": 0.0, "ce": 0.0, "triplet": 0.0}

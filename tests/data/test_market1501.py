@@ -85,10 +85,11 @@ def test_market_round_trip(market, split):
         assert item["pid"] == src["pid"] and item["camid"] == src["camid"]
         assert item["image"].dtype == torch.float32 and item["image"].shape == (3, H, W)
         assert (item["image"] - src["image"]).abs().mean().item() < 0.03
-        if src["pid"] == 0:  # gallery distractor: no annotation
+        if src["pid"] == 0:  # gallery distractor: no annotation, every label unknown
             assert not item["has_attributes"] and item["attributes"].sum() == 0
+            assert not item["attribute_mask"].any()
         else:
-            assert item["has_attributes"]
+            assert item["has_attributes"] and item["attribute_mask"].all()
             assert torch.equal(item["attributes"], src["attributes"])
     assert ds.attributes.shape == (len(ds), 26)
     assert ds.schema is MARKET1501
@@ -200,9 +201,9 @@ def test_malformed_mat_files(market, tmp_path):
     mat = copy / "market_attribute.mat"
     good = {k: 1.0 * np.ones((1, 3)) for k in MARKET1501.names}
     good["image_index"] = np.array([["0005", "0009", "0012"]], dtype=object)
-    zero_one = dict(good, hat=np.array([[0.0, 1.0, 1.0]]))
-    scipy.io.savemat(str(mat), {"market_attribute": {"train": zero_one, "test": good}})
-    with pytest.raises(ValueError, match=r"market_attribute.train.hat: expected the 1/2 coding"):
+    three = dict(good, hat=np.array([[3.0, 1.0, 1.0]]))
+    scipy.io.savemat(str(mat), {"market_attribute": {"train": three, "test": good}})
+    with pytest.raises(ValueError, match=r"market_attribute.train.hat: expected the 1/2 coding.*\[3.0\]"):
         Market1501(copy, "train")
     scipy.io.savemat(str(mat), {"market_attribute": {"train": good}})
     with pytest.raises(ValueError, match="field 'test'"):

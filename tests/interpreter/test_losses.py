@@ -183,3 +183,107 @@ def test_distillation_errors() -> None:
         metric_distillation_loss(torch.ones(2), torch.ones(3))
     with pytest.raises(ValueError, match="empty"):
         metric_distillation_loss(torch.ones(0), torch.ones(0))
+
+
+# ------------------------------------------------------------------ unknown labels (known mask)
+def _random_pairs(p: int, m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    shares = torch.rand(p, m, generator=gen) ** 3
+    shares = shares / shares.sum(dim=1, keepdim=True)
+    exclusive = torch.rand(p, m, generator=gen) < 0.3
+    return shares, exclusive
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_known_all_true_equals_no_mask(seed: int) -> None:
+    shares, exclusive = _random_pairs(40, 26, seed)
+    exclusive[0] = False
+    exclusive[1] = True
+    everything = torch.ones_like(exclusive)
+    plain, masked = attribute_prior_terms(shares, exclusive), attribute_prior_terms(shares, exclusive, everything)
+    for a, b in zip(plain, masked, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for reduction in ("mean", "sum", "none"):
+        torch.testing.assert_close(
+            attribute_prior_loss(shares, exclusive, reduction=reduction),
+            attribute_prior_loss(shares, exclusive, reduction=reduction, known=(everything, everything)),
+            rtol=1e-5, atol=1e-6,
+        )
+
+
+def test_known_all_false_gives_zero_loss_and_gradient() -> None:
+    shares, exclusive = _random_pairs(10, 8, 3)
+    shares.requires_grad_(True)
+    nothing = torch.zeros_like(exclusive)
+    loss = attribute_prior_loss(shares, exclusive, known=nothing)
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert shares.grad is not None and float(shares.grad.abs().sum()) == 0.0
+    terms = attribute_prior_terms(shares.detach(), exclusive, nothing)
+    assert all(float(term.abs().sum()) == 0.0 for term in terms)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_unknown_entries_are_left_out_of_the_prior(seed: int) -> None:
+    # Masking entries equals the prior of the sub-vocabulary of known attributes, shares renormalised.
+    shares, exclusive = _random_pairs(12, 10, seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    known = torch.ones(12, 10, dtype=torch.bool)
+    for i in range(12):
+        known[i, torch.randperm(10, generator=gen)[: i % 5]] = False
+    masked = attribute_prior_loss(shares, exclusive, reduction="none", known=known)
+    for i in range(12):
+        keep = known[i]
+        sub = shares[i, keep] / shares[i, keep].sum()
+        expected = attribute_prior_loss(sub[None], exclusive[i, keep][None], reduction="none")
+        torch.testing.assert_close(masked[i : i + 1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_exclusive_is_neither_exclusive_nor_common() -> None:
+    shares = torch.tensor([[0.05, 0.65, 0.15, 0.15]])
+    exclusive = torch.tensor([[True, False, False, False]])
+    # Known: the tiny exclusive share is floored and the big common share capped.
+    group, floor, cap = attribute_prior_terms(shares, exclusive)
+    assert float(group) > 0 and float(floor) > 0 and float(cap) > 0
+    # Unknown in either image: attribute 0 is out, attribute 1 is still a capped common attribute.
+    known_a = torch.tensor([[False, True, True, True]])
+    known_b = torch.ones(1, 4, dtype=torch.bool)
+    group, floor, cap = attribute_prior_terms(shares, exclusive, (known_a, known_b))
+    assert float(group) == 0.0 and float(floor) == 0.0
+    p = shares[0, 1:] / shares[0, 1:].sum()
+    assert float(cap) == pytest.approx(float(torch.relu(p - 2.0 / 3).sum()), abs=1e-6)
+    with pytest.raises(ValueError, match=r"`known`: expected shape \(1, 4\)"):
+        attribute_prior_terms(shares, exclusive, torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="`known`: expected a bool"):
+        attribute_prior_loss(shares, exclusive, known=torch.full((1, 4), 0.5))
+    with pytest.raises(TypeError, match="`known`"):
+        attribute_prior_loss(shares, exclusive, known="all")
+
+
+def test_thresholds_per_pair_counts() -> None:
+    n = torch.tensor([0, 1, 3, 4, 0])
+    m = torch.tensor([4, 4, 26, 4, 0])
+    r, t = prior_thresholds(n, m)
+    for i in range(4):
+        ri, ti = prior_thresholds(n[i : i + 1], int(m[i]))
+        assert float(r[i]) == pytest.approx(float(ri), abs=1e-7)
+        assert float(t[i]) == pytest.approx(float(ti), abs=1e-7)
+    assert float(r[4]) == 0.0 and float(t[4]) == 0.0
+    with pytest.raises(ValueError, match="one count per pair"):
+        prior_thresholds(n, torch.tensor([4, 4]))
+    with pytest.raises(ValueError, match=r"\[0, num_attributes\]"):
+        prior_thresholds(torch.tensor([5]), torch.tensor([4]))
+
+
+def test_model_aware_prior_with_known() -> None:
+    from reidexplain.interpreter.model_aware import model_aware_prior_loss
+
+    shares, exclusive = _random_pairs(20, 6, 7)
+    usage = torch.linspace(0.2, 1.0, 6)
+    everything = torch.ones_like(exclusive)
+    torch.testing.assert_close(model_aware_prior_loss(shares, exclusive, usage),
+                               model_aware_prior_loss(shares, exclusive, usage, known=everything),
+                               rtol=1e-5, atol=1e-6)
+    assert float(model_aware_prior_loss(shares, exclusive, usage, known=~everything)) == 0.0
+    torch.testing.assert_close(model_aware_prior_loss(shares, exclusive, torch.ones(6), known=everything),
+                               attribute_prior_loss(shares, exclusive, known=everything), rtol=1e-5, atol=1e-6)

@@ -141,3 +141,54 @@ def test_errors() -> None:
         adre(torch.ones(2), torch.ones(2), reduction="sum")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"reconstructed.*\(2,\)"):
         adre(torch.ones(2), torch.ones(3))
+
+
+# ------------------------------------------------------------------ unknown labels
+def _pairs(seed: int, shape=(6, 5, 9)):
+    gen = torch.Generator().manual_seed(seed)
+    shares = torch.rand(*shape, generator=gen)
+    shares = shares / shares.sum(-1, keepdim=True)
+    exclusive = torch.rand(*shape, generator=gen) < 0.4
+    return shares, exclusive
+
+
+@pytest.mark.parametrize("metric", [x_map_exclusive, x_map_common])
+def test_known_all_true_matches_no_mask(metric):
+    shares, exclusive = _pairs(0)
+    exclusive[0, 0] = False  # a pair with the same labels
+    everything = torch.ones_like(exclusive)
+    torch.testing.assert_close(metric(shares, exclusive, reduction="none"),
+                               metric(shares, exclusive, reduction="none", known=everything), equal_nan=True)
+
+
+@pytest.mark.parametrize("metric", [x_map_exclusive, x_map_common])
+def test_unknown_entries_are_dropped_from_the_ranking(metric):
+    # Scoring with a mask equals scoring the known sub-vector of each pair on its own.
+    shares, exclusive = _pairs(1, (20, 8))
+    gen = torch.Generator().manual_seed(2)
+    known = torch.rand(20, 8, generator=gen) < 0.7
+    known[0] = False
+    masked = metric(shares, exclusive, reduction="none", known=known)
+    assert torch.isnan(masked[0])
+    for i in range(1, 20):
+        keep = known[i]
+        sub = shares[i, keep] / shares[i, keep].sum()
+        expected = metric(sub[None], exclusive[i, keep][None], reduction="none")[0] if keep.any() else torch.tensor(
+            float("nan"))
+        torch.testing.assert_close(masked[i], expected, equal_nan=True)
+
+
+def test_unknown_is_neither_relevant_nor_irrelevant():
+    shares = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    exclusive = torch.tensor([[False, True, True, False]])
+    assert float(x_map_exclusive(shares, exclusive)) < 100.0
+    # Attribute 0 (common, large share) is unknown: the exclusive ones now rank first.
+    known = torch.tensor([[False, True, True, True]])
+    assert float(x_map_exclusive(shares, exclusive, known=known)) == pytest.approx(100.0)
+    assert float(x_map_common(shares, exclusive, known=known)) == pytest.approx(100.0)
+    # Every exclusive attribute unknown: the pair no longer counts for X-mAP_e.
+    assert torch.isnan(x_map_exclusive(shares, exclusive, known=~exclusive))
+    with pytest.raises(ValueError, match="`known`: expected a bool tensor of the shape"):
+        x_map_exclusive(shares, exclusive, known=torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="`known`: expected a bool or 0/1"):
+        x_map_common(shares, exclusive, known=torch.full((1, 4), 0.3))
