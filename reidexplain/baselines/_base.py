@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._checks import check_embeddings, check_pair
 from .._model import model_device, preserved_model_state
+from .._progress import progress_bar
 from ..attribution import PairAttribution
 from ..distance import check_metric, pair_distance
 
@@ -139,7 +139,7 @@ class PairExplainer:
         starts = range(0, a.shape[0], step)
         parts = [
             self._explain_batch(a[i : i + step], b[i : i + step])
-            for i in tqdm(starts, desc=self.method, disable=not progress or len(starts) < 2)
+            for i in progress_bar(starts, desc=self.method, enabled=progress and len(starts) > 1)
         ]
         return parts[0] if len(parts) == 1 else _concatenate(parts)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -50,7 +51,8 @@ class IntegratedGradientsPair(PairExplainer):
         metric: ``"euclidean"`` or ``"cosine"``.
         n_steps: Number of integration steps.
         baseline: Reference image: a constant (``0.0`` = black) or a ``(3,H,W)`` tensor.
-        method: Captum's integration rule (``"gausslegendre"``, ``"riemann_trapezoid"``, ...).
+        integration: Captum's integration rule (``"gausslegendre"``, ``"riemann_trapezoid"``, ...).
+        method: Deprecated name of ``integration``.
         internal_batch_size: Passed to Captum: at most this many path points per forward call.
         multiply_by_inputs: Passed to Captum: ``False`` gives the path-averaged gradient instead.
 
@@ -76,16 +78,21 @@ class IntegratedGradientsPair(PairExplainer):
         metric: str = "euclidean",
         n_steps: int = 50,
         baseline: float | torch.Tensor = 0.0,
-        method: str = "gausslegendre",
+        integration: str = "gausslegendre",
         internal_batch_size: int | None = None,
         multiply_by_inputs: bool = True,
+        method: str | None = None,
     ) -> None:
         super().__init__(model, metric)
+        if method is not None:  # its former name; ``method`` names the producer of a result
+            warnings.warn("IntegratedGradientsPair(method=...) is deprecated: pass integration=...",
+                          DeprecationWarning, stacklevel=2)
+            integration = method
         if not isinstance(n_steps, int) or n_steps < 1:
             raise ValueError(f"n_steps: expected a positive int, got {n_steps!r}")
         self.n_steps = n_steps
         self.baseline = _check_baseline(baseline)
-        self.integration = method
+        self.integration = integration
         self.internal_batch_size = internal_batch_size
         self.algorithm = IntegratedGradients(self.forward_func, multiply_by_inputs=multiply_by_inputs)
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..adapters import FeatureAdapter
 from ..attributes import AttributeSchema
 from ..distance import pair_distance
@@ -166,7 +166,7 @@ class Recipe:
         """Optional training before the main loop (nothing by default)."""
 
     def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
-               context: dict[str, Any]) -> dict[str, torch.Tensor]:
+               context: dict[str, Any], known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Loss terms over all pairs ``i < j`` of a batch; ``"loss"`` is what is minimised.
 
         Args:
@@ -175,18 +175,24 @@ class Recipe:
             attributes: ``(B,M)`` 0/1 labels.
             context: Per-fit state the recipe may keep (training-only modules and their optimisers
                 under ``"optimizers"``, which the loop steps after each backward pass).
+            known: ``(B,M)`` bool, ``False`` where a label is unknown (``None``: all known); a pair's
+                entry counts only if it is known in both images.
 
         Returns:
             ``{"loss", "distillation", "prior", "distance", "reconstructed", ...}``; the last two are the
             ``(P,)`` pair distances.
         """
         return pair_losses(out, attributes, model.metric, self.distillation_weight_for(model.gray_box),
-                           self.prior_weight)
+                           self.prior_weight, known=known)
 
 
 def pair_losses(out: Components, attributes: torch.Tensor, metric: str, distillation_weight: float,
-                prior_weight: float, usage: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                prior_weight: float, usage: torch.Tensor | None = None,
+                known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """AMD's losses over all pairs ``i < j`` of a batch (the model-aware prior when ``usage`` is given).
+
+    ``known`` ``(B,M)`` (``False``: the label is unknown) leaves a pair's attribute out of the prior
+    unless it is known in both images.
 
     Every distance and loss term is symmetric in ``(i, j)``, so the mean over the ``B(B-1)/2`` unordered
     pairs equals the mean over the ordered pairs of AMD-SPEC section 4, at half the cost.
@@ -208,10 +214,11 @@ def pair_losses(out: Components, attributes: torch.Tensor, metric: str, distilla
     parts = decompose(pair_distance(emb[i], emb[j], metric), pair_distance(comps[i], comps[j], metric))
     exclusive = attributes[i] != attributes[j]
     md = metric_distillation_loss(parts.distance, parts.reconstructed)
+    pair_known = None if known is None else (known[i], known[j])
     if usage is None:
-        ap = attribute_prior_loss(parts.shares, exclusive)
+        ap = attribute_prior_loss(parts.shares, exclusive, known=pair_known)
     else:
-        ap = model_aware_prior_loss(parts.shares, exclusive, usage.to(parts.shares.device))
+        ap = model_aware_prior_loss(parts.shares, exclusive, usage.to(parts.shares.device), known=pair_known)
     return {"loss": distillation_weight * md + prior_weight * ap, "distillation": md.detach(),
             "prior": ap.detach(), "distance": parts.distance.detach(),
             "reconstructed": parts.reconstructed.detach()}
@@ -299,8 +306,8 @@ class AMDPlus(Recipe):
             return
         optimizer = torch.optim.Adam(head.parameters(), lr=self.recognition_lr)
         steps = 0
-        with tqdm(total=self.recognition_warmup, disable=not progress, desc="AMD+ maps warm-up",
-                  unit="batch", dynamic_ncols=True) as bar:
+        with progress_bar(total=self.recognition_warmup, enabled=progress, desc="AMD+ maps warm-up",
+                          unit="batch", dynamic_ncols=True) as bar:
             while steps < self.recognition_warmup:
                 seen = steps
                 for batch in batches():
@@ -323,10 +330,10 @@ class AMDPlus(Recipe):
                     return
 
     def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
-               context: dict[str, Any]) -> dict[str, torch.Tensor]:
+               context: dict[str, Any], known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         usage = model.prepared.get("usage_weights")
         losses = pair_losses(out, attributes, model.metric, self.distillation_weight_for(model.gray_box),
-                             self.prior_weight, None if usage is None else torch.as_tensor(usage))
+                             self.prior_weight, None if usage is None else torch.as_tensor(usage), known)
         if self.probe_weight > 0:
             if "probes" not in context:
                 # Training-only classifiers: built once the width of e_k is known, never saved.

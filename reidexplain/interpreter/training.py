@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .._batch import iter_batches
+from .._progress import progress_bar
 from .model import AMDModel
 from .recipes import TargetPass
 
@@ -165,7 +165,8 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
         model: The model to train (its network on ``model.device``).
         loader: An iterable of batches (see :func:`reidexplain._batch.unpack_batch`).
         config: Hyper-parameters. Default: :class:`TrainingConfig`.
-        progress: Show a tqdm bar with the running loss and ADRE.
+        progress: Show a progress bar with the running loss and ADRE (a few plain lines when the output
+            is not a terminal).
         seed: Seed of the flips and of torch's global generator inside the call (restored afterwards).
 
     Returns:
@@ -205,7 +206,7 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
     history: list[dict[str, float]] = []
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     start = time.perf_counter()
-    bar = tqdm(total=total, disable=not progress, desc="AMD fit", unit="batch", dynamic_ncols=True)
+    bar = progress_bar(total=total, enabled=progress, desc="AMD fit", unit="batch", dynamic_ncols=True)
     devices = [device] if device.type == "cuda" else []
     context: dict[str, Any] = {"lr": config.lr, "head_lr_factor": config.head_lr_factor}
     steps = 0
@@ -227,7 +228,8 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                     images = augment(batch.images.to(device))
                     _calibrate(model, images)
                     out = model(images)
-                    losses = recipe.losses(model, out, batch.attributes.to(device), context)
+                    known = None if batch.known is None else batch.known.to(device)
+                    losses = recipe.losses(model, out, batch.attributes.to(device), context, known)
                     for extra in context.get("optimizers", []):
                         extra.zero_grad(set_to_none=True)
                     optimizer.zero_grad(set_to_none=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -142,3 +143,34 @@ def test_timm_split_trains_too() -> None:
     history = fit(model, amd_batches(fmt="triple"), TrainingConfig(epochs=2),
                               progress=False)
     assert len(history) == 2 and history[-1]["adre"] < 5.0
+
+
+def test_unknown_labels_are_left_out_of_the_prior() -> None:
+    g = torch.Generator().manual_seed(5)
+    emb = torch.rand(4, 6, generator=g)
+    comps = emb[:, None] + 0.2 * torch.rand(4, M, 6, generator=g)
+    out = Components(emb, comps, torch.ones(4, M, 1, 1))
+    attrs = torch.randint(0, 2, (4, M), generator=g).float()
+    plain = pair_losses(out, attrs, "euclidean", 5.0, 1.0)
+    all_known = pair_losses(out, attrs, "euclidean", 5.0, 1.0, known=torch.ones(4, M, dtype=torch.bool))
+    torch.testing.assert_close(all_known["loss"], plain["loss"])
+    none_known = pair_losses(out, attrs, "euclidean", 5.0, 1.0, known=torch.zeros(4, M, dtype=torch.bool))
+    assert float(none_known["prior"]) == pytest.approx(0.0, abs=1e-7)
+    # Flipping an unknown label changes nothing.
+    known = torch.ones(4, M, dtype=torch.bool)
+    known[0, 1] = False
+    flipped = attrs.clone()
+    flipped[0, 1] = 1 - flipped[0, 1]
+    a = pair_losses(out, attrs, "euclidean", 5.0, 1.0, known=known)
+    b = pair_losses(out, flipped, "euclidean", 5.0, 1.0, known=known)
+    torch.testing.assert_close(a["loss"], b["loss"])
+
+
+def test_fit_takes_nan_coded_unknown_labels() -> None:
+    model, _ = _setup()
+    batches = amd_batches()
+    for batch in batches:
+        batch["attributes"] = batch["attributes"].float()
+        batch["attributes"][0, :2] = float("nan")
+    history = fit(model, batches, TrainingConfig(epochs=2, lr=1e-3), progress=False)
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
