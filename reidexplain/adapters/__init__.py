@@ -2,7 +2,8 @@
 
 :func:`adapt_model` makes a frozen copy of the model and tries the registered families of
 :data:`ADAPTERS` in order (timm-style ``forward_features``, a torch.fx graph cut, a forward hook); a
-model without an image-grid feature map is explained as a black box. AMD (:class:`reidexplain.Explainer`)
+model without an image-grid feature map is explained as a black box. Vision transformers get the
+patch-token grid at the input of their last block (:mod:`reidexplain.adapters.tokens`). AMD (:class:`reidexplain.Explainer`)
 and Grad-CAM (:class:`reidexplain.baselines.GradCAMPair`) use the same adapters and the same layer
 rules (:mod:`reidexplain.adapters._layers`).
 
@@ -17,8 +18,8 @@ Examples:
     >>> adapter = adapt_model(net, torch.rand(2, 3, 16, 8))
     >>> adapter.kind, adapter.layer, adapter.grid_shape
     ('fx', '1', (8, 16, 8))
-    >>> ADAPTERS.names()
-    ['forward_features', 'fx', 'hook']
+    >>> [entry.name for entry in ADAPTERS.entries()]
+    ['forward_features', 'tokens', 'fx', 'hook']
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ._layers import (
 )
 from .base import FeatureAdapter, InputCopy, frozen_copy, outputs_match
 from .families import BlackBoxAdapter, ForwardFeaturesAdapter, GraphAdapter, HookAdapter, cut_graph
+from .tokens import TokenAdapter, TokenLayout, find_token_blocks
 
 __all__ = [
     "ADAPTERS",
@@ -47,6 +49,9 @@ __all__ = [
     "ForwardFeaturesAdapter",
     "GraphAdapter",
     "HookAdapter",
+    "TokenAdapter",
+    "TokenLayout",
+    "find_token_blocks",
     "BlackBoxAdapter",
     "FeatureLayer",
     "adapt_model",
@@ -66,6 +71,7 @@ logger = logging.getLogger(__name__)
 ADAPTERS: Registry[type[FeatureAdapter]] = Registry("feature adapter")
 """Model families, tried in registration order by :func:`adapt_model`."""
 ADAPTERS.register(ForwardFeaturesAdapter.kind, ForwardFeaturesAdapter)
+ADAPTERS.register(TokenAdapter.kind, TokenAdapter)
 ADAPTERS.register(GraphAdapter.kind, GraphAdapter)
 ADAPTERS.register(HookAdapter.kind, HookAdapter)
 

@@ -56,6 +56,17 @@ class InputCopy(nn.Module):
         return self.module(x.clone())
 
 
+class _ToGrid(nn.Module):
+    """The adapter's :meth:`FeatureAdapter.to_grid` as a module (it holds no parameters)."""
+
+    def __init__(self, adapter: FeatureAdapter) -> None:
+        super().__init__()
+        self._convert = adapter.to_grid  # a bound method: the adapter is not registered as a child
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self._convert(features)
+
+
 class FeatureAdapter(nn.Module):
     """A frozen target split into a feature grid and a head (see the module docs).
 
@@ -103,8 +114,20 @@ class FeatureAdapter(nn.Module):
         raise NotImplementedError
 
     def _trainable_trunk(self) -> nn.Module:
-        """A module images -> grid whose parameters may be copied and trained (the interpreter's trunk)."""
+        """A module images -> features whose parameters may be copied and trained (the interpreter's
+        trunk; :meth:`make_trunk` appends :meth:`to_grid`)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ grid <-> features geometry
+    def to_grid(self, features: torch.Tensor) -> torch.Tensor:
+        """The feature grid ``(B,C,h,w)`` of what :meth:`features` returns (the same tensor for CNNs;
+        the patch tokens laid out on their grid for token models)."""
+        return features
+
+    def with_grid(self, features: torch.Tensor, grid: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        """``features`` with their grid replaced by ``grid`` ``(B*repeats,C,h,w)`` (each image's other
+        parts, such as a class token, repeated ``repeats`` times): what :meth:`head` takes."""
+        return grid
 
     # ------------------------------------------------------------------ what everyone calls
     @property
@@ -126,12 +149,17 @@ class FeatureAdapter(nn.Module):
         return self.target(images.clone())
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The feature grid ``(B,C,h,w)`` of ``images``, without gradients."""
+        """What the head takes, for ``images``, without gradients (:meth:`to_grid` gives its grid)."""
         with torch.no_grad():
             return self._features(images.clone())
 
+    def grid(self, images: torch.Tensor) -> torch.Tensor:
+        """The feature grid ``(B,C,h,w)`` of ``images``, without gradients."""
+        return self.to_grid(self.features(images))
+
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Feature grid (``None`` for a black box) and embedding of ``images``, without gradients."""
+        """Features (``None`` for a black box; :meth:`to_grid` gives their grid) and embedding of
+        ``images``, without gradients."""
         with torch.no_grad():
             if not self.gray_box:
                 return None, self.forward(images)
@@ -140,10 +168,10 @@ class FeatureAdapter(nn.Module):
             return feats, self._head(feats.clone(), images)
 
     def head(self, features: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
-        """Embeddings of (masked) grids ``(N,C,h,w)``; gradients flow to ``features``.
+        """Embeddings of (masked) features; gradients flow to ``features``.
 
         Args:
-            features: ``(N,C,h,w)``.
+            features: What :meth:`features` returns, for ``N`` images (``(N,C,h,w)`` for CNNs).
             images: The ``(N,3,H,W)`` images the grids belong to; only adapters whose head cannot run
                 alone (:attr:`fast_head` false) need them.
         """
@@ -153,20 +181,24 @@ class FeatureAdapter(nn.Module):
 
     def masked_embeddings(self, images: torch.Tensor, features: torch.Tensor,
                           maps: torch.Tensor) -> torch.Tensor:
-        """Component embeddings ``e_k = head(F * A_k)``: ``(B,M,D)`` from ``F`` ``(B,C,h,w)`` and ``A`` ``(B,M,h,w)``.
+        """Component embeddings ``e_k = head(F * A_k)``: ``(B,M,D)`` from the features of ``B`` images and
+        maps ``A`` ``(B,M,h,w)`` on their grid.
 
         The ``B*M`` masked grids go through the head in one call.
         """
         b, m = maps.shape[:2]
-        masked = (features.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
+        grid = self.to_grid(features)
+        masked = (grid.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
         repeated = None if self.fast_head else images.repeat_interleave(m, dim=0)
-        return self.head(masked, repeated).reshape(b, m, -1)
+        return self.head(self.with_grid(features, masked, m), repeated).reshape(b, m, -1)
 
     def make_trunk(self) -> nn.Module:
         """A trainable deep copy of the path images -> grid (the start of the interpreter's trunk)."""
         if not self.gray_box:
             raise RuntimeError("the target has no feature layer to copy a trunk from")
-        trunk = InputCopy(copy.deepcopy(self._trainable_trunk()))
+        trunk: nn.Module = InputCopy(copy.deepcopy(self._trainable_trunk()))
+        if type(self).to_grid is not FeatureAdapter.to_grid:
+            trunk = nn.Sequential(trunk, _ToGrid(self))
         trunk.requires_grad_(True)
         trunk.train()
         return trunk

@@ -16,6 +16,7 @@ layer at all or ``feature_layer=None`` is asked for.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import operator
 from typing import Any
@@ -27,7 +28,7 @@ from torch import nn
 from ._layers import feature_layers, is_image_grid
 from .base import FeatureAdapter, outputs_match
 
-__all__ = ["ForwardFeaturesAdapter", "GraphAdapter", "HookAdapter", "BlackBoxAdapter", "cut_graph"]
+__all__ = ["ForwardFeaturesAdapter", "GraphAdapter", "HookAdapter", "BlackBoxAdapter", "cut_graph", "trace"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,20 @@ class _LeafTracer(torch.fx.Tracer):
         return module_qualified_name in self.leaves or super().is_leaf_module(m, module_qualified_name)
 
 
+def trace(target: nn.Module, leaves: set[str]) -> torch.fx.GraphModule:
+    """``target`` traced by torch.fx with ``leaves`` kept as single calls; optional forward arguments
+    (``attn_mask=None`` in timm's ViTs, say) are fixed at their defaults, so the graph has one input.
+
+    Raises:
+        Exception: whatever torch.fx raises for a model it cannot trace.
+    """
+    params = list(inspect.signature(target.forward).parameters.values())[1:]
+    concrete = {p.name: p.default for p in params
+                if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
+    graph = _LeafTracer(leaves).trace(target, concrete_args=concrete or None)
+    return torch.fx.GraphModule(target, graph)
+
+
 def _batch_size_of(node: torch.fx.Node) -> torch.fx.Node | None:
     """The tensor whose batch size ``node`` reads (``x.size(0)``, ``x.shape[0]``), else ``None``."""
     if node.op == "call_method" and node.target == "size":
@@ -164,7 +179,8 @@ def cut_graph(module: torch.fx.GraphModule, cut: torch.fx.Node
     """
     nodes = list(module.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
-    if len(placeholders) != 1 or cut.op in ("placeholder", "output"):
+    # The images are the first input; the others must be arguments fixed at their defaults (see trace).
+    if not placeholders or any(len(p.args) != 1 for p in placeholders[1:]) or cut.op in ("placeholder", "output"):
         return None
     position = nodes.index(cut)
     before, after = nodes[: position + 1], nodes[position + 1:]
@@ -177,6 +193,8 @@ def cut_graph(module: torch.fx.GraphModule, cut: torch.fx.Node
     head_graph = torch.fx.Graph()
     features = head_graph.placeholder("features")
     env: dict[torch.fx.Node, torch.fx.Node] = {cut: features}
+    for fixed in placeholders[1:]:
+        env[fixed] = head_graph.placeholder(fixed.name, default_value=fixed.args[0])
     missing: set[torch.fx.Node] = set()  # nodes of the head that would need the input around the cut
     lazy = {n for n in before if n not in depends and n.op != "placeholder"}
 
@@ -234,7 +252,7 @@ class GraphAdapter(FeatureAdapter):
             if layer is not None:
                 _layer_output(target, name, probe)  # a clear error for a named layer that is not a grid
             try:
-                traced = torch.fx.GraphModule(target, _LeafTracer({name}).trace(target))
+                traced = trace(target, {name})
             except Exception as err:  # control flow on values, unsupported ops: not traceable
                 logger.info("torch.fx cannot trace %s (%s)", type(target).__name__, err)
                 return None

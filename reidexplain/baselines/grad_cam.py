@@ -24,8 +24,10 @@ class _GridDistance(nn.Module):
         self.grid = nn.Identity()
 
     def forward(self, images: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
-        feats = self.grid(self.adapter._features(images.clone()))
-        return pair_distance(self.adapter.head(feats, images), partners, self.metric)
+        features = self.adapter._features(images.clone())
+        grid = self.grid(self.adapter.to_grid(features))
+        return pair_distance(self.adapter.head(self.adapter.with_grid(features, grid), images), partners,
+                             self.metric)
 
 
 class GradCAMPair(PairExplainer):

@@ -112,15 +112,16 @@ class AMDModel(nn.Module):
     def forward(self, images: torch.Tensor) -> Components:
         """:class:`Components` of ``images`` (on :attr:`device`); gradients flow into the network."""
         feats, emb = self.adapter.embed(images)
-        maps, own, recognised = self.network.decompose(images, feats)
+        grid = None if feats is None else self.adapter.to_grid(feats)
+        maps, own, recognised = self.network.decompose(images, grid)
         if not self.gray_box:
             b, m = maps.shape[:2]
             masked = (own.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
             comps = self.network.embedding_head(masked).reshape(b, m, -1)
         else:
-            if maps.shape[-2:] != feats.shape[-2:]:
-                raise RuntimeError(f"interpreter maps {tuple(maps.shape[-2:])} and target features "
-                                   f"{tuple(feats.shape[-2:])} differ in size")
+            if maps.shape[-2:] != grid.shape[-2:]:
+                raise RuntimeError(f"interpreter maps {tuple(maps.shape[-2:])} and the target's feature grid "
+                                   f"{tuple(grid.shape[-2:])} differ in size")
             comps = self.adapter.masked_embeddings(images, feats, maps)
         return Components(emb, comps, maps, recognised)
 

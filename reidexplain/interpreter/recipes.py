@@ -314,7 +314,7 @@ class AMDPlus(Recipe):
                     images = augment(batch.images.to(model.device))
                     with torch.no_grad():
                         trunk = model.network.trunk
-                        feats = trunk(images) if trunk is not None else model.adapter.features(images)
+                        feats = trunk(images) if trunk is not None else model.adapter.grid(images)
                     _, recognised = head.decompose(feats, images)
                     loss = self._recognition(recognised, batch.attributes.to(model.device), model)
                     optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,193 @@
+"""Token models (ViT, DeiT, TransReID-style, CLIP's visual transformer): the patch-token grid.
+
+The feature grid of a vision transformer is its patch tokens laid out on the patch grid, taken at the
+input of the last transformer block: masking tokens there still reaches the pooled embedding (the last
+block, the final norm and the pooling or class-token read-out form the head). The class, distillation
+and register tokens (the *prefix*) are not on the grid: they are handed to the head unmasked, each
+image its own.
+
+The blocks are found by a probe forward pass: the last container (``nn.ModuleList`` or
+``nn.Sequential``) of two or more blocks of one class that take a token tensor, ``(B,T,C)`` or
+sequence-first ``(T,B,C)`` (CLIP's blocks). The patch grid ``(gh,gw)`` is the image-grid output of the
+patch embedding; the ``T - gh*gw`` tokens before the patches are the prefix. The model's traced graph
+is then cut at the last block's input (:func:`~reidexplain.adapters.families.cut_graph`), so the head
+runs alone, as for a CNN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+from torch import nn
+
+from .._model import preserved_model_state
+from ._layers import feature_layers
+from .base import FeatureAdapter, outputs_match
+from .families import cut_graph, trace
+
+__all__ = ["TokenAdapter", "TokenLayout", "find_token_blocks"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_PREFIX = 16  # class + distillation + register tokens
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the patch tokens are in a token tensor.
+
+    Attributes:
+        prefix: Tokens before the patch tokens (class, distillation, register tokens).
+        grid: ``(gh, gw)`` of the patch tokens (row-major).
+        sequence_first: ``(T,B,C)`` tensors instead of ``(B,T,C)``.
+    """
+
+    prefix: int
+    grid: tuple[int, int]
+    sequence_first: bool
+
+    def to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B,T,C)`` (or ``(T,B,C)``) -> ``(B,C,gh,gw)`` patch tokens."""
+        if self.sequence_first:
+            tokens = tokens.transpose(0, 1)
+        patches = tokens[:, self.prefix:]
+        b, n, c = patches.shape
+        return patches.transpose(1, 2).reshape(b, c, *self.grid)
+
+    def with_grid(self, tokens: torch.Tensor, grid: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        """The prefix tokens of ``tokens`` (each repeated ``repeats`` times) followed by ``grid``'s."""
+        batch_dim = 1 if self.sequence_first else 0
+        prefix = tokens.narrow(1 - batch_dim, 0, self.prefix)
+        if repeats > 1:
+            prefix = prefix.repeat_interleave(repeats, dim=batch_dim)
+        patches = grid.flatten(2).transpose(1, 2)  # (N, gh*gw, C)
+        if self.sequence_first:
+            patches = patches.transpose(0, 1)
+        return torch.cat([prefix, patches], dim=1 - batch_dim)
+
+
+def find_token_blocks(model: nn.Module, probe: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """``(name, input shape)`` of the blocks of the last transformer stack of ``model``, in order.
+
+    A stack is a ``ModuleList``/``Sequential`` of two or more children of one class, each called once,
+    each taking a 3-D tensor with the probe's batch size on its first or second axis.
+    """
+    stacks = [(name, module) for name, module in model.named_modules()
+              if isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module) >= 2
+              and len({type(child) for child in module}) == 1]
+    if not stacks:
+        return []
+    seen: dict[str, list[tuple[int, ...]]] = {}
+    handles = []
+
+    def make_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+            first = args[0] if args else next(iter((kwargs or {}).values()), None)
+            if isinstance(first, torch.Tensor):
+                seen.setdefault(name, []).append(tuple(first.shape))
+
+        return hook
+
+    for stack_name, stack in stacks:
+        for child_name, child in stack.named_children():
+            full = f"{stack_name}.{child_name}" if stack_name else child_name
+            handles.append(child.register_forward_pre_hook(make_hook(full), with_kwargs=True))
+    try:
+        with preserved_model_state(model), torch.no_grad():
+            model(probe.clone())
+    finally:
+        for handle in handles:
+            handle.remove()
+    batch = probe.shape[0]
+    found: list[tuple[str, tuple[int, ...]]] = []
+    for stack_name, stack in stacks:
+        names = [f"{stack_name}.{c}" if stack_name else c for c, _ in stack.named_children()]
+        shapes = [seen.get(n) for n in names]
+        if all(s is not None and len(s) == 1 and len(s[0]) == 3 and batch in s[0][:2] for s in shapes):
+            found = [(n, s[0]) for n, s in zip(names, shapes, strict=True)]  # type: ignore[index]
+    return found
+
+
+def _layout(target: nn.Module, probe: torch.Tensor, shape: tuple[int, ...]) -> TokenLayout | None:
+    batch = probe.shape[0]
+    # (B,T,C) unless the batch sits on the second axis only (CLIP's sequence-first blocks).
+    sequence_first = shape[1] == batch and shape[0] != batch
+    tokens = shape[0] if sequence_first else shape[1]
+    for layer in feature_layers(target, probe):  # the patch embedding is the first image grid
+        _, gh, gw = layer.shape
+        if 0 <= tokens - gh * gw <= _MAX_PREFIX:
+            return TokenLayout(tokens - gh * gw, (gh, gw), sequence_first)
+    return None
+
+
+class TokenAdapter(FeatureAdapter):
+    """Vision transformers: the patch tokens at the input of the last block, on their grid."""
+
+    kind = "tokens"
+
+    def __init__(self, target: nn.Module, trunk: torch.fx.GraphModule, head: torch.fx.GraphModule,
+                 layer: str, layout: TokenLayout, channels: int, embedding_dim: int, reason: str = "") -> None:
+        super().__init__(target, layer, (channels, *layout.grid), embedding_dim, reason)
+        self.trunk = trunk
+        self.head_graph = head
+        self.layout = layout
+
+    @classmethod
+    def build(cls, target: nn.Module, probe: torch.Tensor, layer: str | None,
+              reference: torch.Tensor) -> FeatureAdapter | None:
+        blocks = find_token_blocks(target, probe)
+        if not blocks:
+            return None
+        names = [name for name, _ in blocks]
+        if layer is not None and layer not in names:
+            return None  # not a block: another family may take the layer
+        name, shape = blocks[names.index(layer)] if layer is not None else blocks[-1]
+        layout = _layout(target, probe, shape)
+        if layout is None:
+            logger.info("tokens: no patch grid matches the %d tokens entering %r", shape[1], name)
+            return None
+        try:
+            traced = trace(target, {name})
+        except Exception as err:
+            logger.info("torch.fx cannot trace %s (%s)", type(target).__name__, err)
+            return None
+        calls = [n for n in traced.graph.nodes if n.op == "call_module" and n.target == name]
+        if len(calls) != 1 or not calls[0].args or not isinstance(calls[0].args[0], torch.fx.Node):
+            return None
+        parts = cut_graph(traced, calls[0].args[0])
+        if parts is None:
+            return None
+        trunk, head = parts
+        try:
+            with torch.no_grad():
+                tokens = trunk(probe.clone())
+                ok = outputs_match(head(tokens.clone()), reference)
+        except Exception as err:
+            logger.debug("tokens: the cut at %r failed on the probe: %s", name, err)
+            return None
+        if not ok:
+            return None
+        channels = int(tokens.shape[-1])
+        why = (f"patch tokens at the input of {name!r} ({layout.prefix} prefix token"
+               f"{'s' if layout.prefix != 1 else ''} kept unmasked"
+               f"{', sequence-first' if layout.sequence_first else ''})")
+        return cls(target, trunk, head, name, layout, channels, int(reference.shape[1]), why)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trunk(images)
+
+    def _head(self, features: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
+        return self.head_graph(features)
+
+    def _trainable_trunk(self) -> nn.Module:
+        return self.trunk
+
+    def to_grid(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layout.to_grid(features)
+
+    def with_grid(self, features: torch.Tensor, grid: torch.Tensor, repeats: int = 1) -> torch.Tensor:
+        return self.layout.with_grid(features, grid, repeats)

@@ -1,0 +1,164 @@
+"""Token models: the patch-token grid at the input of the last block, class tokens kept unmasked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from reidexplain.adapters import TokenLayout, adapt_model, feature_layers
+
+timm = pytest.importorskip("timm")
+
+SIZE = (32, 16)
+
+
+def _probe(n: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, *SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def _timm_vit(**kwargs) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=SIZE, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=0,
+                             **kwargs).eval()
+
+
+def _timm_deit() -> nn.Module:
+    from timm.models.deit import VisionTransformerDistilled
+
+    torch.manual_seed(0)
+    return VisionTransformerDistilled(img_size=SIZE, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                      num_classes=0).eval()
+
+
+class _SeqFirstBlock(nn.Module):
+    """A CLIP-style residual attention block on sequence-first tokens ``(T,B,C)``."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, 2)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class CLIPStyleViT(nn.Module):
+    """CLIP's visual transformer layout: conv patches, class token, ln_pre, sequence-first blocks,
+    ln_post on the class token and a projection."""
+
+    def __init__(self, width: int = 24, layers: int = 2, out: int = 12) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, width, 8, stride=8, bias=False)
+        self.class_embedding = nn.Parameter(torch.randn(width) * 0.1)
+        self.positional_embedding = nn.Parameter(torch.randn(1 + 4 * 2, width) * 0.1)
+        self.ln_pre, self.ln_post = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.resblocks = nn.Sequential(*[_SeqFirstBlock(width) for _ in range(layers)])
+        self.proj = nn.Parameter(torch.randn(width, out) * width ** -0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x).flatten(2).transpose(1, 2)  # (B, N, C)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)
+        x = self.ln_pre(torch.cat([cls, x], dim=1) + self.positional_embedding)
+        x = self.resblocks(x.permute(1, 0, 2)).permute(1, 0, 2)  # blocks work sequence-first
+        return self.ln_post(x[:, 0]) @ self.proj
+
+
+class TransReIDStyleViT(nn.Module):
+    """TransReID's layout: overlapping patches (stride < kernel), a class token, and a side-information
+    embedding of the camera added to every token; BNNeck on the class token."""
+
+    def __init__(self, width: int = 24, cameras: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, width, 8, stride=6, padding=1)  # overlapping 8x8 patches, stride 6
+        self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.1)
+        self.sie_embed = nn.Parameter(torch.randn(cameras, 1, width) * 0.1)
+        grid = self.patch(torch.zeros(1, 3, *SIZE)).shape[-2:]
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + grid[0] * grid[1], width) * 0.1)
+        self.blocks = nn.ModuleList([_BatchFirstBlock(width) for _ in range(2)])
+        self.norm = nn.LayerNorm(width)
+        self.bottleneck = nn.BatchNorm1d(width)
+        self.bottleneck.running_mean.normal_()
+
+    def forward(self, x: torch.Tensor, cam_label: int = 1) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos_embed + 1.5 * self.sie_embed[cam_label]
+        for block in self.blocks:
+            x = block(x)
+        return self.bottleneck(self.norm(x)[:, 0])
+
+
+class _BatchFirstBlock(_SeqFirstBlock):
+    def __init__(self, width: int) -> None:
+        super().__init__(width)
+        self.attn = nn.MultiheadAttention(width, 2, batch_first=True)
+
+
+@pytest.mark.parametrize(("factory", "prefix", "layer"), [
+    (_timm_vit, 1, "blocks.2"),
+    (lambda: _timm_vit(reg_tokens=2), 3, "blocks.2"),
+    (_timm_deit, 2, "blocks.1"),
+    (CLIPStyleViT, 1, "resblocks.1"),
+    (TransReIDStyleViT, 1, "blocks.1"),
+])
+def test_token_models_are_split_at_the_last_block(factory, prefix: int, layer: str) -> None:
+    model = factory().eval()
+    adapter = adapt_model(model, _probe())
+    assert (adapter.kind, adapter.layer, adapter.fast_head) == ("tokens", layer, True)
+    assert adapter.layout.prefix == prefix
+    x = _probe(3, seed=1)
+    kept = x.clone()
+    feats, emb = adapter.embed(x)
+    with torch.no_grad():
+        expected = model(x.clone())
+    torch.testing.assert_close(emb, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(x, kept)
+    grid = adapter.to_grid(feats)
+    assert grid.shape[1:] == adapter.grid_shape
+    # Maps of ones leave every token as it was: each component is the embedding.
+    comps = adapter.masked_embeddings(x, feats, torch.ones(3, 2, *grid.shape[-2:]))
+    torch.testing.assert_close(comps[:, 1], expected, rtol=1e-4, atol=1e-5)
+    # Masking patches changes the embedding (the mask reaches the pooled output) ...
+    half = torch.ones(3, 1, *grid.shape[-2:])
+    half[..., : grid.shape[-2] // 2, :] = 0
+    assert not torch.allclose(adapter.masked_embeddings(x, feats, half)[:, 0], expected, atol=1e-4)
+    # ... and the interpreter's trunk yields the grid.
+    torch.testing.assert_close(adapter.make_trunk().eval()(x), grid, rtol=1e-4, atol=1e-5)
+
+
+def test_the_grid_of_a_vit_is_its_patch_grid_not_attention() -> None:
+    model = _timm_vit()
+    grids = {layer.name for layer in feature_layers(model, _probe())}
+    assert grids == {"patch_embed.proj"}  # the only image grid; q/k/v tensors are not grids
+    assert adapt_model(model, _probe()).grid_shape == (32, 4, 2)
+
+
+def test_layout_round_trip() -> None:
+    tokens = torch.arange(2 * 7 * 3, dtype=torch.float32).reshape(2, 7, 3)
+    layout = TokenLayout(prefix=1, grid=(3, 2), sequence_first=False)
+    grid = layout.to_grid(tokens)
+    assert grid.shape == (2, 3, 3, 2)
+    torch.testing.assert_close(layout.with_grid(tokens, grid), tokens)
+    doubled = layout.with_grid(tokens, grid.repeat_interleave(2, dim=0), repeats=2)
+    torch.testing.assert_close(doubled[1], tokens[0])
+    seq = TokenLayout(prefix=1, grid=(3, 2), sequence_first=True)
+    torch.testing.assert_close(seq.with_grid(tokens.transpose(0, 1), grid), tokens.transpose(0, 1))
+
+
+def test_grad_cam_on_a_vit_uses_the_patch_grid() -> None:
+    from reidexplain.baselines import GradCAMPair
+
+    model = _timm_vit()
+    cam = GradCAMPair(model)
+    result = cam.explain((_probe(2, 3), _probe(2, 4)))
+    assert cam.layer_name == "blocks.2" and cam.adapter.kind == "tokens"
+    assert result.maps[0].shape == (2, 1, *SIZE) and torch.isfinite(result.maps[0]).all()
+    assert result.extras["raw"][0].shape[-2:] == (4, 2)
