@@ -1,4 +1,6 @@
-"""Reference ReID models: a registry, :class:`ReIDNet`, a trainer and cached reference models.
+"""Reference ReID models: a registry, :class:`ReIDNet`, the layouts practitioners run (BoT ResNet,
+OSNet, ViT-ReID, CLIP-style ViT; :mod:`reidexplain.zoo.architectures`), a trainer and cached reference
+models.
 
 Examples:
     >>> from reidexplain.zoo import create_model, list_models
@@ -10,6 +12,7 @@ Examples:
 
 from __future__ import annotations
 
+from reidexplain.zoo.architectures import BoTResNet, CLIPStyleViT, OSNet, ViTReID
 from reidexplain.zoo.losses import batch_hard_triplet_loss, label_smoothing_cross_entropy
 from reidexplain.zoo.reference import (
     REFERENCE_CONFIG,
@@ -29,6 +32,10 @@ __all__ = [
     "list_models",
     "is_model",
     "ReIDNet",
+    "BoTResNet",
+    "OSNet",
+    "ViTReID",
+    "CLIPStyleViT",
     "GeM",
     "SmallBackbone",
     "train_reid_model",
