@@ -95,10 +95,11 @@ def test_adapter_family_is_picked_by_adapt_model_amd_and_grad_cam() -> None:
     model = BackboneHeadsNet()
     probe = torch.rand(2, 3, *SIZE)
     assert adapt_model(model, probe).kind == "fx"  # before: the generic graph cut
-    register_adapter(BackboneHeadsAdapter)
+    # --8<-- [start:adapter-register]
+    register_adapter(BackboneHeadsAdapter)  # tried before the built-in families
+    # --8<-- [end:adapter-register]
     try:
         # --8<-- [start:adapter-use]
-        # register_adapter(BackboneHeadsAdapter)        # tried before the built-in families
         adapter = adapt_model(model, probe)
         assert (adapter.kind, adapter.layer, adapter.grid_shape) == ("backbone_heads", "backbone", (16, 8, 4))
 
@@ -353,10 +354,11 @@ TOY_SCHEMA = AttributeSchema(
 
 def test_schema_registered_by_name_is_used_by_the_explainer(tmp_path: Any) -> None:
     batches = amd_batches()
+    # --8<-- [start:schema-register]
     register_schema(TOY_SCHEMA, aliases=["toy"])
+    # --8<-- [end:schema-register]
     try:
         # --8<-- [start:schema-use]
-        # register_schema(TOY_SCHEMA, aliases=["toy"])
         explainer = Explainer(amd_sequential_net(), attributes="toy_schema")  # or "toy", "TOY"
         explainer.fit(batches, epochs=1, progress=False)
         attribution = explainer.explain((_images(batches)[0], _images(batches)[1]))
