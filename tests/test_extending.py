@@ -374,3 +374,19 @@ def test_schema_registered_by_name_is_used_by_the_explainer(tmp_path: Any) -> No
         SCHEMAS.unregister("toy_schema")
         SCHEMAS.unregister("toy")
     assert "toy_schema" not in SCHEMAS
+
+
+def test_extension_points_are_exported_at_the_top_level() -> None:
+    import reidexplain
+    from reidexplain import adapters, attributes, interpreter, registry
+
+    assert reidexplain.ADAPTERS is adapters.ADAPTERS and reidexplain.register_adapter is register_adapter
+    assert reidexplain.adapt_model is adapt_model and reidexplain.FeatureAdapter is FeatureAdapter
+    assert reidexplain.RECIPES is RECIPES and reidexplain.PaperAMD is PaperAMD
+    assert reidexplain.AMDPlus is interpreter.AMDPlus and reidexplain.Recipe is interpreter.Recipe
+    assert reidexplain.TrainingConfig is interpreter.TrainingConfig and reidexplain.AMDModel is interpreter.AMDModel
+    assert reidexplain.BASELINES is BASELINES and reidexplain.SCHEMAS is SCHEMAS
+    assert reidexplain.register_schema is attributes.register_schema
+    assert reidexplain.Registry is registry.Registry
+    for name in ("ADAPTERS", "RECIPES", "BASELINES", "SCHEMAS", "MatrixExplanation", "ImageFolderCSV", "adapters"):
+        assert name in reidexplain.__all__, name
