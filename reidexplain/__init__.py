@@ -2,8 +2,9 @@
 
 The entry point is :class:`Explainer` (Attribute-guided Metric Distillation, AMD); the Captum baselines in
 :mod:`reidexplain.baselines` return the same :class:`PairAttribution` objects, drawn by
-:func:`compare`. Data (:mod:`reidexplain.data`), reference models (:mod:`reidexplain.zoo`) and metrics
-(:mod:`reidexplain.metrics`) are subpackages.
+:func:`compare`. Feature adapters (:mod:`reidexplain.adapters`), data (:mod:`reidexplain.data`), reference
+models (:mod:`reidexplain.zoo`) and metrics (:mod:`reidexplain.metrics`) are subpackages; the extension
+points (adapters, recipes, baselines, schemas) are registries exported here (``docs/architecture.md``).
 
 Examples:
     >>> import reidexplain
@@ -15,18 +16,21 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from reidexplain import baselines, data, metrics, zoo
+from reidexplain import adapters, baselines, data, metrics, zoo
+from reidexplain.adapters import ADAPTERS, FeatureAdapter, adapt_model, register_adapter
 from reidexplain.attributes import (
     DUKEMTMC,
     MARKET1501,
     MARKET1501_AGE,
+    SCHEMAS,
     SHARED,
     AttributeSchema,
     get_schema,
     list_schemas,
     project_labels,
+    register_schema,
 )
-from reidexplain.attribution import PairAttribution
+from reidexplain.attribution import MatrixExplanation, PairAttribution
 from reidexplain.baselines import (
     BASELINES,
     CaptumPair,
@@ -39,6 +43,7 @@ from reidexplain.baselines import (
     captum_pair_explainer,
     create_baseline,
     list_baselines,
+    register_baseline,
 )
 from reidexplain.data import (
     DukeMTMCreID,
@@ -51,6 +56,16 @@ from reidexplain.data import (
 )
 from reidexplain.distance import distance_matrix, pair_distance
 from reidexplain.explainer import METHODS, Explainer, NotFittedError
+from reidexplain.interpreter import (
+    RECIPES,
+    AMDModel,
+    AMDPlus,
+    PaperAMD,
+    Recipe,
+    TrainingConfig,
+    create_recipe,
+)
+from reidexplain.registry import Registry, UnknownNameError
 from reidexplain.visualization import compare, plot_attribution
 from reidexplain.zoo import create_model, list_models, load_reference_model
 
@@ -66,6 +81,7 @@ __all__ = [
     "METHODS",
     "NotFittedError",
     "PairAttribution",
+    "MatrixExplanation",
     "compare",
     "plot_attribution",
     # baselines
@@ -80,12 +96,31 @@ __all__ = [
     "BASELINES",
     "create_baseline",
     "list_baselines",
+    "register_baseline",
+    # feature adapters
+    "ADAPTERS",
+    "FeatureAdapter",
+    "adapt_model",
+    "register_adapter",
+    # recipes and training
+    "RECIPES",
+    "Recipe",
+    "PaperAMD",
+    "AMDPlus",
+    "create_recipe",
+    "TrainingConfig",
+    "AMDModel",
+    # registries
+    "Registry",
+    "UnknownNameError",
     # attributes
     "AttributeSchema",
     "MARKET1501",
     "MARKET1501_AGE",
     "DUKEMTMC",
     "SHARED",
+    "SCHEMAS",
+    "register_schema",
     "get_schema",
     "list_schemas",
     "project_labels",
@@ -104,6 +139,7 @@ __all__ = [
     "pair_distance",
     "distance_matrix",
     # subpackages
+    "adapters",
     "baselines",
     "data",
     "metrics",

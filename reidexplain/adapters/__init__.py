@@ -8,8 +8,8 @@ and Grad-CAM (:class:`reidexplain.baselines.GradCAMPair`) use the same adapters 
 rules (:mod:`reidexplain.adapters._layers`).
 
 Adding a family is adding one class: subclass :class:`FeatureAdapter`, implement ``build``,
-``_features``, ``_head`` and ``_trainable_trunk``, and register it (``ADAPTERS.register(kind, cls,
-before=...)`` places it ahead of the generic families).
+``_features``, ``_head`` and ``_trainable_trunk``, and register it: :func:`register_adapter` places it
+ahead of the built-in families (``docs/architecture.md`` has a worked example).
 
 Examples:
     >>> import torch

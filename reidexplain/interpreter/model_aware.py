@@ -1,4 +1,4 @@
-"""Explanations true to the model, not only to the labels: the terms of AMD+ (``method="amd+"``).
+"""Explanations true to the model, not only to the labels: the terms of AMD+ (``recipe="amd+"``).
 
 The paper's attribute prior pushes every attribute in which two persons differ to a minimum share of
 the distance, whether or not the target model looks at it, and says nothing about where a map may look.
@@ -15,7 +15,8 @@ AMD+ adds these levers, each trained only from what a real user has (images, lab
   cell's own pixels pooled where a region's map looks, so the maps point at the attributes.
 * :func:`map_entropy_loss`: the normalised entropy of each map, so that maps are local.
 
-Which of them ``method="amd+"`` switches on is the recipe in :mod:`reidexplain.interpreter.amd_plus`.
+Which of them ``recipe="amd+"`` switches on is set by the fields of
+:class:`~reidexplain.interpreter.recipes.AMDPlus`.
 
 Examples:
     >>> import torch
