@@ -74,7 +74,7 @@ def run_mode(mode: str, model: torch.nn.Module, train: list, query: list, galler
              max_seconds: float, seed: int) -> dict[str, Any]:
     """Fit one explainer and measure it."""
     loader = DataLoader(train, batch_sampler=PKSampler([it["pid"] for it in train], p=6, k=4, seed=seed))
-    explainer = Explainer(model, **MODES[mode])
+    explainer = Explainer(model, attributes="market1501", **MODES[mode])
     start = time.perf_counter()
     explainer.fit(loader, progress=False, seed=seed, max_seconds=max_seconds)
     fit_seconds = time.perf_counter() - start

@@ -99,6 +99,15 @@ def _explainer_section(data: dict[str, Any]) -> list[str]:
     return [_records_table(data.get("results", []), cols), "", *_generic(data, skip=("results",))]
 
 
+def _architectures_section(data: dict[str, Any]) -> list[str]:
+    cols = [("architecture", "architecture"), ("adapter", "adapter"), ("layer", "layer"), ("grid", "grid C x h x w"),
+            ("parameters_m", "params M"), ("fit_step_s", "fit step s (16 images)"), ("explain_ms", "explain ms"),
+            ("explain_forwards", "explain / forward"), ("ig50_ms", "IG-50 ms"), ("ig_over_amd", "IG-50 / AMD")]
+    return ["Random-initialised targets at 128x64, one torch thread; one pair per explanation, timed in "
+            "alternation with a forward pass of the pair and Captum's Integrated Gradients (50 steps).", "",
+            _records_table(data.get("results", []), cols), "", *_generic(data, skip=("results",))]
+
+
 def _truthful_section(data: dict[str, Any]) -> list[str]:
     cols = [("variant", "variant"), ("steps", "steps"), ("x_map_e", "X-mAP_e"), ("x_map_e_std", "± X-mAP_e"),
             ("x_map_e_used", "X-mAP_e (used)"), ("adre", "ADRE %"), ("adre_std", "± ADRE"),
@@ -159,6 +168,8 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
     ("data", "Synthetic persons: rendering speed", "bench_data.py", _data_section),
     ("zoo", "Reference ReID model", "bench_zoo.py", _zoo_section),
     ("explainer", "AMD explainer on the reference model", "bench_explainer.py", _explainer_section),
+    ("architectures", "The architectures practitioners run: cost of an explanation", "bench_architectures.py",
+     _architectures_section),
     ("truthful", "AMD+ ablation: explanations true to the model (issue 8)", "bench_truthful.py",
      _truthful_section),
 ]

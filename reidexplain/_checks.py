@@ -49,9 +49,10 @@ def check_embeddings(out: object, batch_size: int, name: str = "model output") -
     """Check that a model returned finite ``(B,D)`` embeddings."""
     if isinstance(out, (tuple, list, dict)):
         raise TypeError(
-            f"{name}: expected a tensor of shape (B,D), got a {type(out).__name__}; wrap the model so that "
-            "it returns the embedding only, e.g. `nn.Sequential(model, Select(0))` or a small "
-            "nn.Module whose forward returns `model(x)[0]` / `model(x)['feat']`"
+            f"{name}: expected a tensor of shape (B,D), got a {type(out).__name__}; say which part is the "
+            "embedding with output=... (an index, a key or a callable: Explainer(model, output=0), "
+            "Explainer(model, output='feat')), or wrap the model with "
+            "reidexplain.adapters.select_output(model, ...) for the baselines"
         )
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{name}: expected a tensor of shape (B,D), got {type(out).__name__}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,9 @@ class Explainer:
             trunk) or ``"shared"`` (it reads the target's own feature map: one trunk pass less per image
             in :meth:`fit` and :meth:`explain`, at some cost in X-mAP); ``None`` keeps the recipe's.
         method: Deprecated name of ``recipe``.
+        output: For a model that returns a tuple or a dict (SOLIDER's ``(feat, featmaps)``,
+            fast-reid's dicts): which part is the embedding, as an index, a key, or a callable on the
+            output. ``None``: the model returns the embedding.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; a bad ``feature_layer``, ``attributes`` or
@@ -98,7 +101,8 @@ class Explainer:
     def __init__(self, model: nn.Module, attributes: str | AttributeSchema | Sequence[str] | None = None,
                  metric: str = "euclidean", feature_layer: str | nn.Module | None = "auto",
                  device: torch.device | str | None = None, recipe: str | Recipe = "amd",
-                 hidden: int | None = None, trunk: str | None = None, method: str | None = None) -> None:
+                 hidden: int | None = None, trunk: str | None = None, method: str | None = None,
+                 output: int | str | Callable[[Any], torch.Tensor] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if feature_layer is not None and not isinstance(feature_layer, (str, nn.Module)):
@@ -111,6 +115,10 @@ class Explainer:
             recipe = method
         architecture = {k: v for k, v in (("hidden", hidden), ("trunk", trunk)) if v is not None}
         self.recipe: Recipe = create_recipe(recipe, **architecture)
+        if output is not None and (isinstance(output, bool) or not (isinstance(output, (int, str))
+                                                                     or callable(output))):
+            raise TypeError(f"output: expected an index, a key or a callable, got {type(output).__name__}")
+        self.output = output
         self.model = model
         self.metric = check_metric(metric)
         self.feature_layer = feature_layer
@@ -172,7 +180,7 @@ class Explainer:
     def _build(self, probe: torch.Tensor, num_attributes: int) -> AMDModel:
         if self._schema is None:
             self._schema = get_schema(None, num_attributes=num_attributes)
-        adapter = adapt_model(self.model, probe, self.feature_layer, self.device)
+        adapter = adapt_model(self.model, probe, self.feature_layer, self.device, output=self.output)
         logger.info("AMD: %s", adapter.describe())
         self.input_size = (int(probe.shape[-2]), int(probe.shape[-1]))
         return AMDModel(adapter, self.recipe, self._schema, self.metric)
@@ -389,7 +397,8 @@ class Explainer:
     @classmethod
     def load(cls, path: str | Path, model: nn.Module,
              attributes: str | AttributeSchema | Sequence[str] | None = None,
-             device: torch.device | str | None = None) -> Explainer:
+             device: torch.device | str | None = None,
+             output: int | str | Callable[[Any], torch.Tensor] | None = None) -> Explainer:
         """Load an interpreter saved by :meth:`save` for ``model`` (re-split and checked).
 
         Args:
@@ -397,6 +406,8 @@ class Explainer:
             model: The target model it was fitted to (same architecture).
             attributes: Optional: the schema the caller expects; must equal the saved one.
             device: Where to run. Default: the model's device.
+            output: The output selection (see the class); default: the one saved (an index or a key;
+                a callable is not saved and must be given again).
 
         Raises:
             FileNotFoundError: no such file.
@@ -405,5 +416,5 @@ class Explainer:
         """
         from .interpreter._checkpoint import restore
 
-        return restore(cls, Path(path), model, attributes, device, FORMAT_VERSION)
+        return restore(cls, Path(path), model, attributes, device, FORMAT_VERSION, output)
 

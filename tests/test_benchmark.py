@@ -473,3 +473,14 @@ def test_bench_truthful_attribute_agreement_skips_missing_shares():
     assert spearman([1.0, 2.0, 3.0, 4.0], [0.1, 0.2, float("nan"), 0.4]) == pytest.approx(1.0)
     assert spearman([1.0, 2.0, 3.0], [0.3, 0.2, 0.1]) == pytest.approx(-1.0)
     assert math.isnan(spearman([1.0, 2.0], [1.0, 2.0]))  # fewer than 3 attributes: undefined
+
+
+def test_bench_architectures_quick_rows_and_report(tmp_path):
+    module = benchmark_script("bench_architectures")
+    result = module.main(["--quick", "--architectures", "reidnet_small", "--steps", "1", "--repeats", "1",
+                          "--out", str(tmp_path / "architectures.json")])
+    (row,) = result["results"]
+    assert row["architecture"] == "reidnet_small" and row["adapter"] == "forward_features"
+    assert row["fit_steps"] >= 1 and row["explain_forwards"] > 0 and row["ig_over_amd"] > 0
+    text = benchmark_script("make_report").build_report(tmp_path)
+    assert "| reidnet_small | forward_features |" in text

@@ -25,6 +25,8 @@ Examples:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +41,7 @@ from ._layers import (
     is_image_grid,
     resolve_layer_name,
 )
-from .base import FeatureAdapter, InputCopy, frozen_copy, outputs_match
+from .base import FeatureAdapter, InputCopy, SelectOutput, frozen_copy, outputs_match, select_output
 from .families import BlackBoxAdapter, ForwardFeaturesAdapter, GraphAdapter, HookAdapter, cut_graph
 from .tokens import TokenAdapter, TokenLayout, find_token_blocks
 
@@ -64,6 +66,8 @@ __all__ = [
     "frozen_copy",
     "outputs_match",
     "InputCopy",
+    "SelectOutput",
+    "select_output",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,7 +99,8 @@ def register_adapter(cls: type[FeatureAdapter], first: bool = True) -> type[Feat
 
 
 def adapt_model(model: nn.Module, probe: torch.Tensor, feature_layer: str | nn.Module | None = "auto",
-                device: torch.device | str | None = None) -> FeatureAdapter:
+                device: torch.device | str | None = None,
+                output: int | str | Callable[[Any], torch.Tensor] | None = None) -> FeatureAdapter:
     """A frozen copy of ``model`` split into feature grid and head, verified on ``probe``.
 
     Args:
@@ -104,6 +109,9 @@ def adapt_model(model: nn.Module, probe: torch.Tensor, feature_layer: str | nn.M
         feature_layer: ``"auto"`` (the last image-grid feature map whose head runs alone), a module name,
             a module of ``model``, or ``None`` (no split: black box).
         device: Where the copy lives. Default: the model's device.
+        output: For a model that returns a tuple or a dict: which part is the embedding (an index, a
+            key, or a callable on the output); see :class:`SelectOutput`. Layer names stay those of
+            ``model``.
 
     Returns:
         The adapter of the first family that accepts the model; its :meth:`~FeatureAdapter.describe`
@@ -127,6 +135,9 @@ def adapt_model(model: nn.Module, probe: torch.Tensor, feature_layer: str | nn.M
     layer: str | None = None
     if feature_layer is not None and not (isinstance(feature_layer, str) and feature_layer == "auto"):
         layer = resolve_layer_name(model, feature_layer)
+    if output is not None:
+        model = SelectOutput(model, output)
+        layer = None if layer is None else f"model.{layer}"
     target = frozen_copy(model, device)
     probe = probe.to(device)
     with torch.no_grad():

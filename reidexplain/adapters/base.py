@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FeatureAdapter", "frozen_copy", "outputs_match", "InputCopy"]
+__all__ = ["FeatureAdapter", "frozen_copy", "outputs_match", "InputCopy", "SelectOutput", "select_output"]
 
 
 def frozen_copy(model: nn.Module, device: torch.device) -> nn.Module:
@@ -43,6 +43,51 @@ def outputs_match(a: object, b: torch.Tensor) -> bool:
         return False
     scale = float(b.abs().max()) if b.numel() else 0.0
     return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))
+
+
+OutputSelector = int | str | Callable[[Any], torch.Tensor]
+
+
+class SelectOutput(nn.Module):
+    """A model whose output is one part of ``model``'s (a tuple's item, a dict's value, or ``fn(out)``).
+
+    SOLIDER returns ``(feat, featmaps)``, fast-reid dicts: this picks the embedding, traceably, so that
+    the wrapped model still takes the fast path. The wrapped model is a child named ``model``.
+
+    Args:
+        model: The model.
+        output: An index, a key, or a callable applied to the output.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> class Pair(nn.Module):
+        ...     def forward(self, x):
+        ...         return x.mean(dim=(2, 3)), x
+        >>> SelectOutput(Pair(), 0)(torch.rand(2, 3, 4, 4)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, model: nn.Module, output: OutputSelector) -> None:
+        super().__init__()
+        if not (isinstance(output, (int, str)) or callable(output)) or isinstance(output, bool):
+            raise TypeError(f"output: expected an index, a key or a callable, got {type(output).__name__}")
+        self.model = model
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if callable(self.output) and not isinstance(self.output, (int, str)):
+            return self.output(out)
+        return out[self.output]
+
+    def extra_repr(self) -> str:
+        return f"output={self.output!r}"
+
+
+def select_output(model: nn.Module, output: OutputSelector | None) -> nn.Module:
+    """``model`` itself when ``output`` is ``None``, else :class:`SelectOutput` ``(model, output)``."""
+    return model if output is None else SelectOutput(model, output)
 
 
 class InputCopy(nn.Module):

@@ -58,6 +58,8 @@ def checkpoint_dict(explainer: Any, version: int) -> dict[str, Any]:
         "format_version": version,
         "schema": amd.schema.to_dict(),
         "metric": amd.metric,
+        "output": explainer.output if isinstance(explainer.output, (int, str)) else None,
+        "output_is_callable": callable(explainer.output) and not isinstance(explainer.output, (int, str)),
         "recipe": {"name": amd.recipe.name, "options": amd.recipe.options()},
         "prepared": amd.prepared,
         "adapter": amd.adapter.config(),
@@ -128,9 +130,15 @@ def _v1_network_keys(state: dict[str, torch.Tensor], kind: str) -> dict[str, tor
     return out
 
 
-def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: Any, version: int) -> Any:
+def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: Any, version: int,
+            output: Any = None) -> Any:
     """Rebuild an explainer of class ``cls`` from ``path`` for ``model``; see ``Explainer.load``."""
     ckpt = _read(path)
+    if output is None:
+        output = ckpt.get("output")
+        if output is None and ckpt.get("output_is_callable"):
+            raise ValueError("output: the interpreter was fitted with a callable output selection, which "
+                             "is not saved; pass it again: Explainer.load(path, model, output=...)")
     schema = AttributeSchema.from_dict(ckpt["schema"])
     if attributes is not None:
         wanted = get_schema(attributes)
@@ -146,13 +154,15 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
                          "(its parameter names or shapes differ)")
     saved = ckpt["adapter"]
     layer = saved["layer"] if saved["kind"] != "none" else None
+    if output is not None and layer is not None and layer.startswith("model."):
+        layer = layer[len("model."):]  # the adapter named it inside its output-selecting wrapper
     recipe = create_recipe(ckpt["recipe"]["name"], **ckpt["recipe"]["options"])
     explainer = cls(model, attributes=schema, metric=ckpt["metric"], feature_layer=layer, device=device,
-                    recipe=recipe)
+                    recipe=recipe, output=output)
     h, w = ckpt["input_size"]
     probe = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
     try:
-        adapter = adapt_model(model, probe, layer, explainer.device)
+        adapter = adapt_model(model, probe, layer, explainer.device, output=output)
     except (ValueError, TypeError) as err:
         raise ValueError(f"model: cannot be split as when the interpreter was fitted: {err}") from None
     got = adapter.config()

@@ -308,3 +308,48 @@ def test_a_new_family_is_one_registered_class() -> None:
         assert split_model(MaxPooled().eval(), PROBE).kind == "doubling_test_family"
     assert Doubling.kind not in ADAPTERS
     assert split_model(MaxPooled().eval(), PROBE).kind == "fx"
+
+
+class TupleAndDict(nn.Module):
+    """SOLIDER returns ``(feat, featmaps)``; fast-reid a dict."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.as_dict = as_dict
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.neck = nn.BatchNorm1d(8)
+
+    def forward(self, x: torch.Tensor):
+        maps = self.backbone(x)
+        feat = self.neck(maps.mean(dim=(2, 3)))
+        return {"features": feat, "maps": maps} if self.as_dict else (feat, maps)
+
+
+@pytest.mark.parametrize(("as_dict", "output"), [(False, 0), (True, "features"),
+                                                  (True, lambda out: out["features"])])
+def test_output_selection_keeps_the_fast_path(as_dict: bool, output, tmp_path: Path) -> None:
+    from helpers import amd_batches
+
+    from reidexplain import Explainer
+
+    model = TupleAndDict(as_dict).eval()
+    with pytest.raises(TypeError, match="output="):
+        split_model(model, PROBE)
+    split = split_model(model, PROBE, output=output)
+    assert split.kind == "fx" and split.layer == "model.backbone"
+    with torch.no_grad():
+        expected = model(PROBE)
+    expected = expected["features"] if as_dict else expected[0]
+    torch.testing.assert_close(split.embed(PROBE)[1], expected, rtol=1e-4, atol=1e-5)
+    named = split_model(model, PROBE, feature_layer="backbone.0", output=output)
+    assert named.layer == "model.backbone.0"
+    explainer = Explainer(model, output=output).fit(amd_batches(), epochs=1, progress=False)
+    pair = (PROBE[:1], PROBE[1:2])
+    before = explainer.explain(pair).contributions
+    explainer.save(tmp_path / "selected.pt")
+    again = Explainer.load(tmp_path / "selected.pt", model, output=output if callable(output) else None)
+    torch.testing.assert_close(again.explain(pair).contributions, before)
+    if callable(output):
+        with pytest.raises(ValueError, match="callable output selection"):
+            Explainer.load(tmp_path / "selected.pt", model)
