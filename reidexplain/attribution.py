@@ -40,6 +40,10 @@ class PairAttribution:
             (AMD only).
         attribute_labels: Readable labels for plots; default: the names.
         extras: Anything else a method wants to keep (raw Captum attributions, timings, ...).
+        unexplained: ``(B,)`` the part of the distance no attribute accounts for, for decompositions that
+            have one (the linear recipe: ``distance = contributions.sum(1) + unexplained`` exactly, and
+            contributions may be negative: an attribute that makes the two images more alike); ``None``
+            for AMD's, whose contributions sum to ``reconstructed``.
 
     Examples:
         >>> import torch
@@ -63,6 +67,7 @@ class PairAttribution:
     contributions: torch.Tensor | None = None
     attribute_labels: tuple[str, ...] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    unexplained: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         a, b = self.images
@@ -96,10 +101,40 @@ class PairAttribution:
 
     @property
     def shares(self) -> torch.Tensor | None:
-        """``(B,M)`` fraction of ``reconstructed`` carried by each attribute; rows sum to 1."""
+        """``(B,M)`` fraction of the distance carried by each attribute: rows sum to 1 (AMD), or to 1
+        with :attr:`unexplained_share` (decompositions with an unexplained part; signed)."""
         if self.contributions is None:
             return None
-        return shares_of(self.contributions)
+        if self.unexplained is None:
+            return shares_of(self.contributions)
+        return self.contributions / self.distance.clamp_min(1e-12).unsqueeze(1)
+
+    @property
+    def unexplained_share(self) -> torch.Tensor | None:
+        """``(B,)`` :attr:`unexplained` over the distance (``None`` without an unexplained part)."""
+        if self.unexplained is None:
+            return None
+        return self.unexplained / self.distance.clamp_min(1e-12)
+
+    def summary(self, pair: int = 0, k: int = 2) -> str:
+        """One line in words: the leading attributes and their shares, and the unexplained part.
+
+        Examples:
+            >>> import torch
+            >>> a = PairAttribution(
+            ...     method="toy", images=(torch.zeros(1, 3, 4, 2), torch.ones(1, 3, 4, 2)),
+            ...     distance=torch.tensor([2.0]), maps=(torch.rand(1, 2, 4, 2), torch.rand(1, 2, 4, 2)),
+            ...     attribute_names=("upper red", "backpack"), reconstructed=torch.tensor([2.0]),
+            ...     contributions=torch.tensor([[0.8, 0.4]]), unexplained=torch.tensor([0.8]))
+            >>> a.summary()
+            'mostly upper red (40 %) and backpack (20 %); 40 % unexplained'
+        """
+        leading = [(label, share) for label, _, share in self.top(k, pair) if share > 0]
+        words = " and ".join(f"{label} ({100 * share:.0f} %)" for label, share in leading)
+        text = f"mostly {words}" if words else "no attribute adds to the distance"
+        if self.unexplained is not None:
+            text += f"; {100 * float(self.unexplained_share[pair]):.0f} % unexplained"
+        return text
 
     @property
     def heatmaps(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,6 +217,9 @@ class PairAttribution:
                 contributions=self.contributions.detach().cpu().tolist(),
                 shares=self.shares.detach().cpu().tolist(),
             )
+        if self.unexplained is not None:
+            out.update(unexplained=self.unexplained.detach().cpu().tolist(),
+                       unexplained_share=self.unexplained_share.detach().cpu().tolist())
         if include_maps:
             out["maps"] = [m.detach().cpu().tolist() for m in self.maps]
         return out
@@ -206,6 +244,7 @@ class MatrixExplanation:
         reconstructed: ``(Q,G)`` interpreter distances ``d_hat``.
         contributions: ``(Q,G,M)`` per-attribute contributions ``c_k`` (sum: ``d_hat``).
         attribute_names: The ``M`` names.
+        unexplained: ``(Q,G)`` the part no attribute accounts for (decompositions that have one).
 
     Examples:
         >>> import torch
@@ -218,8 +257,12 @@ class MatrixExplanation:
     reconstructed: torch.Tensor
     contributions: torch.Tensor
     attribute_names: tuple[str, ...]
+    unexplained: torch.Tensor | None = None
 
     @property
     def shares(self) -> torch.Tensor:
-        """``(Q,G,M)`` shares of ``d_hat`` per attribute; they sum to 1 over ``M``."""
-        return shares_of(self.contributions)
+        """``(Q,G,M)`` shares per attribute: of ``d_hat`` summing to 1 over ``M`` (AMD), or of the
+        distance, summing to 1 with the unexplained share (signed)."""
+        if self.unexplained is None:
+            return shares_of(self.contributions)
+        return self.contributions / self.distance.clamp_min(1e-12).unsqueeze(-1)

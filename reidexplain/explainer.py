@@ -307,7 +307,9 @@ class Explainer:
             maps=(up[:n], up[n:]), attribute_names=self._schema.names, reconstructed=parts.reconstructed,
             contributions=parts.contributions, attribute_labels=self._schema.labels,
             extras={"maps_lowres": (low[:n], low[n:]), "component_distances": parts.component_distances,
-                    "mode": self.mode, "recipe": self.recipe.name, "feature_layer": amd.adapter.layer},
+                    "mode": self.mode, "recipe": self.recipe.name, "feature_layer": amd.adapter.layer,
+                    "rest": parts.rest, "offset": parts.offset},
+            unexplained=parts.unexplained,
         )
 
     def explain_matrix(self, query_images: torch.Tensor, gallery_images: torch.Tensor,
@@ -337,7 +339,8 @@ class Explainer:
         q = amd.embed(check_images(query_images, "query_images"), batch_size)
         g = amd.embed(check_images(gallery_images, "gallery_images"), batch_size)
         parts = amd.decompose_matrix(q, g)
-        return MatrixExplanation(parts.distance, parts.reconstructed, parts.contributions, self._schema.names)
+        return MatrixExplanation(parts.distance, parts.reconstructed, parts.contributions, self._schema.names,
+                                 parts.unexplained)
 
     def contributions_matrix(self, query_images: torch.Tensor, gallery_images: torch.Tensor,
                              batch_size: int = 64) -> torch.Tensor:

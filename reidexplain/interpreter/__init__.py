@@ -31,7 +31,16 @@ from .network import (
     attention_activation,
     region_slots,
 )
-from .recipes import RECIPES, AMDPlus, PaperAMD, Recipe, TargetPass, create_recipe, pair_losses
+from .recipes import (
+    RECIPES,
+    AMDPlus,
+    LinearAMD,
+    PaperAMD,
+    Recipe,
+    TargetPass,
+    create_recipe,
+    pair_losses,
+)
 from .training import TrainingConfig, default_epochs, fit, target_pass
 
 __all__ = [
@@ -51,6 +60,7 @@ __all__ = [
     "Recipe",
     "PaperAMD",
     "AMDPlus",
+    "LinearAMD",
     "RECIPES",
     "create_recipe",
     "TargetPass",

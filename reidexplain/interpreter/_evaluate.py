@@ -41,7 +41,8 @@ def embed_loader(model: AMDModel, loader: Iterable, progress: bool = False,
     for batch in progress_bar(iter_batches(loader, model.num_attributes), desc=desc, enabled=progress,
                               leave=False):
         comps = model.embed(batch.images.to(model.device))
-        parts.append(Components(comps.embeddings.cpu(), comps.components.cpu(), comps.maps[:, :0].cpu()))
+        parts.append(Components(comps.embeddings.cpu(), comps.components.cpu(), comps.maps[:, :0].cpu(), None,
+                                None if comps.rest is None else comps.rest.cpu()))
         # Everything per image is gathered on the CPU, whatever device the loader yields.
         out["attributes"].append(batch.attributes.bool().cpu())
         out["known"].append(batch.known_mask().cpu())

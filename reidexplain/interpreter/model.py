@@ -31,7 +31,13 @@ from torch import nn
 
 from ..adapters import FeatureAdapter
 from ..attributes import AttributeSchema
-from ..decomposition import Decomposition, matrix_decomposition, pair_decomposition
+from ..decomposition import (
+    Decomposition,
+    linear_matrix_decomposition,
+    linear_pair_decomposition,
+    matrix_decomposition,
+    pair_decomposition,
+)
 
 if TYPE_CHECKING:
     from .recipes import Recipe
@@ -47,12 +53,16 @@ class Components(NamedTuple):
         components: ``(B,M,D')`` component embeddings ``e_k``.
         maps: ``(B,M,h,w)`` attribute maps on the feature grid.
         recognised: ``(B,2,M)`` attribute recognition logits of shared maps (AMD+), else ``None``.
+        rest: ``(B,D)`` the part of the embedding that the rest of the image (the last of ``M + 1``
+            maps that sum to 1) accounts for, in the linear decomposition; else ``None``. There the
+            ``components`` are the attributes' parts ``u_k`` of the embedding, not embeddings.
     """
 
     embeddings: torch.Tensor
     components: torch.Tensor
     maps: torch.Tensor
     recognised: torch.Tensor | None = None
+    rest: torch.Tensor | None = None
 
     def __getitem__(self, index: Any) -> Any:  # type: ignore[override]
         if isinstance(index, int):
@@ -114,6 +124,10 @@ class AMDModel(nn.Module):
         feats, emb = self.adapter.embed(images)
         grid = None if feats is None else self.adapter.to_grid(feats)
         maps, own, recognised = self.network.decompose(images, grid)
+        if self.linear:
+            parts = self._linear_parts(images, feats, grid, emb, maps)
+            m = self.num_attributes
+            return Components(emb, parts[:, :m], maps[:, :m], recognised, parts[:, m])
         if not self.gray_box:
             b, m = maps.shape[:2]
             masked = (own.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
@@ -124,6 +138,29 @@ class AMDModel(nn.Module):
                                    f"{tuple(grid.shape[-2:])} differ in size")
             comps = self.adapter.masked_embeddings(images, feats, maps)
         return Components(emb, comps, maps, recognised)
+
+    @property
+    def linear(self) -> bool:
+        """Whether the network's maps sum to 1 and distances are decomposed linearly (AMD-SPEC 11)."""
+        return bool(getattr(self.network.decomposition, "partition", False))
+
+    def _linear_parts(self, images: torch.Tensor, feats: torch.Tensor, grid: torch.Tensor, emb: torch.Tensor,
+                      maps: torch.Tensor) -> torch.Tensor:
+        """``(B,M+1,D)`` parts ``u_k = J_head(F) (F * A_k)`` of the embedding, one per map.
+
+        The head's directional derivative along each masked grid, by a forward difference: exact for a
+        head that is affine after the grid (average pooling, BNNeck, a linear layer), and first-order for
+        one that pools positively homogeneously (max, GeM), for which ``sum_k u_k = J F = e - b`` still
+        holds by Euler's theorem. What remains is the decomposition's ``offset``. The ``B*(M+1)``
+        evaluations of the head are one call.
+        """
+        b, k = maps.shape[:2]
+        eps = float(getattr(self.recipe, "step", 1e-2))
+        masked = (grid.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
+        moved = grid.repeat_interleave(k, dim=0) + eps * masked
+        repeated = None if self.adapter.fast_head else images.repeat_interleave(k, dim=0)
+        out = self.adapter.head(self.adapter.with_grid(feats, moved, k), repeated)
+        return ((out - emb.repeat_interleave(k, dim=0)) / eps).reshape(b, k, -1)
 
     def embed(self, images: torch.Tensor, batch_size: int = 64) -> Components:
         """:class:`Components` of ``images`` in batches, without gradients, in eval mode."""
@@ -138,10 +175,16 @@ class AMDModel(nn.Module):
 
     def decompose_pairs(self, a: Components, b: Components) -> Decomposition:
         """The decomposition of pair ``i`` = ``(a[i], b[i])``."""
+        if a.rest is not None and b.rest is not None:
+            return linear_pair_decomposition(a.embeddings, a.components, a.rest, b.embeddings, b.components,
+                                             b.rest, self.metric)
         return pair_decomposition(a.embeddings, a.components, b.embeddings, b.components, self.metric)
 
     def decompose_matrix(self, query: Components, gallery: Components) -> Decomposition:
         """The decomposition of every query x gallery pair: ``(Q,G)`` and ``(Q,G,M)``."""
+        if query.rest is not None and gallery.rest is not None:
+            return linear_matrix_decomposition(query.embeddings, query.components, query.rest,
+                                               gallery.embeddings, gallery.components, gallery.rest, self.metric)
         return matrix_decomposition(query.embeddings, query.components, gallery.embeddings,
                                     gallery.components, self.metric)
 

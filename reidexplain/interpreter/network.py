@@ -109,6 +109,9 @@ class AttributeDecomposition(nn.Module):
         hidden: Width of the middle layer. Default: 256 (AMD-SPEC 3.3).
         slots: Optional region index of each attribute (``M`` ints, regions ``0 .. R-1``); ``None``: the
             paper's head, one free map per attribute.
+        partition: ``M + 1`` maps that sum to 1 at every cell (a softmax over the attributes and a last
+            map for the rest of the image: background, pose, light), for the linear decomposition of
+            :class:`~reidexplain.interpreter.recipes.LinearAMD` (AMD-SPEC section 11). Not with ``slots``.
 
     Examples:
         >>> import torch
@@ -118,16 +121,22 @@ class AttributeDecomposition(nn.Module):
         >>> maps = shared(torch.rand(1, 4, 5, 5), images=torch.rand(1, 3, 20, 20))
         >>> bool((maps == 1).all())  # starts at A = 1 like the paper's head
         True
+        >>> rest = AttributeDecomposition(4, 3, hidden=16, partition=True)(torch.rand(1, 4, 5, 5))
+        >>> rest.shape, bool(torch.allclose(rest.sum(dim=1), torch.ones(1, 5, 5)))
+        (torch.Size([1, 4, 5, 5]), True)
     """
 
     def __init__(self, in_channels: int, num_attributes: int, hidden: int = 256,
-                 slots: Sequence[int] | None = None) -> None:
+                 slots: Sequence[int] | None = None, partition: bool = False) -> None:
         super().__init__()
+        if partition and slots is not None:
+            raise ValueError("partition: maps that sum to 1 are not available with shared maps (slots)")
+        self.partition = bool(partition)
         self.conv = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="linear")
         if slots is None:
             self.register_buffer("slots", None)
-            outputs = num_attributes
+            outputs = num_attributes + int(self.partition)
         else:
             index = torch.as_tensor(list(slots), dtype=torch.long)
             if index.shape != (num_attributes,) or (index.numel() and index.min() < 0):
@@ -199,13 +208,18 @@ class AttributeDecomposition(nn.Module):
         grid = F.adaptive_avg_pool2d(images, (LOCAL_GRID * h, LOCAL_GRID * w))
         return self.local(F.pixel_unshuffle(grid, LOCAL_GRID))
 
+    def activate(self, z: torch.Tensor) -> torch.Tensor:
+        """Maps from logits: a softmax over the maps for a partition, else :func:`attention_activation`."""
+        return z.softmax(dim=1) if self.partition else attention_activation(z)
+
     def logits(self, features: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``z`` ``(B,M,h,w)`` (shared maps need the ``images``)."""
         return self.decompose(features, images)[0]
 
     def forward(self, features: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
-        """Attribute maps ``A`` ``(B,M,h,w)``, positive (shared maps need the ``images``)."""
-        return attention_activation(self.logits(features, images))
+        """Attribute maps ``A`` ``(B,M,h,w)``, positive (shared maps need the ``images``); with
+        ``partition``, ``(B,M+1,h,w)`` maps summing to 1, the last one for the rest of the image."""
+        return self.activate(self.logits(features, images))
 
 
 def region_slots(schema: AttributeSchema) -> list[int]:
@@ -293,6 +307,7 @@ class AMDInterpreter(nn.Module):
         hidden: Width of the decomposition head's middle layer.
         embedding_head: The black-box head (``None`` in gray-box mode).
         slots: Region of each attribute for gated, shared maps (AMD+); ``None``: the paper's head.
+        partition: ``M + 1`` maps summing to 1 (see :class:`AttributeDecomposition`).
 
     Examples:
         >>> import torch
@@ -303,10 +318,11 @@ class AMDInterpreter(nn.Module):
     """
 
     def __init__(self, trunk: nn.Module | None, in_channels: int, num_attributes: int, hidden: int = 256,
-                 embedding_head: EmbeddingHead | None = None, slots: Sequence[int] | None = None) -> None:
+                 embedding_head: EmbeddingHead | None = None, slots: Sequence[int] | None = None,
+                 partition: bool = False) -> None:
         super().__init__()
         self.trunk = trunk
-        self.decomposition = AttributeDecomposition(in_channels, num_attributes, hidden, slots)
+        self.decomposition = AttributeDecomposition(in_channels, num_attributes, hidden, slots, partition)
         self.embedding_head = embedding_head
         self.num_attributes = num_attributes
 
@@ -341,4 +357,4 @@ class AMDInterpreter(nn.Module):
         else:
             feats = self.trunk(images)
         z, recognised = self.decomposition.decompose(feats, images)
-        return attention_activation(z), feats, recognised
+        return self.decomposition.activate(z), feats, recognised

@@ -15,7 +15,7 @@ and loss weights), fixed at construction; the optimiser's hyper-parameters live 
 
 Examples:
     >>> RECIPES.names()
-    ['amd', 'amd+']
+    ['amd', 'amd+', 'amd-linear']
     >>> recipe = create_recipe("amd+", probe_weight=0.5)
     >>> recipe.name, recipe.probe_weight, recipe.shared_maps
     ('amd+', 0.5, True)
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .._batch import Batch
     from .model import AMDModel, Components
 
-__all__ = ["Recipe", "PaperAMD", "AMDPlus", "RECIPES", "create_recipe", "TargetPass",
+__all__ = ["Recipe", "PaperAMD", "AMDPlus", "LinearAMD", "RECIPES", "create_recipe", "TargetPass",
            "GRAY_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DIM", "TRUNKS"]
 
 GRAY_BOX_DISTILLATION_WEIGHT = 5.0
@@ -356,10 +356,69 @@ class AMDPlus(Recipe):
         return losses
 
 
+@dataclass(frozen=True)
+class LinearAMD(Recipe):
+    """The linear decomposition (AMD-SPEC section 11): the target's own distance, split exactly.
+
+    The network gives ``M + 1`` maps that sum to 1 at every cell (the last one: the rest of the image).
+    Each map's part of the embedding is the head's derivative along the masked grid,
+    ``u_k = J_head(F) (F * A_k)`` (:meth:`~reidexplain.interpreter.model.AMDModel._linear_parts`); for
+    a head that pools linearly (GAP, BNNeck, linear layers) the parts add up to the embedding, and for a
+    positively homogeneous pooling (max, GeM) to first order. A pair's distance then splits into signed
+    contributions of the attributes ``c_k = <u_k(a) - u_k(b), e_a - e_b> / d``, of the rest, and an
+    ``offset`` (what the head does not split: zero for a linear head), with no distillation needed.
+
+    Training only decides *where* each map looks: the paper's attribute prior on the shares ``c_k / d``
+    (the rest counts in the denominator, so the attributes that differ must carry at least ``r`` of the
+    distance and each common one at most ``t``), plus a term on the offset for heads that are not linear.
+
+    Attributes:
+        offset_weight: Weight of ``mean |offset| / mean d`` (0 for a linear head's exact split).
+        step: Relative step of the forward difference that gives ``u_k``.
+
+    Examples:
+        >>> LinearAMD().name, LinearAMD().step
+        ('amd-linear', 0.01)
+    """
+
+    name: ClassVar[str] = "amd-linear"
+    label: ClassVar[str] = "AMD, linear decomposition"
+
+    offset_weight: float = 5.0
+    step: float = 1e-2
+
+    def build_network(self, adapter: FeatureAdapter, schema: AttributeSchema) -> AMDInterpreter:
+        if not adapter.gray_box:
+            raise ValueError("recipe 'amd-linear': the linear decomposition needs the target's own head "
+                             "(a gray-box split); this target has no feature layer")
+        own = adapter.make_trunk() if self.trunk == "copy" else None
+        assert adapter.grid_shape is not None
+        network = AMDInterpreter(own, adapter.grid_shape[0], len(schema), self.hidden, partition=True)
+        return network.to(adapter.device)
+
+    def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
+               context: dict[str, Any], known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        from ..decomposition import linear_pair_decomposition
+
+        b = out.embeddings.shape[0]
+        i, j = torch.triu_indices(b, b, offset=1, device=out.embeddings.device)
+        parts = linear_pair_decomposition(out.embeddings[i], out.components[i], out.rest[i],
+                                          out.embeddings[j], out.components[j], out.rest[j], model.metric)
+        d = parts.distance.detach()
+        shares = parts.contributions / d.clamp_min(1e-12).unsqueeze(-1)
+        exclusive = attributes[i] != attributes[j]
+        pair_known = None if known is None else (known[i], known[j])
+        prior = attribute_prior_loss(shares, exclusive, known=pair_known)
+        offset = parts.offset.abs().mean() / d.mean().clamp_min(1e-12)
+        return {"loss": self.prior_weight * prior + self.offset_weight * offset, "distillation": offset.detach(),
+                "prior": prior.detach(), "distance": d, "reconstructed": parts.reconstructed.detach()}
+
+
 RECIPES: Registry[type[Recipe]] = Registry("recipe")
 """Training recipes by name."""
 RECIPES.register(PaperAMD.name, PaperAMD, label=PaperAMD.label)
 RECIPES.register(AMDPlus.name, AMDPlus, label=AMDPlus.label)
+RECIPES.register(LinearAMD.name, LinearAMD, label=LinearAMD.label)
 
 
 def create_recipe(recipe: str | Recipe, **options: Any) -> Recipe:

@@ -1,0 +1,102 @@
+"""The linear decomposition (AMD-SPEC section 11): exact for heads that pool linearly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import amd_batches  # noqa: E402
+
+from reidexplain import Explainer  # noqa: E402
+from reidexplain.decomposition import linear_matrix_decomposition, linear_pair_decomposition  # noqa: E402
+from reidexplain.zoo import create_model  # noqa: E402
+
+
+class LinearHeadNet(nn.Module):
+    """A CNN whose head is affine after the grid: GAP, BNNeck, a linear projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU())
+        self.neck = nn.BatchNorm1d(12)
+        self.neck.running_mean.normal_()
+        self.neck.running_var.uniform_(0.5, 2.0)
+        self.proj = nn.Linear(12, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.neck(self.body(x).mean(dim=(2, 3))))
+
+
+def _randomise_maps(explainer: Explainer) -> None:
+    with torch.no_grad():
+        explainer.network.decomposition.classifier.weight.normal_(0, 0.5)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_exact_for_a_linear_head(metric: str) -> None:
+    explainer = Explainer(LinearHeadNet().eval(), metric=metric, recipe="amd-linear")
+    explainer.fit(amd_batches(), epochs=1, progress=False)
+    _randomise_maps(explainer)  # far from uniform maps: the split must still be exact
+    images = amd_batches()[0]["image"]
+    att = explainer.explain((images[:4], images[4:8]))
+    total = att.contributions.sum(1) + att.unexplained
+    torch.testing.assert_close(total, att.distance, rtol=1e-4, atol=1e-6)
+    offset = att.extras["offset"]
+    # A linear head: nothing is left unsplit, up to the float error of the forward difference, which
+    # scales with the embeddings' size (not with the distance).
+    scale = explainer.embed(images[:8]).embeddings.norm(dim=1).max()
+    assert bool((offset.abs() <= 1e-4 * scale).all())
+    torch.testing.assert_close(att.shares.sum(1) + att.unexplained_share, torch.ones(4), rtol=1e-4, atol=1e-5)
+    # The matrix API gives the same numbers.
+    matrix = explainer.explain_matrix(images[:4], images[4:8])
+    torch.testing.assert_close(torch.diagonal(matrix.contributions).T, att.contributions, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(torch.diagonal(matrix.unexplained), att.unexplained, rtol=1e-3, atol=1e-4)
+
+
+def test_gem_head_is_split_to_first_order() -> None:
+    model = create_model("reidnet_small").eval()  # GeM pooling and a BNNeck: positively homogeneous
+    images = torch.rand(4, 3, 64, 32, generator=torch.Generator().manual_seed(0))
+    data = [{"image": images, "attributes": torch.randint(0, 2, (4, 5), generator=torch.Generator().manual_seed(1))}]
+    explainer = Explainer(model, recipe="amd-linear").fit(data, epochs=1, progress=False)
+    _randomise_maps(explainer)
+    att = explainer.explain((images[:2], images[2:]))
+    torch.testing.assert_close(att.contributions.sum(1) + att.unexplained, att.distance, rtol=1e-4, atol=1e-5)
+    assert float((att.extras["offset"].abs() / att.distance).max()) < 0.05
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 6), st.sampled_from(["euclidean", "cosine"]),
+       st.integers(0, 2**16))
+def test_pair_and_matrix_rules_agree_and_add_up(q: int, m: int, d: int, metric: str, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    comps, rest = torch.randn(q, m, d, generator=g), torch.randn(q, d, generator=g)
+    emb = comps.sum(1) + rest + torch.randn(q, d, generator=g)  # any head: the offset takes the rest
+    other_c, other_r = torch.randn(q, m, d, generator=g), torch.randn(q, d, generator=g)
+    other = other_c.sum(1) + other_r + torch.randn(q, d, generator=g)
+    pair = linear_pair_decomposition(emb, comps, rest, other, other_c, other_r, metric)
+    total = pair.contributions.sum(-1) + pair.rest + pair.offset
+    torch.testing.assert_close(total, pair.distance, rtol=1e-4, atol=1e-4)
+    matrix = linear_matrix_decomposition(emb, comps, rest, other, other_c, other_r, metric)
+    torch.testing.assert_close(torch.diagonal(matrix.contributions).T, pair.contributions, rtol=1e-3, atol=1e-3)
+
+
+def test_the_summary_names_the_unexplained_part() -> None:
+    explainer = Explainer(LinearHeadNet().eval(), recipe="amd-linear").fit(amd_batches(), epochs=1, progress=False)
+    images = amd_batches()[0]["image"]
+    att = explainer.explain((images[0], images[5]))
+    assert "unexplained" in att.summary() and "unexplained" in att.to_dict()
+
+
+def test_linear_recipe_needs_a_gray_box() -> None:
+    with pytest.raises(ValueError, match="gray-box"):
+        Explainer(LinearHeadNet().eval(), recipe="amd-linear", feature_layer=None).fit(
+            amd_batches(), epochs=1, progress=False)
