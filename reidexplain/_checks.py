@@ -288,6 +288,7 @@ class CheckedLoader:
         self.name = name
         self.num_attributes = num_attributes
         self.size = None if size is None else tuple(size)
+        self.fitted_size = self.size
         self.dtype = dtype
         self.require_known = require_known
         self._warned = False
@@ -308,14 +309,15 @@ class CheckedLoader:
             self._warned = True
             if self.num_attributes is None:
                 self.num_attributes = batch.attributes.shape[1]
+            if self.fitted_size is not None:
+                check_images(batch.images, f"{self.name} images", size=self.fitted_size)
             size = tuple(batch.images.shape[-2:])
             if self.size is None:
                 self.size = size
             elif size != self.size:
                 raise ValueError(
                     f"`{self.name}`: expected every image of size {self.size[0]}x{self.size[1]} (the size of "
-                    f"the first batch, or the one the interpreter was fitted on), got {size[0]}x{size[1]} in "
-                    f"batch {i}"
+                    f"the first batch), got {size[0]}x{size[1]} in batch {i}"
                 )
             known += batch.attributes.numel() if batch.known is None else int(batch.known.sum())
             item: dict[str, Any] = {"image": batch.images if self.dtype is None else batch.images.to(self.dtype),

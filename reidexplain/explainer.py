@@ -292,8 +292,8 @@ class Explainer:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(seed)
                 amd = self._build(probe, batch.attributes.shape[1])
-            checked = CheckedLoader(loader, "loader", len(self._schema), self.input_size, self._dtype(),
-                                    require_known=True)
+            # Every batch must have the first batch's size (the size the interpreter is fitted on).
+            checked = CheckedLoader(loader, "loader", len(self._schema), None, self._dtype(), require_known=True)
             data = target_pass(amd, checked) if self.recipe.needs_target_pass else None
             amd.prepared = self.recipe.prepare(amd, data)
             fit(amd, checked, self.config, progress=progress, seed=seed, history=history)
