@@ -101,8 +101,8 @@ def _images(n: int = 2, seed: int = 0, size: tuple[int, int] = SIZE) -> torch.Te
     return torch.rand(n, 3, *size, generator=torch.Generator().manual_seed(seed))
 
 
-def _fit(model: nn.Module | None = None, data: object = None, **kwargs) -> Explainer:
-    explainer = Explainer(model if model is not None else amd_sequential_net())
+def _fit(model: nn.Module | None = None, data: object = None, output: object = None, **kwargs) -> Explainer:
+    explainer = Explainer(model if model is not None else amd_sequential_net(), output=output)
     return explainer.fit(amd_batches() if data is None else data, epochs=kwargs.pop("epochs", 1),
                          progress=False, **kwargs)
 
@@ -395,12 +395,17 @@ def test_all_unknown_labels_raise(as_mask: bool) -> None:
 
 # ------------------------------------------------------------------------------------------- models
 def test_tuple_and_dict_outputs_say_how_to_select() -> None:
-    with pytest.raises(TypeError, match=r"got a tuple of 2 items \(Tensor, Tensor\).*returns `model\(x\)\[0\]`"):
+    with pytest.raises(TypeError, match=r"got a tuple of 2 items \(Tensor, Tensor\); say which part is the "
+                                        r"embedding with output=.*Explainer\(model, output=0\)"):
         Explainer(AMDTupleNet()).fit(amd_batches(), epochs=1, progress=False)
-    with pytest.raises(TypeError, match=r"got a dict with keys \['feat', 'logits'\].*`model\(x\)\['feat'\]`"):
+    with pytest.raises(TypeError, match=r"got a dict with keys \['feat', 'logits'\].*output='feat'"):
         Explainer(DictNet()).fit(amd_batches(), epochs=1, progress=False)
-    with pytest.raises(TypeError, match=r"model output: expected a tensor of shape \(B,D\), got a dict"):
+    with pytest.raises(TypeError, match=r"model output: expected a tensor of shape \(B,D\), got a dict.*"
+                                        r"select_output\(model, 'feat'\)"):
         SaliencyPair(DictNet()).explain((_images(1), _images(1)))
+    # With the selection named, the same models are explained.
+    result = _fit(DictNet(), output="feat").explain((_images(1, 0), _images(1, 1)))
+    assert _finite(result.contributions)
 
 
 def test_a_model_in_train_mode_stays_in_train_mode_and_is_explained_in_eval_mode() -> None:
