@@ -15,9 +15,11 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +27,29 @@ import torch
 from torch import nn
 
 from ._batch import unpack_batch
-from ._checks import check_images, check_pair
+from ._checks import (
+    ZERO_DISTANCE,
+    CheckedLoader,
+    ZeroDistanceWarning,
+    check_batch_size,
+    check_embeddings,
+    check_images,
+    check_loader,
+    check_model_devices,
+    check_pair,
+)
 from .adapters import FeatureAdapter, adapt_model
 from .attributes import AttributeSchema, get_schema
 from .attribution import MatrixExplanation, PairAttribution
+from .decomposition import Decomposition
 from .distance import check_metric
 from .interpreter._evaluate import embed_loader, retrieval_scores, score_query_gallery
 from .interpreter.model import AMDModel, Components
 from .interpreter.recipes import RECIPES, Recipe, create_recipe
 from .interpreter.training import TrainingConfig, fit, target_pass
 
-__all__ = ["Explainer", "MatrixExplanation", "NotFittedError", "FORMAT_VERSION", "METHODS"]
+__all__ = ["Explainer", "MatrixExplanation", "NotFittedError", "ZeroDistanceWarning", "FORMAT_VERSION",
+           "METHODS"]
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2
@@ -57,8 +71,14 @@ class Explainer:
     """Explain an embedding model's pair distances with AMD (Attribute-guided Metric Distillation).
 
     The target model is never modified: a frozen copy (eval mode) is explained, on ``device``, through
-    a feature adapter (:mod:`reidexplain.adapters`). Defaults of :meth:`fit` were chosen by measurement
+    a feature adapter (:mod:`reidexplain.adapters`); a model the user left in train mode stays in train
+    mode, and is explained as it behaves in eval mode. Defaults of :meth:`fit` were chosen by measurement
     (see ``docs/how-amd-works.md``).
+
+    Inputs are checked at every method (``docs/bad-inputs.md``): images must be finite floating-point
+    ``(B,3,H,W)`` tensors of the size the interpreter was fitted on (another float dtype is cast to the
+    model's; images on another device are copied to ``device``); a pair whose target distance is 0
+    gets contributions and shares 0 with a :class:`ZeroDistanceWarning`.
 
     Args:
         model: Any ``nn.Module`` mapping ``(B,3,H,W)`` images to ``(B,D)`` embeddings (in eval mode).
@@ -89,7 +109,8 @@ class Explainer:
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; a bad ``feature_layer``, ``attributes`` or
             ``recipe`` type.
-        ValueError: unknown ``metric``, schema name, ``trunk`` or recipe name.
+        ValueError: unknown ``metric``, schema name, ``trunk`` or recipe name; a model whose parameters
+            are on several devices or on the meta device.
 
     Examples:
         >>> from torch import nn
@@ -123,9 +144,12 @@ class Explainer:
         self.metric = check_metric(metric)
         self.feature_layer = feature_layer
         self._schema = None if attributes is None else get_schema(attributes)
+        model_device = check_model_devices(model, "model")
         if device is None:
-            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            device = model_device or torch.device("cpu")
         self.device = torch.device(device)
+        if self.device.type == "meta":
+            raise ValueError("device: expected a device with data (cpu, cuda, ...), got 'meta'")
         self.amd: AMDModel | None = None
         self.config = TrainingConfig()
         self.history: list[dict[str, float]] = []
@@ -177,6 +201,13 @@ class Explainer:
                                  "or Explainer.load(path, model)")
         return self.amd
 
+    def _dtype(self) -> torch.dtype:
+        """The model's floating-point dtype (images of another float dtype are cast to it)."""
+        return next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+
+    def _images(self, images: object, name: str) -> torch.Tensor:
+        return check_images(images, name, size=self.input_size, dtype=self._dtype())
+
     def _build(self, probe: torch.Tensor, num_attributes: int) -> AMDModel:
         if self._schema is None:
             self._schema = get_schema(None, num_attributes=num_attributes)
@@ -210,10 +241,20 @@ class Explainer:
         Returns:
             ``self``, fitted; :attr:`history` holds the per-epoch losses and ADRE.
 
+        A fit that fails leaves the explainer in its last good state, and the error is re-raised (not
+        swallowed): if an epoch completed, the explainer is fitted with the best completed epoch (its
+        :attr:`history` holds the completed epochs, the last one marked ``"error": 1.0``); if none
+        completed (or the error came before training, say from a bad first batch), the explainer is
+        as it was before the call (unfitted, or the previous fit). ``Ctrl-C`` stops the fit without an
+        error and keeps the best completed epoch.
+
         Raises:
-            ValueError: empty loader, labels of the wrong width or not binary, a model output that is
-                not finite ``(B,D)``.
-            TypeError: unknown options, bad batch formats, a model output that is not a tensor.
+            ValueError: empty loader, labels of the wrong width or not binary, every label unknown,
+                images that are not finite or of another size than the first batch's, a model output
+                that is not finite ``(B,D)``.
+            TypeError: unknown options, bad batch formats, a one-shot iterator, integer images, a model
+                output that is not a tensor (a tuple or dict: the message says how to select).
+            Exception: whatever the loader raised mid-fit, re-raised.
 
         Examples:
             >>> import torch
@@ -223,28 +264,51 @@ class Explainer:
             >>> len(Explainer(net).fit(data, epochs=3, progress=False).history)
             3
         """
+        check_loader(loader, "loader")
+        if isinstance(loader, Iterator):
+            raise TypeError("loader: expected a re-iterable loader (a DataLoader or a list of batches), got a "
+                            f"one-shot {type(loader).__name__}: the fit reads the first batch to split the "
+                            "model, then every epoch")
         training_names, recipe_names = TrainingConfig.option_names(), self.recipe.option_names()
         unknown = sorted(set(options) - training_names - recipe_names)
         if unknown:
             raise TypeError(f"fit: unknown options {unknown}; expected TrainingConfig fields "
                             f"{sorted(training_names)} or fields of the {self.recipe.name!r} recipe "
                             f"{sorted(recipe_names)}")
-        recipe_options = {k: v for k, v in options.items() if k in recipe_names}
-        if recipe_options:
-            self.recipe = self.recipe.replace(**recipe_options)
-        self.config = TrainingConfig(epochs=epochs, lr=lr,
-                                     **{k: v for k, v in options.items() if k in training_names})
-        first = next(iter(loader), None)
-        if first is None:
-            raise ValueError("loader: it yielded no batches (empty dataset?)")
-        width = None if self._schema is None else len(self._schema)
-        batch = unpack_batch(first, width)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            amd = self._build(batch.images[: min(4, batch.images.shape[0])], batch.attributes.shape[1])
-        data = target_pass(amd, loader) if self.recipe.needs_target_pass else None
-        amd.prepared = self.recipe.prepare(amd, data)
-        self.history = fit(amd, loader, self.config, progress=progress, seed=seed)
+        before = {k: getattr(self, k) for k in ("recipe", "config", "_schema", "amd", "history", "input_size")}
+        history: list[dict[str, float]] = []
+        amd = None
+        try:
+            recipe_options = {k: v for k, v in options.items() if k in recipe_names}
+            if recipe_options:
+                self.recipe = self.recipe.replace(**recipe_options)
+            self.config = TrainingConfig(epochs=epochs, lr=lr,
+                                         **{k: v for k, v in options.items() if k in training_names})
+            first = next(iter(loader), None)
+            if first is None:
+                raise ValueError("loader: it yielded no batches (empty dataset?)")
+            width = None if self._schema is None else len(self._schema)
+            batch = unpack_batch(first, width)
+            probe = batch.images[: min(4, batch.images.shape[0])].to(self._dtype())
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                amd = self._build(probe, batch.attributes.shape[1])
+            # Every batch must have the first batch's size (the size the interpreter is fitted on).
+            checked = CheckedLoader(loader, "loader", len(self._schema), None, self._dtype(), require_known=True)
+            data = target_pass(amd, checked) if self.recipe.needs_target_pass else None
+            amd.prepared = self.recipe.prepare(amd, data)
+            fit(amd, checked, self.config, progress=progress, seed=seed, history=history)
+        except Exception as err:
+            if amd is not None and history:
+                history[-1]["error"] = 1.0
+                self.amd, self.history = amd, history
+                err.add_note("reidexplain: the explainer keeps the best completed epoch of this fit")
+            else:
+                for key, value in before.items():
+                    setattr(self, key, value)
+                err.add_note("reidexplain: the explainer is left as it was before this fit")
+            raise
+        self.history = history
         self.amd = amd
         return self
 
@@ -254,17 +318,53 @@ class Explainer:
 
         Args:
             images: ``(N,3,H,W)`` or ``(3,H,W)``.
-            batch_size: Images per forward pass.
+            batch_size: Images per forward pass (a large batch is processed in chunks of this size).
 
         Returns:
             A :class:`~reidexplain.interpreter.Components` on the explainer's device.
 
         Raises:
             NotFittedError: before :meth:`fit`.
-            TypeError, ValueError: ``images`` is not an image batch.
+            TypeError, ValueError: ``images`` is not a finite floating-point image batch of the fitted
+                size; a bad ``batch_size``; the model's embeddings are not finite.
         """
         amd = self._require_fitted("embed")
-        return amd.embed(check_images(images, "images"), batch_size)
+        return self._embed(amd, self._images(images, "images"), check_batch_size(batch_size))
+
+    def _embed(self, amd: AMDModel, images: torch.Tensor, batch_size: int) -> Components:
+        out = amd.embed(images, batch_size)
+        check_embeddings(out.embeddings, images.shape[0], "model output")
+        return out
+
+    def _zero_distances(self, parts: Decomposition, a: torch.Tensor, b: torch.Tensor) -> Decomposition:
+        """Pairs of distance 0 get 0 everywhere, with a :class:`ZeroDistanceWarning`.
+
+        A pair's distance is 0 when it is at most :data:`~reidexplain._checks.ZERO_DISTANCE` or when the
+        two embeddings are equal (``a`` and ``b``: ``(P,D)`` for pairs, ``(Q,D)`` and ``(G,D)`` for a
+        matrix, whose distances carry the rounding of a matrix product).
+        """
+        zero = parts.distance <= ZERO_DISTANCE
+        # Candidates for equal embeddings, then checked exactly (never a (Q,G,D) tensor).
+        scale = a.norm(dim=-1)[:, None] + b.norm(dim=-1)[None, :] if parts.distance.dim() == 2 else \
+            a.norm(dim=-1) + b.norm(dim=-1)
+        candidates = ((parts.distance <= 1e-3 * scale) & ~zero).nonzero(as_tuple=True)
+        if candidates[0].numel():
+            left = a[candidates[0]]
+            right = b[candidates[-1]] if parts.distance.dim() == 2 else b[candidates[0]]
+            zero[candidates] = (left == right).all(dim=-1)
+        if not zero.any():
+            return parts
+        warnings.warn(f"{int(zero.sum())} of {zero.numel()} pairs: the distance is 0 (identical embeddings): "
+                      "nothing to explain; their contributions and shares are 0", ZeroDistanceWarning,
+                      stacklevel=3)
+        keep = ~zero
+
+        def zeroed(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            return t * (keep if t.dim() == keep.dim() else keep[..., None])
+
+        return Decomposition(*(zeroed(getattr(parts, f.name)) for f in dataclasses.fields(parts)))
 
     def explain(self, pair: tuple[torch.Tensor, torch.Tensor], batch_size: int = 32) -> PairAttribution:
         """Explain the target's distance between ``image_a`` and ``image_b`` (or ``B`` such pairs).
@@ -272,9 +372,14 @@ class Explainer:
         Costs about two target forward passes plus the head on ``M`` masked maps per image (the trunk
         runs ``M`` more times for a model split with a hook).
 
+        A pair whose target distance is 0 (two identical images, say: at most
+        :data:`~reidexplain._checks.ZERO_DISTANCE`) has nothing to explain: its distance,
+        contributions, ``d_hat`` and shares are 0, with a :class:`ZeroDistanceWarning`.
+
         Args:
-            pair: ``(image_a, image_b)``, each ``(3,H,W)`` or ``(B,3,H,W)``, of the same shape.
-            batch_size: Pairs per forward pass.
+            pair: ``(image_a, image_b)``, each ``(3,H,W)`` or ``(B,3,H,W)``, of the same shape and of the
+                size the interpreter was fitted on.
+            batch_size: Pairs per forward pass (a large batch is processed in chunks).
 
         Returns:
             A :class:`~reidexplain.attribution.PairAttribution` with ``method="amd"``: ``distance`` and
@@ -284,7 +389,9 @@ class Explainer:
 
         Raises:
             NotFittedError: before :meth:`fit`.
-            TypeError, ValueError: not a pair of image batches of equal shape.
+            TypeError: not a pair of tensors; integer images; a bad ``batch_size``.
+            ValueError: not a pair of image batches of equal shape, images that are not finite or of
+                another size than at fit (both sizes are named), embeddings that are not finite.
 
         Examples:
             >>> import torch
@@ -296,10 +403,12 @@ class Explainer:
             True
         """
         amd = self._require_fitted("explain")
-        a, b = check_pair(pair, "pair")
+        batch_size = check_batch_size(batch_size)
+        a, b = check_pair(pair, "pair", size=self.input_size, dtype=self._dtype())
         n = a.shape[0]
-        out = amd.embed(torch.cat([a, b]), batch_size=2 * batch_size)
-        parts = amd.decompose_pairs(out[:n], out[n:])
+        out = self._embed(amd, torch.cat([a, b]), 2 * batch_size)
+        parts = self._zero_distances(amd.decompose_pairs(out[:n], out[n:]), out.embeddings[:n],
+                                     out.embeddings[n:])
         low = out.maps
         up = amd.maps_to_image(low, tuple(a.shape[-2:]))
         return PairAttribution(
@@ -319,13 +428,15 @@ class Explainer:
         Args:
             query_images: ``(Q,3,H,W)``.
             gallery_images: ``(G,3,H,W)``.
-            batch_size: Images per forward pass.
+            batch_size: Images per forward pass (large batches are processed in chunks).
 
         Returns:
-            A :class:`MatrixExplanation` (``(Q,G)`` distances, ``(Q,G,M)`` contributions).
+            A :class:`MatrixExplanation` (``(Q,G)`` distances, ``(Q,G,M)`` contributions); pairs of
+            distance 0 get 0 contributions, with a :class:`ZeroDistanceWarning`.
 
         Raises:
             NotFittedError: before :meth:`fit`.
+            TypeError, ValueError: as :meth:`embed`, naming ``query_images`` or ``gallery_images``.
 
         Examples:
             >>> import torch
@@ -336,9 +447,10 @@ class Explainer:
             torch.Size([2, 5, 4])
         """
         amd = self._require_fitted("explain_matrix")
-        q = amd.embed(check_images(query_images, "query_images"), batch_size)
-        g = amd.embed(check_images(gallery_images, "gallery_images"), batch_size)
-        parts = amd.decompose_matrix(q, g)
+        batch_size = check_batch_size(batch_size)
+        q = self._embed(amd, self._images(query_images, "query_images"), batch_size)
+        g = self._embed(amd, self._images(gallery_images, "gallery_images"), batch_size)
+        parts = self._zero_distances(amd.decompose_matrix(q, g), q.embeddings, g.embeddings)
         return MatrixExplanation(parts.distance, parts.reconstructed, parts.contributions, self._schema.names,
                                  parts.unexplained)
 
@@ -372,18 +484,43 @@ class Explainer:
             the query's pid and camera are ignored; without camids, every query is treated as coming from
             a camera of its own, so only an image with itself is ignored).
 
+        No score is NaN: a score with nothing to be computed on (X-mAP_e without a pair that has an
+        exclusive attribute, the retrieval scores without a query whose identity is in the gallery from
+        another camera) is left out, with a warning naming it.
+
         Raises:
             NotFittedError: before :meth:`fit`.
-            ValueError: empty loaders, labels of the wrong width.
+            TypeError: a loader that is not an iterable of batches, or bad batches (named
+                ``query_loader`` or ``gallery_loader``).
+            ValueError: empty loaders, labels of the wrong width, images that are not finite or of
+                another size than at fit, no pair other than an image with itself.
         """
         amd = self._require_fitted("evaluate")
-        query = embed_loader(amd, query_loader, progress, "query")
-        gallery = query if gallery_loader is query_loader else embed_loader(amd, gallery_loader, progress,
-                                                                            "gallery")
+        size, dtype, width = self.input_size, self._dtype(), len(self._schema)
+        query_checked = CheckedLoader(query_loader, "query_loader", width, size, dtype)
+        query = embed_loader(amd, query_checked, progress, "query")
+        if gallery_loader is query_loader:
+            gallery = query
+        else:
+            gallery = embed_loader(amd, CheckedLoader(gallery_loader, "gallery_loader", width, size, dtype),
+                                   progress, "gallery")
+        for name, part in (("query_loader", query), ("gallery_loader", gallery)):
+            embeddings = part["components"].embeddings
+            check_embeddings(embeddings, embeddings.shape[0], f"model output on {name}")
         scores, dist, recon = score_query_gallery(amd, query, gallery, progress)
+        if scores["num_pairs"] == 0:
+            raise ValueError(
+                f"query_loader, gallery_loader: expected at least one pair of different images, got "
+                f"{dist.shape[0]} query and {dist.shape[1]} gallery images that are all the same image"
+            )
         if query["pids"] is not None and gallery["pids"] is not None:
             scores.update(retrieval_scores(query, gallery, {"target": dist, "interpreter": recon}))
-        return scores
+        missing = sorted(k for k, v in scores.items() if isinstance(v, float) and math.isnan(v))
+        if missing:
+            warnings.warn(f"Explainer.evaluate: {missing} had nothing to be computed on (no pair with an "
+                          "exclusive attribute, or no query whose identity is in the gallery from another "
+                          "camera): left out of the result", UserWarning, stacklevel=2)
+        return {k: v for k, v in scores.items() if k not in missing}
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> None:
@@ -414,8 +551,9 @@ class Explainer:
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: not an interpreter file, another format version, another schema, or a model of
-                another architecture.
+            ValueError: not an interpreter file (random bytes, a truncated file, a pickle of objects that
+                ``torch.load(weights_only=True)`` refuses: nothing of it is run), a damaged one, another
+                format version, another schema, an unknown recipe, or a model of another architecture.
         """
         from .interpreter._checkpoint import restore
 

@@ -8,12 +8,19 @@ one Captum call: the inputs are ``cat(a, b)`` and the fixed partners ``cat(e_b, 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._checks import check_embeddings, check_pair
+from .._checks import (
+    ZERO_DISTANCE,
+    ZeroDistanceWarning,
+    check_batch_size,
+    check_embeddings,
+    check_pair,
+)
 from .._model import model_device, preserved_model_state
 from .._progress import progress_bar
 from ..attribution import PairAttribution
@@ -126,13 +133,17 @@ class PairExplainer:
             A :class:`~reidexplain.attribution.PairAttribution` with ``maps`` ``(B,1,H,W)`` each, the
             target distance, and the raw attributions in ``extras["raw"]``.
 
+        A pair whose target distance is 0 (identical images) is explained as the method explains it
+        (the maps are finite, mostly 0), with a :class:`~reidexplain._checks.ZeroDistanceWarning`.
+
         Raises:
-            TypeError: ``pair`` is not a tuple of two tensors.
-            ValueError: wrong shapes, or ``batch_size`` below 1.
+            TypeError: ``pair`` is not a tuple of two tensors, integer images, or a ``batch_size`` that
+                is not an int.
+            ValueError: wrong shapes, NaN or inf images, ``batch_size`` below 1, or a model output that
+                is not finite ``(B,D)``.
         """
         a, b = check_pair(pair)
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+        check_batch_size(batch_size, allow_none=True)
         device = model_device(self.model)
         a, b = a.to(device), b.to(device)
         step = batch_size or a.shape[0]
@@ -141,7 +152,12 @@ class PairExplainer:
             self._explain_batch(a[i : i + step], b[i : i + step])
             for i in progress_bar(starts, desc=self.method, enabled=progress and len(starts) > 1)
         ]
-        return parts[0] if len(parts) == 1 else _concatenate(parts)
+        result = parts[0] if len(parts) == 1 else _concatenate(parts)
+        zero = result.distance <= ZERO_DISTANCE
+        if zero.any():
+            warnings.warn(f"{self.method}: {int(zero.sum())} of {zero.numel()} pairs: the distance is 0 "
+                          "(identical embeddings): nothing to explain", ZeroDistanceWarning, stacklevel=2)
+        return result
 
     def _explain_batch(self, a: torch.Tensor, b: torch.Tensor) -> PairAttribution:
         batch = a.shape[0]

@@ -72,20 +72,66 @@ def checkpoint_dict(explainer: Any, version: int) -> dict[str, Any]:
     }
 
 
+# What a format-2 file must hold, and the type of each entry (checked before anything is used).
+_V2_KEYS: dict[str, type | tuple[type, ...]] = {
+    "schema": dict, "metric": str, "recipe": dict, "prepared": dict, "adapter": dict, "input_size": (list, tuple),
+    "network": dict, "config": dict, "history": list, "target_architecture": str,
+    "target_checksum": (float, int),
+}
+
+
 def _read(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` in format-2 terms, or a ``ValueError`` of ours (never torch's).
+
+    The file is read with ``torch.load(weights_only=True)``: a pickle of anything but tensors and plain
+    containers is refused without running any of it.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file {str(path)!r}")
+    not_ours = f"path: {str(path)!r} is not an interpreter file written by Explainer.save (expected one)"
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(f"path: {str(path)!r} is not an interpreter file written by Explainer.save ({err})") from None
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise ValueError(f"{not_ours}: it holds objects other than tensors and plain containers; "
+                             "torch.load(weights_only=True) refused to unpickle them (nothing of the file "
+                             "was run)") from None
+        raise ValueError(f"{not_ours}: it is not a torch file ({_first_line(err)})") from None
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to read the file means it is not ours
+        raise ValueError(f"{not_ours}: it cannot be read, truncated or damaged? "
+                         f"({type(err).__name__}: {_first_line(err)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("magic") != _MAGIC:
-        raise ValueError(f"path: {str(path)!r} is not an interpreter file written by Explainer.save")
+        raise ValueError(f"{not_ours}: it holds a {type(ckpt).__name__} without reidexplain's marker")
     version = ckpt.get("format_version")
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"path: {str(path)!r} has format version {version!r}; this reidexplain reads "
                          f"versions {list(SUPPORTED_VERSIONS)} (a newer release wrote it?)")
-    return ckpt if version == 2 else _upgrade_v1(ckpt)
+    try:
+        ckpt = ckpt if version == 2 else _upgrade_v1(ckpt)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise ValueError(f"path: {str(path)!r} is a damaged format-1 interpreter file ({type(err).__name__}: "
+                         f"{_first_line(err)})") from None
+    for key, kind in _V2_KEYS.items():
+        if not isinstance(ckpt.get(key), kind):
+            got = "missing" if key not in ckpt else f"a {type(ckpt[key]).__name__}"
+            raise ValueError(f"path: {str(path)!r} is a damaged interpreter file: its {key!r} entry is {got}")
+    lacking = [k for k in ("kind", "layer", "grid_shape", "embedding_dim") if k not in ckpt["adapter"]]
+    if lacking or "name" not in ckpt["recipe"]:
+        raise ValueError(f"path: {str(path)!r} is a damaged interpreter file: its adapter or recipe entry "
+                         f"lacks {lacking or ['name']}")
+    bad = sorted(k for k, v in ckpt["network"].items()
+                 if not isinstance(v, torch.Tensor) or (v.is_floating_point() and not torch.isfinite(v).all()))
+    if bad:
+        raise ValueError(f"path: {str(path)!r} is a damaged interpreter file: the network's entries {bad[:4]} "
+                         "are not finite tensors (a fit that diverged?)")
+    return ckpt
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
 
 
 def _upgrade_v1(old: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +185,13 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
         if output is None and ckpt.get("output_is_callable"):
             raise ValueError("output: the interpreter was fitted with a callable output selection, which "
                              "is not saved; pass it again: Explainer.load(path, model, output=...)")
-    schema = AttributeSchema.from_dict(ckpt["schema"])
+    try:
+        schema = AttributeSchema.from_dict(ckpt["schema"])
+        recipe = create_recipe(ckpt["recipe"]["name"], **ckpt["recipe"].get("options", {}))
+        h, w = (int(v) for v in ckpt["input_size"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"path: {str(path)!r} holds an interpreter this reidexplain cannot rebuild "
+                         f"(its schema, recipe or input size): {_first_line(err)}") from None
     if attributes is not None:
         wanted = get_schema(attributes)
         if wanted.names != schema.names:
@@ -156,10 +208,8 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
     layer = saved["layer"] if saved["kind"] != "none" else None
     if output is not None and layer is not None and layer.startswith("model."):
         layer = layer[len("model."):]  # the adapter named it inside its output-selecting wrapper
-    recipe = create_recipe(ckpt["recipe"]["name"], **ckpt["recipe"]["options"])
     explainer = cls(model, attributes=schema, metric=ckpt["metric"], feature_layer=layer, device=device,
                     recipe=recipe, output=output)
-    h, w = ckpt["input_size"]
     probe = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
     try:
         adapter = adapt_model(model, probe, layer, explainer.device, output=output)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .._batch import iter_batches
+from .._checks import check_embeddings
 from .._progress import progress_bar
 from .model import AMDModel
 from .recipes import TargetPass
@@ -153,12 +154,15 @@ def _optimizer(model: AMDModel, config: TrainingConfig) -> torch.optim.Optimizer
 
 
 def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None, progress: bool = True,
-        seed: int = 0) -> list[dict[str, float]]:
+        seed: int = 0, history: list[dict[str, float]] | None = None) -> list[dict[str, float]]:
     """Train ``model``'s network on ``loader`` with its recipe's losses; returns the per-epoch history.
 
     The best epoch (lowest mean loss) is kept; ``Ctrl-C`` stops training cleanly and also keeps the best
-    completed epoch (or the current state when none has completed). Batches with fewer than two images
-    are skipped; a batch of a single identity trains on its pairs. The recipe's preparation (if any)
+    completed epoch (or the current state when none has completed). Any other exception (a loader that
+    fails mid-epoch, a batch that does not pass the checks, a model output that is not finite) stops the
+    fit and is re-raised, with a note, after the best completed epoch's weights are put back into the
+    network (when an epoch completed; else the network is left as it was when the error came, and the
+    caller should discard it). Batches with fewer than two images are skipped; a batch of a single identity trains on its pairs. The recipe's preparation (if any)
     must have been done: see :meth:`reidexplain.Explainer.fit`.
 
     Args:
@@ -168,14 +172,18 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
         progress: Show a progress bar with the running loss and ADRE (a few plain lines when the output
             is not a terminal).
         seed: Seed of the flips and of torch's global generator inside the call (restored afterwards).
+        history: The list the per-epoch entries are appended to (default: a new one); after an
+            exception it holds the completed epochs.
 
     Returns:
         One dict per completed epoch: ``epoch``, ``loss``, ``distillation``, ``prior``, ``adre`` (percent),
         ``steps``, ``seconds``; an interrupted run adds ``{"interrupted": 1.0}`` to its last entry.
 
     Raises:
-        ValueError: the loader yields no batch or no batch with two images.
+        ValueError: the loader yields no batch or no batch with two images; the target's embeddings
+            of a batch are not finite.
         TypeError: a one-shot iterator for several epochs.
+        Exception: whatever the loader raised, re-raised.
     """
     config = config or TrainingConfig()
     recipe = model.recipe
@@ -203,7 +211,7 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
     def augment(images: torch.Tensor) -> torch.Tensor:
         return _flip(images, generator) if config.flip else images
 
-    history: list[dict[str, float]] = []
+    history = [] if history is None else history
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     start = time.perf_counter()
     bar = progress_bar(total=total, enabled=progress, desc="AMD fit", unit="batch", dynamic_ncols=True)
@@ -228,6 +236,7 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                     images = augment(batch.images.to(device))
                     _calibrate(model, images)
                     out = model(images)
+                    check_embeddings(out.embeddings, images.shape[0], "model output")
                     known = None if batch.known is None else batch.known.to(device)
                     losses = recipe.losses(model, out, batch.attributes.to(device), context, known)
                     for extra in context.get("optimizers", []):
@@ -266,6 +275,12 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
         else:
             history.append({"epoch": 0.0, "steps": float(steps), "interrupted": 1.0,
                             "seconds": time.perf_counter() - start})
+    except Exception as err:
+        if best is not None:
+            model.network.load_state_dict(best[1])
+        err.add_note(f"reidexplain: the AMD fit stopped after {len(history)} completed epochs and {steps} steps"
+                     + ("; the network keeps the best completed epoch" if best is not None else ""))
+        raise
     finally:
         bar.close()
         model.train(False)
