@@ -6,6 +6,7 @@ does not depend on the weights) at 128x64, one process, one torch thread:
 * how the target is split (adapter family, layer, grid);
 * an AMD fit of ``--steps`` optimiser steps on PK batches of 16 synthetic persons: seconds per step;
 * ``explain`` of one pair, in milliseconds and in target forwards (one forward of the two images);
+* the same with ``trunk="shared"`` (the interpreter reads the target's own feature grid);
 * Captum's Integrated Gradients (50 steps) on the same pair, and its time over AMD's.
 
 Explanation quality after the default fit (ADRE, X-mAP_e) needs trained targets and 600-step fits; it is
@@ -70,6 +71,9 @@ def measure(name: str, train: list[dict[str, Any]], steps: int, repeats: int, se
     start = time.perf_counter()
     explainer.fit(loader, progress=False, seed=seed, target_steps=steps, max_epochs=steps)
     fit_seconds = time.perf_counter() - start
+    # The same with the target's own trunk shared (no trunk of the interpreter's own): one pass less.
+    shared = Explainer(model, attributes="market1501", trunk="shared")
+    shared.fit(loader, progress=False, seed=seed, target_steps=1, max_epochs=1)
     done = int(explainer.history[-1]["steps"])
     a, b = train[0]["image"], train[5]["image"]
     pair = torch.stack([a, b])
@@ -80,7 +84,8 @@ def measure(name: str, train: list[dict[str, Any]], steps: int, repeats: int, se
             model(pair)
 
     timing = _medians({"forward": forward, "amd": lambda: explainer.explain((a, b)),
-                       "ig": lambda: integrated.explain((a, b))}, repeats)
+                       "shared": lambda: shared.explain((a, b)), "ig": lambda: integrated.explain((a, b))},
+                      repeats)
     adapter = explainer.adapter
     return {
         "architecture": name, "layout": ARCHITECTURES[name], "adapter": adapter.kind, "layer": adapter.layer,
@@ -89,7 +94,9 @@ def measure(name: str, train: list[dict[str, Any]], steps: int, repeats: int, se
         "fit_steps": done, "fit_step_s": round(fit_seconds / max(done, 1), 3),
         "forward_ms": round(timing["forward"] * 1e3, 2), "explain_ms": round(timing["amd"] * 1e3, 2),
         "explain_forwards": round(timing["amd"] / timing["forward"], 2),
+        "explain_shared_forwards": round(timing["shared"] / timing["forward"], 2),
         "ig50_ms": round(timing["ig"] * 1e3, 1), "ig_over_amd": round(timing["ig"] / timing["amd"], 1),
+        "ig_over_amd_shared": round(timing["ig"] / timing["shared"], 1),
     }
 
 

@@ -26,6 +26,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,12 +59,35 @@ VARIANTS = {
     "+ shared maps, located by recognition": ("amd+", {"probe_weight": 0.0}),
     "+ attribute probes (amd+)": ("amd+", {}),
     "paper prior + shared maps": ("amd+", {"model_aware_prior": False, "probe_weight": 0.0}),
+    "linear decomposition (amd-linear)": ("amd-linear", {}),
 }
 
 
 def _mean(values: list[float]) -> float:
     kept = [v for v in values if isinstance(v, float) and math.isfinite(v)]
     return float(np.mean(kept)) if kept else float("nan")
+
+
+def _concentration(matrix: Any, exclusive: torch.Tensor, other_person: torch.Tensor) -> dict[str, float]:
+    """Issue 15's concentration figures over all query x gallery pairs.
+
+    ``differing_share_percent``: over pairs of different people, the part of the distance given to
+    attributes that the differing attributes carry (``sum_E c_k / sum_k c_k``, mean over pairs);
+    ``top_share_percent``: the leading attribute's share; ``unexplained_same/different_percent``: the
+    unexplained part of the distance (decompositions that have one), on same- and different-person pairs.
+    """
+    c = matrix.contributions.cpu()
+    total = c.sum(-1)
+    differing = (c * exclusive).sum(-1) / total.where(total.abs() > 1e-12, torch.ones_like(total))
+    has_both = other_person & exclusive.any(-1) & (total.abs() > 1e-12)
+    out = {"differing_share_percent": 100 * float(differing[has_both].mean()),
+           "top_share_percent": 100 * float(matrix.shares.cpu().amax(-1)[other_person].mean())}
+    if getattr(matrix, "unexplained", None) is not None:
+        share = (matrix.unexplained / matrix.distance.clamp_min(1e-12)).cpu()
+        same = ~other_person & (matrix.distance.cpu() > 1e-3)  # an image with itself is not a pair
+        out["unexplained_different_percent"] = 100 * float(share[other_person].mean())
+        out["unexplained_same_percent"] = 100 * float(share[same].mean()) if same.any() else float("nan")
+    return out
 
 
 def _spearman(x: list[float], y: list[float]) -> float:
@@ -192,6 +216,7 @@ def main() -> None:
         x_map_e_used = float(x_map_exclusive(matrix.shares[..., used].cpu(), exclusive_qg[..., used], valid=other_person))
         point = loc["pointing"]
         excl = shares["exclusive"]
+        concentration = _concentration(matrix, exclusive_qg, other_person)
         # Model level: do the attributes the explainer gives large shares match those the model reacts to?
         attribute_agreement = _spearman(sens["ratio"], excl)
         row = {
@@ -211,6 +236,7 @@ def main() -> None:
             "usage_weights": list(explainer.amd.prepared.get("usage_weights", [])),
             "share_exclusive_per_attribute": excl,
             "pointing_per_attribute": point,
+            **concentration,
         }
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("pointing_per_attribute", "usage_weights", "share_exclusive_per_attribute")}),

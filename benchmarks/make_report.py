@@ -102,7 +102,8 @@ def _explainer_section(data: dict[str, Any]) -> list[str]:
 def _architectures_section(data: dict[str, Any]) -> list[str]:
     cols = [("architecture", "architecture"), ("adapter", "adapter"), ("layer", "layer"), ("grid", "grid C x h x w"),
             ("parameters_m", "params M"), ("fit_step_s", "fit step s (16 images)"), ("explain_ms", "explain ms"),
-            ("explain_forwards", "explain / forward"), ("ig50_ms", "IG-50 ms"), ("ig_over_amd", "IG-50 / AMD")]
+            ("explain_forwards", "explain / forward"), ("explain_shared_forwards", "shared trunk: explain / forward"),
+            ("ig50_ms", "IG-50 ms"), ("ig_over_amd", "IG-50 / AMD"), ("ig_over_amd_shared", "IG-50 / AMD shared")]
     return ["Random-initialised targets at 128x64, one torch thread; one pair per explanation, timed in "
             "alternation with a forward pass of the pair and Captum's Integrated Gradients (50 steps).", "",
             _records_table(data.get("results", []), cols), "", *_generic(data, skip=("results",))]
