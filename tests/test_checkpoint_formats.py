@@ -41,3 +41,21 @@ def test_a_file_of_an_unknown_version_names_it(tmp_path: Path) -> None:
     torch.save(raw, tmp_path / "future.pt")
     with pytest.raises(ValueError, match="format version 99.*reads versions \\[1, 2\\]"):
         Explainer.load(tmp_path / "future.pt", _target())
+
+
+@pytest.mark.parametrize("recipe", ["amd", "amd+"])
+def test_fits_reproduce_the_loss_history_of_the_release_before_the_redesign(recipe: str) -> None:
+    # Recorded with reidexplain at commit 4533ac7 (before adapters, AMDModel and recipes): the same
+    # seeds, data and settings give the same per-epoch losses after the redesign.
+    import json
+
+    expected = json.loads((FILES / "fit_history_4533ac7.json").read_text())[recipe]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    options = {"recognition_warmup": 5} if recipe == "amd+" else {}
+    explainer = Explainer(net, recipe=recipe, hidden=16)
+    explainer.fit(amd_batches(), epochs=4, lr=1e-3, progress=False, seed=3, **options)
+    for got, want in zip(explainer.history, expected, strict=True):
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-3, abs=1e-5), (key, got[key], value)
