@@ -188,7 +188,7 @@ class AttributeProbes(nn.Module):
         return self.scale * torch.einsum("bmd,md->bm", unit, F.normalize(self.weight, dim=-1)) + self.bias
 
 
-def probe_loss(logits: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+def probe_loss(logits: torch.Tensor, attributes: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
     """Class-balanced binary cross-entropy of the per-attribute probes (mean over attributes).
 
     Each attribute's positives and negatives weigh half each, so a rare attribute cannot be ignored by
@@ -197,6 +197,7 @@ def probe_loss(logits: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
     Args:
         logits: ``(B,M)`` probe logits.
         attributes: ``(B,M)`` 0/1 labels.
+        known: Optional ``(B,M)`` bool, ``False`` where a label is unknown: left out (weight 0).
 
     Returns:
         A non-negative scalar.
@@ -209,15 +210,16 @@ def probe_loss(logits: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
     """
     y = attributes.to(logits)
     per = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
-    pos = y.sum(dim=0)
-    neg = y.shape[0] - pos
-    w = torch.where(y > 0, 0.5 / pos.clamp_min(1), 0.5 / neg.clamp_min(1))
+    counted = torch.ones_like(y) if known is None else known.to(logits)
+    pos = (y * counted).sum(dim=0)
+    neg = counted.sum(dim=0) - pos
+    w = torch.where(y > 0, 0.5 / pos.clamp_min(1), 0.5 / neg.clamp_min(1)) * counted
     # An attribute with one class only in the batch carries half the weight (its other half is absent).
     return (w * per).sum(dim=0).mean()
 
 
 def recognition_loss(logits: torch.Tensor, attributes: torch.Tensor,
-                     one_hot: Sequence[Sequence[int]] = ()) -> torch.Tensor:
+                     one_hot: Sequence[Sequence[int]] = (), known: torch.Tensor | None = None) -> torch.Tensor:
     """Attribute recognition from the region-pooled features of shared maps (AMD+).
 
     Members of a one-hot group (every person has exactly one upper colour) are recognised together with
@@ -228,6 +230,8 @@ def recognition_loss(logits: torch.Tensor, attributes: torch.Tensor,
         logits: ``(B,M)`` recognition logits.
         attributes: ``(B,M)`` 0/1 labels.
         one_hot: Attribute indices of each one-hot group.
+        known: Optional ``(B,M)`` bool, ``False`` where a label is unknown: an image skips a group with
+            an unknown member, and unknown labels of the other attributes are left out.
 
     Returns:
         A non-negative scalar: the mean over the groups and the other attributes.
@@ -245,6 +249,8 @@ def recognition_loss(logits: torch.Tensor, attributes: torch.Tensor,
         idx = list(group)
         members = y[:, idx]
         valid = members.sum(dim=1) == 1
+        if known is not None:
+            valid = valid & known[:, idx].all(dim=1)
         if valid.any():
             target = members[valid].argmax(dim=1)
             # Class-balanced: each colour present in the batch weighs the same, so that a frequent one
@@ -255,7 +261,8 @@ def recognition_loss(logits: torch.Tensor, attributes: torch.Tensor,
             terms.append((per * weight[target]).sum() / weight[target].sum())
     rest = [k for k in range(y.shape[1]) if k not in grouped]
     if rest:
-        terms.append(probe_loss(logits[:, rest], y[:, rest]) * len(rest))
+        terms.append(probe_loss(logits[:, rest], y[:, rest], None if known is None else known[:, rest])
+                     * len(rest))
     count = len(one_hot) + len(rest)
     if not terms:
         return logits.sum() * 0.0

@@ -292,9 +292,9 @@ class AMDPlus(Recipe):
         return prepared
 
     def _recognition(self, recognised: torch.Tensor, attributes: torch.Tensor,
-                     model: AMDModel) -> torch.Tensor:
+                     model: AMDModel, known: torch.Tensor | None = None) -> torch.Tensor:
         groups = [tuple(g) for g in model.prepared.get("one_hot_groups", [])]
-        return sum(recognition_loss(logits, attributes, groups) for logits in recognised.unbind(1))
+        return sum(recognition_loss(logits, attributes, groups, known) for logits in recognised.unbind(1))
 
     def warmup(self, model: AMDModel, batches: Callable[[], Iterable[Batch]], lr: float,
                augment: Callable[[torch.Tensor], torch.Tensor], progress: bool,
@@ -316,7 +316,8 @@ class AMDPlus(Recipe):
                         trunk = model.network.trunk
                         feats = trunk(images) if trunk is not None else model.adapter.grid(images)
                     _, recognised = head.decompose(feats, images)
-                    loss = self._recognition(recognised, batch.attributes.to(model.device), model)
+                    known = None if batch.known is None else batch.known.to(model.device)
+                    loss = self._recognition(recognised, batch.attributes.to(model.device), model, known)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -342,11 +343,11 @@ class AMDPlus(Recipe):
                 context["probes"] = net
                 context.setdefault("optimizers", []).append(
                     torch.optim.Adam(net.parameters(), lr=context["lr"] * context["head_lr_factor"]))
-            term = probe_loss(context["probes"](out.components), attributes)
+            term = probe_loss(context["probes"](out.components), attributes, known)
             losses["loss"] = losses["loss"] + self.probe_weight * term
             losses["probe"] = term.detach()
         if self.recognition_weight > 0 and out.recognised is not None:
-            term = self._recognition(out.recognised, attributes, model)
+            term = self._recognition(out.recognised, attributes, model, known)
             losses["loss"] = losses["loss"] + self.recognition_weight * term
             losses["recognition"] = term.detach()
         if self.entropy_weight > 0:

@@ -256,3 +256,22 @@ def test_sharpness_sets_breadth_not_peak() -> None:
     assert torch.equal(maps[:, 0].flatten(1).argmax(1), maps[:, 1].flatten(1).argmax(1))
     spread = maps.amin((2, 3)) / maps.amax((2, 3))
     assert bool((spread[:, 0] < spread[:, 1]).all())
+
+
+def test_probe_and_recognition_losses_leave_unknown_labels_out() -> None:
+    from reidexplain.interpreter.model_aware import probe_loss, recognition_loss
+
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(6, 4, generator=g)
+    y = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 1, 0]]).float()
+    known = torch.ones(6, 4, dtype=torch.bool)
+    torch.testing.assert_close(probe_loss(logits, y, known), probe_loss(logits, y))
+    torch.testing.assert_close(recognition_loss(logits, y, [[0, 1, 2]], known), recognition_loss(logits, y, [[0, 1, 2]]))
+    known[0, 3] = False
+    flipped = y.clone()
+    flipped[0, 3] = 0.0  # an unknown label's value must not matter
+    torch.testing.assert_close(probe_loss(logits, y, known), probe_loss(logits, flipped, known))
+    known[1, 0] = False  # image 1 skips the colour group
+    flipped[1] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    torch.testing.assert_close(recognition_loss(logits, y, [[0, 1, 2]], known),
+                               recognition_loss(logits, flipped, [[0, 1, 2]], known))
