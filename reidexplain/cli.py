@@ -140,7 +140,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from None
     loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=args.p, k=args.k, seed=args.seed))
     explainer = Explainer(model, attributes="market1501", metric=args.metric, recipe=args.recipe)
-    explainer.fit(loader, epochs=args.epochs, seed=args.seed)
+    explainer.fit(loader, epochs=args.epochs, seed=args.seed, checkpoint=args.checkpoint,
+                  checkpoint_every=args.checkpoint_every)
     explainer.save(args.out)
     print(f"reidexplain fit: interpreter saved to {args.out}")
     return 0
@@ -195,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--p", type=int, default=6, help="identities per batch")
     fit.add_argument("--k", type=int, default=4, help="images per identity")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--checkpoint", default=None,
+                     help="a file for the fit's state: written as it goes, and resumed from when it exists")
+    fit.add_argument("--checkpoint-every", type=int, default=100, help="steps between two writes")
     fit.set_defaults(func=_cmd_fit)
 
     return parser

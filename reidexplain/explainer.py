@@ -218,7 +218,8 @@ class Explainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, loader: Iterable, epochs: int | None = None, lr: float = 1e-4, progress: bool = True,
-            seed: int = 0, **options: Any) -> Explainer:
+            seed: int = 0,
+            checkpoint: str | Path | None = None, checkpoint_every: int = 100, **options: Any) -> Explainer:
         """Fit the interpreter to the target on ``loader``.
 
         Args:
@@ -231,6 +232,10 @@ class Explainer:
             lr: Learning rate of the trunk; the decomposition head uses 10x (AMD-SPEC 5: 1e-4).
             progress: Show a progress bar with the running loss and ADRE.
             seed: Seed of everything random inside the call.
+            checkpoint: A file for the fit's state, written every ``checkpoint_every`` steps and after
+                every epoch; a fit that finds it goes on from it and ends where the uninterrupted fit
+                would (same model, data order, seed and options). ``None``: nothing is written.
+            checkpoint_every: Steps between two writes of ``checkpoint``.
             **options: Fields of :class:`~reidexplain.interpreter.TrainingConfig` (``weight_decay``,
                 ``flip``, ``max_seconds``, ``target_steps``, ...) or of the recipe
                 (``distillation_weight``, default 5 in gray-box and 50 in black-box mode;
@@ -297,7 +302,8 @@ class Explainer:
             checked = CheckedLoader(loader, "loader", len(self._schema), None, self._dtype(), require_known=True)
             data = target_pass(amd, checked) if self.recipe.needs_target_pass else None
             amd.prepared = self.recipe.prepare(amd, data)
-            fit(amd, checked, self.config, progress=progress, seed=seed, history=history)
+            fit(amd, checked, self.config, progress=progress, seed=seed, history=history, checkpoint=checkpoint,
+                checkpoint_every=checkpoint_every)
         except Exception as err:
             if amd is not None and history:
                 history[-1]["error"] = 1.0

@@ -174,7 +174,9 @@ class Recipe:
             out: The batch's :class:`~reidexplain.interpreter.model.Components`.
             attributes: ``(B,M)`` 0/1 labels.
             context: Per-fit state the recipe may keep (training-only modules and their optimisers
-                under ``"optimizers"``, which the loop steps after each backward pass).
+                under ``"optimizers"``, which the loop steps after each backward pass; a module under
+                ``"probes"`` is saved with the fit's state, and on the first step of a resumed fit
+                ``context["resume"]`` holds that state).
             known: ``(B,M)`` bool, ``False`` where a label is unknown (``None``: all known); a pair's
                 entry counts only if it is known in both images.
 
@@ -340,9 +342,13 @@ class AMDPlus(Recipe):
                 # Training-only classifiers: built once the width of e_k is known, never saved.
                 net: nn.Module = AttributeProbes(attributes.shape[1], out.components.shape[-1])
                 net = net.to(out.components.device)
+                optimizer = torch.optim.Adam(net.parameters(), lr=context["lr"] * context["head_lr_factor"])
+                saved = context.get("resume")  # a resumed fit: the probes go on from their saved state
+                if saved is not None and saved.get("probes") is not None:
+                    net.load_state_dict(saved["probes"])
+                    optimizer.load_state_dict(saved["extra_optimizers"][0])
                 context["probes"] = net
-                context.setdefault("optimizers", []).append(
-                    torch.optim.Adam(net.parameters(), lr=context["lr"] * context["head_lr_factor"]))
+                context.setdefault("optimizers", []).append(optimizer)
             term = probe_loss(context["probes"](out.components), attributes, known)
             losses["loss"] = losses["loss"] + self.probe_weight * term
             losses["probe"] = term.detach()

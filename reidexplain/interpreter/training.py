@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -153,8 +155,48 @@ def _optimizer(model: AMDModel, config: TrainingConfig) -> torch.optim.Optimizer
     return torch.optim.Adam([g for g in groups if g["params"]], weight_decay=config.weight_decay)
 
 
+_STATE_MAGIC = "reidexplain.fit-state"
+_STATE_VERSION = 1
+
+
+def _fit_state(model: AMDModel, optimizer: torch.optim.Optimizer, schedule: Any, generator: torch.Generator,
+               context: dict[str, Any], position: dict[str, Any], history: list[dict[str, float]],
+               best: tuple[float, dict[str, torch.Tensor]] | None) -> dict[str, Any]:
+    """Everything a resumed fit needs to go on exactly where this one is."""
+    extras = context.get("optimizers", [])
+    return {
+        "magic": _STATE_MAGIC, "version": _STATE_VERSION, "position": dict(position),
+        "network": {k: v.detach().clone() for k, v in model.network.state_dict().items()},
+        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        "probes": context["probes"].state_dict() if "probes" in context else None,
+        "extra_optimizers": [o.state_dict() for o in extras],
+        "history": [dict(h) for h in history],
+        "best": None if best is None else {"loss": best[0], "network": best[1]},
+    }
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a crash while writing never leaves a half-written state behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"checkpoint: {str(path)!r} is not a fit state written by reidexplain ({err})") from None
+    if not isinstance(state, dict) or state.get("magic") != _STATE_MAGIC or state.get("version") != _STATE_VERSION:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a fit state of version {_STATE_VERSION} "
+                         "written by reidexplain")
+    return state
+
+
 def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None, progress: bool = True,
-        seed: int = 0, history: list[dict[str, float]] | None = None) -> list[dict[str, float]]:
+        seed: int = 0, history: list[dict[str, float]] | None = None, checkpoint: str | Path | None = None,
+        checkpoint_every: int = 100, resume: bool = True) -> list[dict[str, float]]:
     """Train ``model``'s network on ``loader`` with its recipe's losses; returns the per-epoch history.
 
     The best epoch (lowest mean loss) is kept; ``Ctrl-C`` stops training cleanly and also keeps the best
@@ -172,6 +214,15 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
         progress: Show a progress bar with the running loss and ADRE (a few plain lines when the output
             is not a terminal).
         seed: Seed of the flips and of torch's global generator inside the call (restored afterwards).
+        history: A list to append the per-epoch entries to (default: a new one).
+        checkpoint: A file to write the fit's state to every ``checkpoint_every`` steps and at the end
+            of every epoch (network, optimisers, schedule, random generators, position in the loader,
+            history and best epoch). With ``resume``, a fit that finds this file goes on from it and
+            ends where the uninterrupted fit would (for a loader that yields the same batches in the
+            same order every time it is read, as lists and seeded samplers do). ``None``: no state is
+            written.
+        checkpoint_every: Steps between two writes of the state.
+        resume: Go on from ``checkpoint`` when it exists.
         history: The list the per-epoch entries are appended to (default: a new one); after an
             exception it holds the completed epochs.
 
@@ -218,18 +269,53 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
     devices = [device] if device.type == "cuda" else []
     context: dict[str, Any] = {"lr": config.lr, "head_lr_factor": config.head_lr_factor}
     steps = 0
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every: expected >= 1 steps, got {checkpoint_every}")
+    path = None if checkpoint is None else Path(checkpoint)
+    saved = _load_state(path) if path is not None and resume and path.is_file() else None
+    # Where the fit is: the epoch, the batches of it already read, and that epoch's running sums.
+    position: dict[str, Any] = {"epoch": 0, "batch": 0, "steps": 0, "warmed_up": False,
+                                "sums": {"loss": 0.0, "distillation": 0.0, "prior": 0.0, "adre": 0.0}, "n": 0}
+
+    def save() -> None:
+        if path is not None:
+            _save_state(path, _fit_state(model, optimizer, schedule, generator, context, position, history, best))
+
     try:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             deadline = None if config.max_seconds is None else start + config.max_seconds
             model.train()
-            recipe.warmup(model, lambda: iter_batches(loader, num_attributes, warn=False), config.lr,
-                          augment, progress, deadline)
+            if saved is not None:
+                model.network.load_state_dict(saved["network"])
+                optimizer.load_state_dict(saved["optimizer"])
+                schedule.load_state_dict(saved["schedule"])
+                generator.set_state(saved["generator"])
+                torch.set_rng_state(saved["torch_rng"])
+                history[:] = [dict(h) for h in saved["history"]]
+                if saved["best"] is not None:
+                    best = (float(saved["best"]["loss"]), saved["best"]["network"])
+                position = dict(saved["position"])
+                steps = int(position["steps"])
+                context["resume"] = saved
+                logger.info("AMD fit: resumed from %s at epoch %d, step %d", path, position["epoch"] + 1, steps)
+                bar.update(steps)
+            if not position["warmed_up"]:
+                recipe.warmup(model, lambda: iter_batches(loader, num_attributes, warn=False), config.lr,
+                              augment, progress, deadline)
+                position["warmed_up"] = True
             model.train()
-            for epoch in range(epochs):
-                sums = {"loss": 0.0, "distillation": 0.0, "prior": 0.0, "adre": 0.0}
-                n = 0
-                for batch in iter_batches(loader, num_attributes, warn=epoch == 0):
+            for epoch in range(int(position["epoch"]), epochs):
+                resuming = epoch == position["epoch"] and position["batch"] > 0
+                sums = dict(position["sums"]) if resuming else {"loss": 0.0, "distillation": 0.0, "prior": 0.0,
+                                                                 "adre": 0.0}
+                n = int(position["n"]) if resuming else 0
+                skip = int(position["batch"]) if resuming else 0
+                position.update(epoch=epoch, batch=0, sums=sums, n=n)
+                for index, batch in enumerate(iter_batches(loader, num_attributes, warn=epoch == 0)):
+                    if index < skip:  # read by the fit this one resumes
+                        continue
+                    position["batch"] = index + 1
                     if batch.images.shape[0] < 2:
                         bar.update(1)
                         continue
@@ -239,6 +325,7 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                     check_embeddings(out.embeddings, images.shape[0], "model output")
                     known = None if batch.known is None else batch.known.to(device)
                     losses = recipe.losses(model, out, batch.attributes.to(device), context, known)
+                    context.pop("resume", None)  # what the recipe builds on its first step has been restored
                     for extra in context.get("optimizers", []):
                         extra.zero_grad(set_to_none=True)
                     optimizer.zero_grad(set_to_none=True)
@@ -254,6 +341,9 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                         sums[key] += float(losses[key].detach())
                     sums["adre"] += adre
                     n += 1
+                    position.update(steps=steps, sums=sums, n=n)
+                    if steps % checkpoint_every == 0:
+                        save()
                     bar.update(1)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / n:.3f}", adre=f"{sums['adre'] / n:.1f}%")
                     if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
@@ -265,6 +355,9 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                 history.append(entry)
                 if best is None or entry["loss"] < best[0]:
                     best = (entry["loss"], {k: v.detach().clone() for k, v in model.network.state_dict().items()})
+                position.update(epoch=epoch + 1, batch=0, n=0,
+                                sums={"loss": 0.0, "distillation": 0.0, "prior": 0.0, "adre": 0.0})
+                save()
                 if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
                     logger.info("AMD fit: time limit of %.0f s reached after %d epochs", config.max_seconds, epoch + 1)
                     break

@@ -174,3 +174,59 @@ def test_fit_takes_nan_coded_unknown_labels() -> None:
         batch["attributes"][0, :2] = float("nan")
     history = fit(model, batches, TrainingConfig(epochs=2, lr=1e-3), progress=False)
     assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+
+
+class _Interrupting:
+    """The batches of a list, raising once after ``after`` batches (a crash mid-epoch)."""
+
+    def __init__(self, batches: list, after: int) -> None:
+        self.batches, self.after, self.read = batches, after, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            if self.read == self.after:
+                self.read += 1
+                raise RuntimeError("the disk went away")
+            self.read += 1
+            yield batch
+
+
+@pytest.mark.parametrize("recipe", ["amd", "amd+"])
+def test_an_interrupted_fit_resumes_and_ends_where_an_uninterrupted_one_would(recipe, tmp_path) -> None:
+    from reidexplain.interpreter import create_recipe
+
+    def build() -> AMDModel:
+        torch.manual_seed(0)
+        adapter = adapt_model(amd_sequential_net(), amd_batches()[0]["image"][:2])
+        options = {"hidden": 16, "recognition_warmup": 2} if recipe == "amd+" else {"hidden": 16}
+        model = AMDModel(adapter, create_recipe(recipe, **options), AttributeSchema.generic(M), "euclidean")
+        model.prepared = model.recipe.prepare(model, None) if recipe == "amd" else {"one_hot_groups": []}
+        return model
+
+    config = TrainingConfig(epochs=3, lr=1e-3)
+    whole = build()
+    expected = fit(whole, amd_batches(), config, progress=False, seed=1)
+    state = tmp_path / "fit.state"
+    broken = build()
+    with pytest.raises(RuntimeError, match="disk went away"):
+        fit(broken, _Interrupting(amd_batches(), after=3), config, progress=False, seed=1, checkpoint=state,
+            checkpoint_every=1)
+    assert state.is_file()
+    resumed = build()
+    history = fit(resumed, amd_batches(), config, progress=False, seed=1, checkpoint=state, checkpoint_every=1)
+    assert [h["steps"] for h in history] == [h["steps"] for h in expected]
+    for got, want in zip(history, expected, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-7)
+    for key, value in whole.network.state_dict().items():
+        torch.testing.assert_close(resumed.network.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bad_fit_state_file_says_so(tmp_path) -> None:
+    model, _ = _setup()
+    path = tmp_path / "state"
+    path.write_bytes(b"not a state")
+    with pytest.raises(ValueError, match="not a fit state"):
+        fit(model, amd_batches(), TrainingConfig(epochs=1), progress=False, checkpoint=path)
