@@ -152,7 +152,9 @@ def linear_pair_decomposition(embeddings_a: torch.Tensor, components_a: torch.Te
         embeddings_a: ``(P,D)`` target embeddings ``e``.
         components_a: ``(P,M,D)`` attribute parts ``u_k`` of the embeddings.
         rest_a: ``(P,D)`` the rest's part.
-        embeddings_b, components_b, rest_b: The same for the other side.
+        embeddings_b: ``(P,D)`` the other side's embeddings.
+        components_b: ``(P,M,D)`` the other side's attribute parts.
+        rest_b: ``(P,D)`` the other side's rest.
         metric: ``"euclidean"``: ``d = |e_a - e_b| = sum_k <delta_k, e_a - e_b> / d``; ``"cosine"``:
             ``1 - cos = |ê_a - ê_b|^2 / 2 = sum_k <delta^_k, ê_a - ê_b> / 2`` on parts divided by ``|e|``.
 
