@@ -22,6 +22,13 @@ from torch.utils.data import Sampler
 __all__ = ["PKSampler"]
 
 
+def _distributed_world() -> tuple[int, int]:
+    """``(world size, rank)`` of the initialised ``torch.distributed`` group, else ``(1, 0)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
 def _check_count(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
@@ -48,6 +55,10 @@ class PKSampler(Sampler[list[int]]):
         p: Identities per batch.
         k: Images per identity.
         seed: Seed of the shuffling.
+        num_replicas: Processes sharing each batch (``torchrun``); default: the initialised
+            ``torch.distributed`` group's size, else 1. Each process gets a contiguous ``p / num_replicas``
+            of the batch's identities, so that the processes' batches in rank order are the global batch.
+        rank: This process's rank (default: the group's).
         drop_last: With ``True`` the ``num_identities % p`` identities left over after the last full
             batch skip this epoch (different ones each epoch). With ``False`` they form one more batch,
             filled up to ``p`` identities with randomly chosen other identities, so that every
@@ -69,10 +80,20 @@ class PKSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, pids: Sequence[object], p: int, k: int, seed: int = 0, drop_last: bool = True
+        self, pids: Sequence[object], p: int, k: int, seed: int = 0, drop_last: bool = True,
+        num_replicas: int | None = None, rank: int | None = None,
     ) -> None:
         self.p = _check_count(p, "p")
         self.k = _check_count(k, "k")
+        if num_replicas is None:
+            num_replicas, rank = _distributed_world()
+        self.num_replicas = _check_count(num_replicas, "num_replicas")
+        self.rank = 0 if rank is None else int(rank)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank: expected 0 <= rank < num_replicas={self.num_replicas}, got {self.rank}")
+        if self.p % self.num_replicas:
+            raise ValueError(f"p: {self.p} identities per batch cannot be shared by {self.num_replicas} "
+                             "processes; choose p divisible by the number of processes")
         if isinstance(pids, torch.Tensor):
             pids = pids.tolist()
         groups: dict[object, list[int]] = {}
@@ -96,8 +117,8 @@ class PKSampler(Sampler[list[int]]):
 
     @property
     def batch_size(self) -> int:
-        """Indices per batch, ``p * k``."""
-        return self.p * self.k
+        """Indices per batch of this process, ``p * k / num_replicas``."""
+        return self.p * self.k // self.num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffle of epoch ``epoch`` for the next iteration."""
@@ -122,5 +143,9 @@ class PKSampler(Sampler[list[int]]):
             others = np.setdiff1d(np.arange(self.num_identities), rest)
             filler = rng.choice(others, size=self.p - len(rest), replace=False)
             groups.append(np.concatenate([rest, filler]))
+        share = self.batch_size
         for group in groups:
-            yield [index for identity in group for index in self._draw(rng, int(identity))]
+            # Every process draws the whole global batch (the same random stream everywhere) and keeps
+            # its contiguous share, so that the processes' batches, in rank order, are the global one.
+            batch = [index for identity in group for index in self._draw(rng, int(identity))]
+            yield batch[self.rank * share:(self.rank + 1) * share]

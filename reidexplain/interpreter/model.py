@@ -123,7 +123,9 @@ class AMDModel(nn.Module):
         """:class:`Components` of ``images`` (on :attr:`device`); gradients flow into the network."""
         feats, emb = self.adapter.embed(images)
         grid = None if feats is None else self.adapter.to_grid(feats)
-        maps, own, recognised = self.network.decompose(images, grid)
+        # Under torchrun the fit puts a DistributedDataParallel wrapper of the network here.
+        decompose = self.__dict__.get("_decomposer") or self.network.decompose
+        maps, own, recognised = decompose(images, grid)
         if self.linear:
             parts = self._linear_parts(images, feats, grid, emb, maps)
             m = self.num_attributes

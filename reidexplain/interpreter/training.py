@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .._batch import iter_batches
 from .._checks import check_embeddings
@@ -118,10 +119,48 @@ def target_pass(model: AMDModel, loader: Iterable) -> TargetPass:
     return TargetPass(torch.cat(embs), torch.cat(attrs), torch.cat(pids) if have_pids else None)
 
 
-def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    coin = torch.rand(images.shape[0], generator=generator) < 0.5
+def _flip(images: torch.Tensor, generator: torch.Generator, world: tuple[int, int] = (1, 0)) -> torch.Tensor:
+    """Flip a random half; under ``torchrun`` the coins of the global batch are drawn and each process
+    takes its own, so that the flips are those of one process on the global batch."""
+    size, rank = world
+    b = images.shape[0]
+    coin = (torch.rand(b * size, generator=generator) < 0.5)[rank * b:(rank + 1) * b]
     coin = coin.to(images.device)[:, None, None, None]
     return torch.where(coin, images.flip(-1), images)
+
+
+class _Decomposer(nn.Module):
+    """The network's ``decompose`` as a ``forward``, for DistributedDataParallel (which wraps forward)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor, grid: torch.Tensor | None) -> Any:
+        return self.network.decompose(images, grid)
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def _gather(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The global batch of a per-process tensor, in rank order, with gradients to this process's part."""
+    if t is None:
+        return None
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(t.contiguous()), dim=0)
+
+
+def _gather_plain(t: torch.Tensor | None) -> torch.Tensor | None:
+    if t is None:
+        return None
+    parts = [torch.empty_like(t) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, t.contiguous())
+    return torch.cat(parts, dim=0)
 
 
 def _calibrate(model: AMDModel, images: torch.Tensor) -> None:
@@ -141,6 +180,18 @@ def _calibrate(model: AMDModel, images: torch.Tensor) -> None:
         if d > 0 and d_hat > 0:
             head.log_scale.add_(torch.log(d / d_hat))
         head.calibrated.fill_(True)
+
+
+def _check_distributable(model: AMDModel) -> None:
+    """What the fit cannot yet do across processes raises here, before anything runs."""
+    recipe = model.recipe
+    if getattr(recipe, "recognition_warmup", 0) and getattr(recipe, "shared_maps", False) \
+            and getattr(recipe, "recognition_weight", 0):
+        raise ValueError("fit under torchrun: AMD+'s recognition warm-up runs on each process's batches "
+                         "alone; pass recognition_warmup=0 to fit across processes")
+    if model.network.black_box:
+        raise ValueError("fit under torchrun: the black-box interpreter's own head is calibrated on one "
+                         "process's batch; fit it in one process")
 
 
 def _optimizer(model: AMDModel, config: TrainingConfig) -> torch.optim.Optimizer:
@@ -258,9 +309,14 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, config.warmup_start + (1 - config.warmup_start) * s / warmup_steps))
     generator = torch.Generator().manual_seed(seed)
+    world = _world()
+    distributed = world[0] > 1
+    if distributed:
+        _check_distributable(model)
+        progress = progress and world[1] == 0
 
     def augment(images: torch.Tensor) -> torch.Tensor:
-        return _flip(images, generator) if config.flip else images
+        return _flip(images, generator, world) if config.flip else images
 
     history = [] if history is None else history
     best: tuple[float, dict[str, torch.Tensor]] | None = None
@@ -278,8 +334,16 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                                 "sums": {"loss": 0.0, "distillation": 0.0, "prior": 0.0, "adre": 0.0}, "n": 0}
 
     def save() -> None:
-        if path is not None:
+        if path is not None and world[1] == 0:  # only rank 0 writes
             _save_state(path, _fit_state(model, optimizer, schedule, generator, context, position, history, best))
+
+    def out_of_time() -> bool:
+        late = config.max_seconds is not None and time.perf_counter() - start > config.max_seconds
+        if distributed and config.max_seconds is not None:  # rank 0's clock decides for everyone
+            flag = torch.tensor([float(late)], device=device)
+            torch.distributed.broadcast(flag, 0)
+            late = bool(flag.item())
+        return late
 
     try:
         with torch.random.fork_rng(devices=devices):
@@ -305,6 +369,12 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                               augment, progress, deadline)
                 position["warmed_up"] = True
             model.train()
+            if distributed:
+                from torch.nn.parallel import DistributedDataParallel
+
+                ids = None if device.type == "cpu" else [device]
+                object.__setattr__(model, "_decomposer", DistributedDataParallel(_Decomposer(model.network),
+                                                                                device_ids=ids))
             for epoch in range(int(position["epoch"]), epochs):
                 resuming = epoch == position["epoch"] and position["batch"] > 0
                 sums = dict(position["sums"]) if resuming else {"loss": 0.0, "distillation": 0.0, "prior": 0.0,
@@ -324,7 +394,11 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                     out = model(images)
                     check_embeddings(out.embeddings, images.shape[0], "model output")
                     known = None if batch.known is None else batch.known.to(device)
-                    losses = recipe.losses(model, out, batch.attributes.to(device), context, known)
+                    attributes = batch.attributes.to(device)
+                    if distributed:  # pair losses over the global batch
+                        out = type(out)(*(_gather(t) for t in out))
+                        attributes, known = _gather_plain(attributes), _gather_plain(known)
+                    losses = recipe.losses(model, out, attributes, context, known)
                     context.pop("resume", None)  # what the recipe builds on its first step has been restored
                     for extra in context.get("optimizers", []):
                         extra.zero_grad(set_to_none=True)
@@ -346,7 +420,7 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                         save()
                     bar.update(1)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / n:.3f}", adre=f"{sums['adre'] / n:.1f}%")
-                    if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+                    if out_of_time():
                         break
                 if n == 0:
                     raise ValueError("loader: no batch had two or more images; AMD needs pairs")
@@ -358,7 +432,7 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                 position.update(epoch=epoch + 1, batch=0, n=0,
                                 sums={"loss": 0.0, "distillation": 0.0, "prior": 0.0, "adre": 0.0})
                 save()
-                if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+                if out_of_time():
                     logger.info("AMD fit: time limit of %.0f s reached after %d epochs", config.max_seconds, epoch + 1)
                     break
     except KeyboardInterrupt:
@@ -377,6 +451,7 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
     finally:
         bar.close()
         model.train(False)
+        model.__dict__.pop("_decomposer", None)
     if best is not None:
         model.network.load_state_dict(best[1])
     return history
