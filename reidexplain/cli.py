@@ -138,13 +138,32 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         train = Market1501(root, "train", image_size=size)
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from None
+    rank = _init_distributed()
+    # Under torchrun the sampler shares each batch of p identities among the processes.
     loader = DataLoader(train, batch_sampler=PKSampler(train.pids, p=args.p, k=args.k, seed=args.seed))
     explainer = Explainer(model, attributes="market1501", metric=args.metric, recipe=args.recipe)
     explainer.fit(loader, epochs=args.epochs, seed=args.seed, checkpoint=args.checkpoint,
-                  checkpoint_every=args.checkpoint_every)
-    explainer.save(args.out)
-    print(f"reidexplain fit: interpreter saved to {args.out}")
+                  checkpoint_every=args.checkpoint_every, progress=rank == 0)
+    if rank == 0:  # only rank 0 writes
+        explainer.save(args.out)
+        print(f"reidexplain fit: interpreter saved to {args.out}")
     return 0
+
+
+def _init_distributed() -> int:
+    """Join the process group that ``torchrun`` describes in the environment; returns this rank."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend)
+    return torch.distributed.get_rank()
 
 
 # ----------------------------------------------------------------------------- parser
