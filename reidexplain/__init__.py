@@ -51,6 +51,7 @@ from reidexplain.data import (
 )
 from reidexplain.distance import distance_matrix, pair_distance
 from reidexplain.explainer import METHODS, Explainer, NotFittedError
+from reidexplain.ranking import GalleryIndex, RankComparison, RankingExplanation, plot_ranking
 from reidexplain.visualization import compare, plot_attribution
 from reidexplain.zoo import create_model, list_models, load_reference_model
 
@@ -68,6 +69,11 @@ __all__ = [
     "PairAttribution",
     "compare",
     "plot_attribution",
+    # ranked lists
+    "RankingExplanation",
+    "RankComparison",
+    "GalleryIndex",
+    "plot_ranking",
     # baselines
     "PairDistance",
     "IntegratedGradientsPair",
