@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -364,7 +365,8 @@ class Explainer:
             gallery: ``(G,3,H,W)`` images, or an iterable of batches (image tensors, dicts with
                 ``"image"`` and optional ``"pid"``/``"camid"``, or tuples ``(images, ids, camids)``),
                 so that a large gallery never has to be in memory at once.
-            ids, camids: ``(G,)`` identities and cameras (default: those of the batches, if any).
+            ids: ``(G,)`` identities (default: the batches' ``"pid"``, if any).
+            camids: ``(G,)`` cameras (default: the batches' ``"camid"``, if any).
             store_maps: Keep the ``(G,M,h,w)`` low-resolution maps (``False`` bounds the index's size;
                 the maps of the top-k can then be recomputed from the images at ranking time).
             batch_size: Images per forward pass.
@@ -440,10 +442,13 @@ class Explainer:
             gallery: ``(G,3,H,W)`` images, a :class:`~reidexplain.ranking.GalleryIndex` (checked to come
                 from this explainer), or an iterable of batches as for :meth:`index_gallery`.
             top_k: Matches per query.
-            query_ids, gallery_ids: Identities (``(Q,)``, ``(G,)``); with both, matches are marked
-                correct or wrong. A gallery index's own ids are used when ``gallery_ids`` is ``None``.
-            query_camids, gallery_camids: Cameras; with ids, gallery entries of the query's identity
-                and camera are excluded (Market-1501 protocol) unless ``exclude_same_camera=False``.
+            query_ids: ``(Q,)`` identities of the queries; with gallery ids, matches are marked correct
+                or wrong.
+            gallery_ids: ``(G,)`` identities of the gallery (default: a gallery index's own).
+            query_camids: ``(Q,)`` cameras of the queries; with ids and gallery cameras, gallery
+                entries of the query's identity and camera are excluded (Market-1501 protocol) unless
+                ``exclude_same_camera=False``.
+            gallery_camids: ``(G,)`` cameras of the gallery (default: a gallery index's own).
             gallery_images: The gallery's images, for the maps of the top-k of an index that stores no
                 maps (only the matched images are run) and for :meth:`RankingExplanation.plot`.
             n_attributes: Leading attributes per match in the summaries.
@@ -474,6 +479,8 @@ class Explainer:
         """
         amd = self._require_fitted("explain_ranking")
         query = check_images(query, "query")
+        seconds = {"embed_gallery": 0.0}
+        clock = time.perf_counter()
         if isinstance(gallery, GalleryIndex):
             gallery.check_compatible(self)
             index = gallery.to(amd.device) if gallery.embeddings.device != amd.device else gallery
@@ -482,6 +489,7 @@ class Explainer:
                 gallery_images = check_images(gallery, "gallery")
             index = self.index_gallery(gallery, ids=gallery_ids, camids=gallery_camids, batch_size=batch_size,
                                        progress=progress)
+            seconds["embed_gallery"] = time.perf_counter() - clock
         g = len(index)
         g_ids = _as_ids(gallery_ids, "gallery_ids", g) if gallery_ids is not None else index.ids
         g_cams = _as_ids(gallery_camids, "gallery_camids", g) if gallery_camids is not None else index.camids
@@ -490,7 +498,10 @@ class Explainer:
                                  index.attribute_names, index.metric, index.fingerprint, index.image_size)
         q_ids = _as_ids(query_ids, "query_ids", query.shape[0])
         q_cams = _as_ids(query_camids, "query_camids", query.shape[0])
+        clock = time.perf_counter()
         q = amd.embed(query, batch_size)
+        seconds["embed_queries"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         idx, parts = explain_topk(q.embeddings, q.components, index, top_k, query_ids=q_ids, query_camids=q_cams,
                                   exclude_same_camera=exclude_same_camera, max_memory_mb=max_memory_mb,
                                   progress=progress)
@@ -501,6 +512,8 @@ class Explainer:
             if q_ids is not None:
                 correct = valid.cpu() & (match_ids == q_ids[:, None])
         used, slots = _unique_slots(idx)
+        seconds["ranking"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         match_maps = None
         if index.maps is not None:
             match_maps = index.maps[used]
@@ -509,12 +522,14 @@ class Explainer:
             if images.shape[0] != g:
                 raise ValueError(f"gallery_images: expected {g} images (the gallery's size), got {images.shape[0]}")
             match_maps = amd.embed(images[used.cpu()], batch_size).maps
+        seconds["maps"] = time.perf_counter() - clock
         size = tuple(query.shape[-2:])
         return RankingExplanation(
             idx, parts.distance, parts.reconstructed, parts.contributions, self._schema.names,
             self._schema.labels, query_ids=q_ids, gallery_ids=match_ids, correct=correct, query_maps=q.maps,
             match_maps=match_maps, match_slots=slots, image_size=size, query_images=query,
-            gallery_images=gallery_images, n_attributes=n_attributes, upsample=amd.maps_to_image)
+            gallery_images=gallery_images, n_attributes=n_attributes, upsample=amd.maps_to_image,
+            extras={"seconds": seconds, "index_bytes": index.nbytes})
 
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, query_loader: Iterable, gallery_loader: Iterable, progress: bool = True) -> dict[str, float]:

@@ -133,8 +133,10 @@ def topk_matches(query_embeddings: torch.Tensor, gallery_embeddings: torch.Tenso
         gallery_embeddings: ``(G,D)``.
         k: Matches per query (at most ``G``).
         metric: ``"euclidean"`` or ``"cosine"``.
-        query_ids, query_camids: ``(Q,)`` integer tensors, or ``None``.
-        gallery_ids, gallery_camids: ``(G,)`` integer tensors, or ``None``.
+        query_ids: ``(Q,)`` integer identities, or ``None``.
+        query_camids: ``(Q,)`` integer cameras, or ``None``.
+        gallery_ids: ``(G,)`` integer identities, or ``None``.
+        gallery_camids: ``(G,)`` integer cameras, or ``None``.
         max_memory_mb: Bound on the temporaries (default :data:`DEFAULT_MAX_MEMORY_MB`).
         progress: Show a progress bar over the query blocks.
 
@@ -508,6 +510,8 @@ class RankingExplanation:
         query_images, gallery_images: The images, kept by reference for :meth:`plot` (or ``None``).
         n_attributes: Top attributes per match in :meth:`top_attributes` and :meth:`to_dict`.
         upsample: ``(maps (B,K,h,w), (H,W)) -> (B,K,H,W)``: the adapter's geometry (bilinear by default).
+        extras: Anything else; :meth:`~reidexplain.Explainer.explain_ranking` records its wall-clock
+            seconds there (``"seconds"``: ``embed_gallery``, ``embed_queries``, ``ranking``, ``maps``).
 
     Examples:
         >>> import torch
@@ -537,6 +541,7 @@ class RankingExplanation:
     n_attributes: int = 3
     upsample: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] = field(
         default=_default_upsample, repr=False, compare=False)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         q, k = self.indices.shape
@@ -701,8 +706,9 @@ def plot_ranking(ranking: RankingExplanation, query_index: int = 0, *, query_ima
     Args:
         ranking: The ranking.
         query_index: Which query.
-        query_images, gallery_images: Images to draw when the ranking does not hold them (a gallery
-            index reloaded without its images).
+        query_images: Query images to draw when the ranking does not hold them.
+        gallery_images: Gallery images to draw when the ranking does not hold them (a ranking against
+            a gallery index reloaded without its images).
         alpha_overlay: Opacity of the maps.
         fontsize: Font size of the titles.
         title: Figure title.
@@ -790,8 +796,10 @@ def explain_topk(query_embeddings: torch.Tensor, query_components: torch.Tensor,
         query_components: ``(Q,M,D')``.
         index: The gallery.
         top_k: Matches per query.
-        query_ids, query_camids: ``(Q,)``; with the index's ids and camids and ``exclude_same_camera``,
-            gallery entries of the query's identity and camera are excluded (Market-1501 protocol).
+        query_ids: ``(Q,)`` identities of the queries.
+        query_camids: ``(Q,)`` cameras of the queries; with the query ids, the index's ids and camids
+            and ``exclude_same_camera``, gallery entries of the query's identity and camera are excluded
+            (Market-1501 protocol).
         exclude_same_camera: Apply that exclusion.
         max_memory_mb: Bound on the temporaries (default :data:`DEFAULT_MAX_MEMORY_MB`).
         progress: Show progress bars.
