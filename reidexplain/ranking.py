@@ -640,7 +640,10 @@ class RankingExplanation:
         top = torch.argsort(self.contributions[query_index], dim=1, descending=True, stable=True)[:, :n]
         slots = self.match_slots[query_index]
         q_low = self.query_maps[query_index][top]  # (K,n,h,w)
-        g_low = self.match_maps[slots.clamp_min(0)[:, None], top] * (slots >= 0)[:, None, None, None]
+        if self.match_maps.shape[0] == 0:  # no query has any match left
+            g_low = torch.zeros_like(q_low)
+        else:
+            g_low = self.match_maps[slots.clamp_min(0)[:, None], top] * (slots >= 0)[:, None, None, None]
         return top, self.upsample(q_low, self.image_size), self.upsample(g_low, self.image_size)
 
     # ------------------------------------------------------------------ export

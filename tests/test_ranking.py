@@ -306,3 +306,21 @@ def test_ranking_explanation_validates_shapes():
     with pytest.raises(ValueError, match="contributions"):
         RankingExplanation(torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2), torch.zeros(1, 2),
                            torch.zeros(1, 2, 3), ("a", "b"))
+
+
+def test_queries_without_enough_matches_get_empty_slots(fitted, data):
+    images, pids, camids = data
+    ids, cams = torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    ids[3], cams[:] = 1, 0  # gallery: three images of the query's identity and camera, one other
+    ranking = fitted.explain_ranking(images[:1], images[4:8], top_k=3, query_ids=[0], query_camids=[0],
+                                     gallery_ids=ids, gallery_camids=cams, progress=False)
+    assert ranking.indices.tolist() == [[3, -1, -1]] and ranking.valid.tolist() == [[True, False, False]]
+    assert torch.isinf(ranking.distance[0, 1:]).all() and (ranking.contributions[0, 1:] == 0).all()
+    assert ranking.correct.tolist() == [[False, False, False]]
+    assert len(ranking.to_dict()["queries"][0]["matches"]) == 1
+    _, _, g_maps = ranking.maps(0)
+    assert (g_maps[1:] == 0).all()
+    fig, axes = ranking.plot(0)
+    assert not axes[2].axison
+    with pytest.raises(ValueError, match="no match"):
+        ranking.why(0, 1)
