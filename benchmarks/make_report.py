@@ -158,6 +158,7 @@ def _ranking_section(data: dict[str, Any]) -> list[str]:
     cols = [("trunk", "trunk"), ("queries", "queries"), ("gallery", "gallery"), ("top_k", "top-k"),
             ("embedding_seconds", "embedding s"), ("arithmetic_seconds", "arithmetic s"),
             ("end_to_end_seconds", "end to end s"), ("images_per_second", "images/s"),
+            ("embedding_over_target_forward", "embedding / target forward"),
             ("peak_rss_mb", "peak RSS MB"), ("index_mb", "index MB"),
             ("brute_force_over_topk", "brute force / top-k (per query)")]
     targets = data.get("targets", {})
@@ -173,8 +174,10 @@ def _ranking_section(data: dict[str, Any]) -> list[str]:
     intro = (f"Model: {data.get('model', '?')}, {data.get('torch_threads', '?')} torch threads. "
              "Embedding: the gallery index and the queries (target and interpreter forward passes); arithmetic: "
              "the block-wise top-k and the contributions of the top-k pairs after embedding. Memory: "
-             f"{data.get('memory', '?')}. \"brute force / top-k\": the full Q x G x M decomposition per "
-             "query, timed on a few queries in the same process, over the top-k arithmetic per query.")
+             f"{data.get('memory', '?')}. \"embedding / target forward\": embedding time per image over the "
+             "target model's own forward pass per image, in the same process. \"brute force / top-k\": the "
+             "full Q x G x M decomposition per query, timed on a few queries in the same process, over the "
+             "top-k arithmetic per query.")
     return [intro, "", _records_table(data.get("results", []), cols), "", "Targets of issue 16:", "", *verdicts, "",
             *_generic(data, skip=("results",))]
 
