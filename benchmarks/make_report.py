@@ -2,7 +2,8 @@
 
 Known files get a section with their own table: ``benchmark*.json`` (the ground-truth benchmark, rendered
 by :func:`reidbench.render_markdown`), ``data.json`` (rendering speed of the synthetic persons),
-``zoo*.json`` (the reference model) and ``explainer*.json`` (the AMD explainer); any other file is rendered
+``zoo*.json`` (the reference model), ``explainer*.json`` (the AMD explainer) and ``ranking*.json`` (ranked
+lists at gallery scale); any other file is rendered
 generically (its scalars as a list, each list of records as a table). Every section names the command that
 reproduces it.
 
@@ -163,6 +164,34 @@ def _truthful_section(data: dict[str, Any]) -> list[str]:
             *_generic(data, skip=("variants", "attributes", "model_uses", "sensitivity_ratio"))]
 
 
+def _ranking_section(data: dict[str, Any]) -> list[str]:
+    cols = [("trunk", "trunk"), ("queries", "queries"), ("gallery", "gallery"), ("top_k", "top-k"),
+            ("embedding_seconds", "embedding s"), ("arithmetic_seconds", "arithmetic s"),
+            ("end_to_end_seconds", "end to end s"), ("images_per_second", "images/s"),
+            ("embedding_over_target_forward", "embedding / target forward"),
+            ("peak_rss_mb", "peak RSS MB"), ("index_mb", "index MB"),
+            ("brute_force_over_topk", "brute force / top-k (per query)")]
+    targets = data.get("targets", {})
+    verdicts = []
+    for row in data.get("results", []):
+        met = row.get("targets_met", {})
+        verdicts.append(
+            f"* trunk `{row.get('trunk')}`: end to end under {fmt(targets.get('end_to_end_seconds'), 0)} s: "
+            f"{'met' if met.get('end_to_end_under_60s') else 'not met'}; arithmetic under "
+            f"{fmt(targets.get('arithmetic_seconds'), 0)} s: {'met' if met.get('arithmetic_under_15s') else 'not met'}; "
+            f"peak memory under {fmt(targets.get('peak_rss_mb', 0) / 1024, 0)} GB: "
+            f"{'met' if met.get('peak_memory_under_3gb') else 'not met'}.")
+    intro = (f"Model: {data.get('model', '?')}, {data.get('torch_threads', '?')} torch threads. "
+             "Embedding: the gallery index and the queries (target and interpreter forward passes); arithmetic: "
+             "the block-wise top-k and the contributions of the top-k pairs after embedding. Memory: "
+             f"{data.get('memory', '?')}. \"embedding / target forward\": embedding time per image over the "
+             "target model's own forward pass per image, in the same process. \"brute force / top-k\": the "
+             "full Q x G x M decomposition per query, timed on a few queries in the same process, over the "
+             "top-k arithmetic per query.")
+    return [intro, "", _records_table(data.get("results", []), cols), "", "Targets of issue 16:", "", *verdicts, "",
+            *_generic(data, skip=("results",))]
+
+
 # stem prefix -> (title, script, section renderer); the first matching prefix wins.
 KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] = [
     ("benchmark", "Ground-truth benchmark: AMD against the Captum baselines", "run_benchmark.py", None),
@@ -173,6 +202,7 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
      _architectures_section),
     ("truthful", "AMD+ ablation: explanations true to the model (issue 8)", "bench_truthful.py",
      _truthful_section),
+    ("ranking", "Ranked lists at gallery scale (issue 16)", "bench_ranking.py", _ranking_section),
 ]
 
 

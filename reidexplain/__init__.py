@@ -65,6 +65,7 @@ from reidexplain.interpreter import (
     TrainingConfig,
     create_recipe,
 )
+from reidexplain.ranking import GalleryIndex, RankComparison, RankingExplanation, plot_ranking
 from reidexplain.registry import Registry, UnknownNameError
 from reidexplain.visualization import compare, plot_attribution
 from reidexplain.zoo import create_model, list_models, load_reference_model
@@ -84,6 +85,11 @@ __all__ = [
     "MatrixExplanation",
     "compare",
     "plot_attribution",
+    # ranked lists
+    "RankingExplanation",
+    "RankComparison",
+    "GalleryIndex",
+    "plot_ranking",
     # baselines
     "PairDistance",
     "IntegratedGradientsPair",

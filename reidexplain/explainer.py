@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -47,8 +48,18 @@ from .interpreter._evaluate import embed_loader, retrieval_scores, score_query_g
 from .interpreter.model import AMDModel, Components
 from .interpreter.recipes import RECIPES, Recipe, create_recipe
 from .interpreter.training import TrainingConfig, fit, target_pass
+from .ranking import (
+    GalleryIndex,
+    RankingExplanation,
+    _as_ids,
+    _iter_images,
+    _unique_slots,
+    explain_topk,
+    model_fingerprint,
+)
 
-__all__ = ["Explainer", "MatrixExplanation", "NotFittedError", "ZeroDistanceWarning", "FORMAT_VERSION",
+__all__ = ["Explainer", "MatrixExplanation", "RankingExplanation", "GalleryIndex", "NotFittedError",
+           "ZeroDistanceWarning", "FORMAT_VERSION",
            "METHODS"]
 
 logger = logging.getLogger(__name__)
@@ -473,6 +484,181 @@ class Explainer:
             torch.Size([1, 3, 4])
         """
         return self.explain_matrix(query_images, gallery_images, batch_size).contributions
+
+    # ------------------------------------------------------------------ ranked lists
+    def index_gallery(self, gallery: torch.Tensor | Iterable, ids: Any = None, camids: Any = None,
+                      store_maps: bool = True, batch_size: int = 64, progress: bool = True) -> GalleryIndex:
+        """Per-image quantities of a gallery, computed once: a :class:`~reidexplain.ranking.GalleryIndex`.
+
+        Args:
+            gallery: ``(G,3,H,W)`` images, or an iterable of batches (image tensors, dicts with
+                ``"image"`` and optional ``"pid"``/``"camid"``, or tuples ``(images, ids, camids)``),
+                so that a large gallery never has to be in memory at once.
+            ids: ``(G,)`` identities (default: the batches' ``"pid"``, if any).
+            camids: ``(G,)`` cameras (default: the batches' ``"camid"``, if any).
+            store_maps: Keep the ``(G,M,h,w)`` low-resolution maps (``False`` bounds the index's size;
+                the maps of the top-k can then be recomputed from the images at ranking time).
+            batch_size: Images per forward pass.
+            progress: Show a progress bar over the batches.
+
+        Returns:
+            The index, on the explainer's device; :meth:`~reidexplain.ranking.GalleryIndex.save` writes it.
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+            TypeError, ValueError: not images; ids or camids of the wrong length.
+
+        Examples:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            >>> ex = Explainer(net).fit([(torch.rand(4, 3, 8, 4), torch.eye(4))], epochs=1, progress=False)
+            >>> index = ex.index_gallery(torch.rand(6, 3, 8, 4), ids=[0, 0, 1, 1, 2, 2], progress=False)
+            >>> len(index), tuple(index.components.shape), index.has_maps
+            (6, (6, 4, 4), True)
+        """
+        from ._progress import progress_bar
+
+        amd = self._require_fitted("index_gallery")
+        batches = [(gallery, None, None)] if isinstance(gallery, torch.Tensor) else _iter_images(gallery)
+        parts, batch_ids, batch_cams, size = [], [], [], None
+        bar = progress_bar(total=None if not isinstance(gallery, torch.Tensor) else
+                           -(-check_images(gallery, "gallery").shape[0] // batch_size),
+                           desc="gallery", enabled=progress, unit="batch")
+        try:
+            for images, pid, camid in batches:
+                images = check_images(images, "gallery")
+                size = tuple(images.shape[-2:])
+                for chunk in images.split(batch_size):
+                    out = amd.embed(chunk, batch_size)
+                    parts.append(out._replace(maps=out.maps if store_maps else None, recognised=None))
+                    bar.update(1)
+                batch_ids.append(pid)
+                batch_cams.append(camid)
+        finally:
+            bar.close()
+        if not parts:
+            raise ValueError("gallery: no images")
+        emb = torch.cat([p.embeddings for p in parts])
+        comps = torch.cat([p.components for p in parts])
+        maps = torch.cat([p.maps for p in parts]) if store_maps else None
+
+        def joined(given: Any, found: list[Any], name: str) -> torch.Tensor | None:
+            if given is not None:
+                return _as_ids(given, name, emb.shape[0])
+            if found and all(f is not None for f in found):
+                return _as_ids(torch.cat([torch.as_tensor(f).reshape(-1) for f in found]), name, emb.shape[0])
+            return None
+
+        return GalleryIndex(emb, comps, maps, joined(ids, batch_ids, "ids"), joined(camids, batch_cams, "camids"),
+                            self._schema.names, amd.metric, model_fingerprint(amd), size)
+
+    def explain_ranking(self, query: torch.Tensor, gallery: torch.Tensor | GalleryIndex | Iterable, top_k: int = 10,
+                        *, query_ids: Any = None, gallery_ids: Any = None, query_camids: Any = None,
+                        gallery_camids: Any = None, gallery_images: torch.Tensor | None = None,
+                        n_attributes: int = 3, exclude_same_camera: bool = True, max_memory_mb: float | None = None,
+                        batch_size: int = 64, progress: bool = True) -> RankingExplanation:
+        """Each query's top-k gallery matches, ranked by the target's distance, each explained by AMD.
+
+        Per-image components are computed once (the gallery's come from ``gallery`` if it is a
+        :class:`~reidexplain.ranking.GalleryIndex`); the ``Q x G`` distances are computed in blocks and
+        reduced to each query's top-k, and the ``M``-wise contributions are computed for those
+        ``Q x top_k`` pairs only, so no ``Q x G x M`` tensor is ever made. The temporaries stay within
+        ``max_memory_mb`` (default :data:`reidexplain.ranking.DEFAULT_MAX_MEMORY_MB`).
+
+        Args:
+            query: ``(Q,3,H,W)`` or ``(3,H,W)`` query images.
+            gallery: ``(G,3,H,W)`` images, a :class:`~reidexplain.ranking.GalleryIndex` (checked to come
+                from this explainer), or an iterable of batches as for :meth:`index_gallery`.
+            top_k: Matches per query.
+            query_ids: ``(Q,)`` identities of the queries; with gallery ids, matches are marked correct
+                or wrong.
+            gallery_ids: ``(G,)`` identities of the gallery (default: a gallery index's own).
+            query_camids: ``(Q,)`` cameras of the queries; with ids and gallery cameras, gallery
+                entries of the query's identity and camera are excluded (Market-1501 protocol) unless
+                ``exclude_same_camera=False``.
+            gallery_camids: ``(G,)`` cameras of the gallery (default: a gallery index's own).
+            gallery_images: The gallery's images, for the maps of the top-k of an index that stores no
+                maps (only the matched images are run) and for :meth:`RankingExplanation.plot`.
+            n_attributes: Leading attributes per match in the summaries.
+            exclude_same_camera: Apply the Market-1501 exclusion when ids and camids are known.
+            max_memory_mb: Bound on the temporaries of the ranking arithmetic.
+            batch_size: Images per forward pass.
+            progress: Show progress bars.
+
+        Returns:
+            A :class:`~reidexplain.ranking.RankingExplanation`.
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+            ValueError: ``top_k`` larger than the gallery, a gallery index of another model or schema,
+                ids of the wrong length.
+
+        Examples:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            >>> ex = Explainer(net).fit([(torch.rand(4, 3, 8, 4), torch.eye(4))], epochs=1, progress=False)
+            >>> ranking = ex.explain_ranking(torch.rand(2, 3, 8, 4), torch.rand(6, 3, 8, 4), top_k=3,
+            ...                              query_ids=[0, 1], gallery_ids=[0, 0, 1, 1, 2, 2], progress=False)
+            >>> tuple(ranking.contributions.shape), tuple(ranking.correct.shape)
+            ((2, 3, 4), (2, 3))
+            >>> bool((ranking.distance[:, 1:] >= ranking.distance[:, :-1]).all())
+            True
+        """
+        amd = self._require_fitted("explain_ranking")
+        query = check_images(query, "query")
+        seconds = {"embed_gallery": 0.0}
+        clock = time.perf_counter()
+        if isinstance(gallery, GalleryIndex):
+            gallery.check_compatible(self)
+            index = gallery.to(amd.device) if gallery.embeddings.device != amd.device else gallery
+        else:
+            if isinstance(gallery, torch.Tensor) and gallery_images is None:
+                gallery_images = check_images(gallery, "gallery")
+            index = self.index_gallery(gallery, ids=gallery_ids, camids=gallery_camids, batch_size=batch_size,
+                                       progress=progress)
+            seconds["embed_gallery"] = time.perf_counter() - clock
+        g = len(index)
+        g_ids = _as_ids(gallery_ids, "gallery_ids", g) if gallery_ids is not None else index.ids
+        g_cams = _as_ids(gallery_camids, "gallery_camids", g) if gallery_camids is not None else index.camids
+        if g_ids is not index.ids or g_cams is not index.camids:
+            index = GalleryIndex(index.embeddings, index.components, index.maps, g_ids, g_cams,
+                                 index.attribute_names, index.metric, index.fingerprint, index.image_size)
+        q_ids = _as_ids(query_ids, "query_ids", query.shape[0])
+        q_cams = _as_ids(query_camids, "query_camids", query.shape[0])
+        clock = time.perf_counter()
+        q = amd.embed(query, batch_size)
+        seconds["embed_queries"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        idx, parts = explain_topk(q.embeddings, q.components, index, top_k, query_ids=q_ids, query_camids=q_cams,
+                                  exclude_same_camera=exclude_same_camera, max_memory_mb=max_memory_mb,
+                                  progress=progress)
+        valid = idx >= 0
+        match_ids = correct = None
+        if g_ids is not None:
+            match_ids = torch.where(valid.cpu(), g_ids[idx.clamp_min(0).cpu()], -1)
+            if q_ids is not None:
+                correct = valid.cpu() & (match_ids == q_ids[:, None])
+        used, slots = _unique_slots(idx)
+        seconds["ranking"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        match_maps = None
+        if index.maps is not None:
+            match_maps = index.maps[used]
+        elif gallery_images is not None:
+            images = check_images(gallery_images, "gallery_images")
+            if images.shape[0] != g:
+                raise ValueError(f"gallery_images: expected {g} images (the gallery's size), got {images.shape[0]}")
+            match_maps = amd.embed(images[used.cpu()], batch_size).maps
+        seconds["maps"] = time.perf_counter() - clock
+        size = tuple(query.shape[-2:])
+        return RankingExplanation(
+            idx, parts.distance, parts.reconstructed, parts.contributions, self._schema.names,
+            self._schema.labels, query_ids=q_ids, gallery_ids=match_ids, correct=correct, query_maps=q.maps,
+            match_maps=match_maps, match_slots=slots, image_size=size, query_images=query,
+            gallery_images=gallery_images, n_attributes=n_attributes, upsample=amd.maps_to_image,
+            extras={"seconds": seconds, "index_bytes": index.nbytes})
 
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, query_loader: Iterable, gallery_loader: Iterable, progress: bool = True) -> dict[str, float]:

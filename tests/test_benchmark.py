@@ -484,3 +484,22 @@ def test_bench_architectures_quick_rows_and_report(tmp_path):
     assert row["fit_steps"] >= 1 and row["explain_forwards"] > 0 and row["ig_over_amd"] > 0
     text = benchmark_script("make_report").build_report(tmp_path)
     assert "| reidnet_small | forward_features |" in text
+
+
+def test_bench_ranking_quick_writes_its_results_and_report_section(tmp_path):
+    """The ranking benchmark's quick mode (untrained small model, 16 x 96) end to end, then its section."""
+    module = benchmark_script("bench_ranking")
+    out = tmp_path / "ranking.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "load_reference_model", lambda *a, **k: pytest.fail("quick mode loads no reference"))
+        result = module.main(["--quick", "--out", str(out), "--threads", "1"])
+    saved = _strict_json(out)
+    assert saved["quick"] is True and saved["results"] == result["results"]
+    row = saved["results"][0]
+    assert (row["queries"], row["gallery"], row["top_k"]) == (16, 96, 10)
+    assert row["embedding_seconds"] == pytest.approx(row["embed_gallery_seconds"] + row["embed_queries_seconds"],
+                                                     abs=0.02)
+    assert row["peak_rss_mb"] >= row["rss_before_index_mb"] > 0
+    assert set(row["targets_met"]) == {"end_to_end_under_60s", "arithmetic_under_15s", "peak_memory_under_3gb"}
+    text = benchmark_script("make_report").build_report(tmp_path)
+    assert "## Ranked lists at gallery scale" in text and "| copy | 16 | 96 |" in text
