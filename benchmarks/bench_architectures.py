@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from reidbench._timing import interleaved_medians
 
 from reidexplain import Explainer
 from reidexplain.baselines import IntegratedGradientsPair
@@ -46,19 +46,6 @@ ARCHITECTURES = {
     "clip_vit_reid_tiny": "CLIP's visual transformer layout (sequence-first blocks, projection)",
 }
 QUICK = ("reidnet_small", "clip_vit_reid_tiny")
-
-
-def _medians(fns: dict[str, Any], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed in alternation so that load changes hit all alike."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def measure(name: str, train: list[dict[str, Any]], steps: int, repeats: int, seed: int = 0) -> dict[str, Any]:
@@ -83,7 +70,7 @@ def measure(name: str, train: list[dict[str, Any]], steps: int, repeats: int, se
         with torch.no_grad():
             model(pair)
 
-    timing = _medians({"forward": forward, "amd": lambda: explainer.explain((a, b)),
+    timing = interleaved_medians({"forward": forward, "amd": lambda: explainer.explain((a, b)),
                        "shared": lambda: shared.explain((a, b)), "ig": lambda: integrated.explain((a, b))},
                       repeats)
     adapter = explainer.adapter

@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from reidbench._timing import interleaved_medians
 from torch.utils.data import DataLoader
 
 from reidexplain.data import PKSampler
@@ -48,28 +48,6 @@ MODES = {"gray-box": {"feature_layer": "auto"}, "gray-box-shared": {"feature_lay
          "black-box": {"feature_layer": None}}
 
 
-def _interleaved_medians(fns: dict[str, Any], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed in alternation so that load changes hit all alike.
-
-    Timed on one torch thread: on a CPU shared with other processes, two threads on tiny batches
-    measure the contention, not the work.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for fn in fns.values():
-            fn()  # warm-up
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(repeats):
-            for key, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def run_mode(mode: str, model: torch.nn.Module, train: list, query: list, gallery: list,
              max_seconds: float, seed: int) -> dict[str, Any]:
     """Fit one explainer and measure it."""
@@ -88,7 +66,7 @@ def run_mode(mode: str, model: torch.nn.Module, train: list, query: list, galler
         with torch.no_grad():
             target(pair)
 
-    timing = _interleaved_medians({"forward": forward, "explain": lambda: explainer.explain((a, b))}, 200)
+    timing = interleaved_medians({"forward": forward, "explain": lambda: explainer.explain((a, b))}, 200)
     forward_s, explain_s = timing["forward"], timing["explain"]
     last = explainer.history[-1]
     return {

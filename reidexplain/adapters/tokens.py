@@ -27,7 +27,7 @@ from torch import nn
 from .._model import preserved_model_state
 from ._layers import feature_layers
 from .base import FeatureAdapter, outputs_match
-from .families import cut_graph, trace
+from .families import GraphAdapter, cut_graph, trace
 
 __all__ = ["TokenAdapter", "TokenLayout", "find_token_blocks"]
 
@@ -124,16 +124,19 @@ def _layout(target: nn.Module, probe: torch.Tensor, shape: tuple[int, ...]) -> T
     return None
 
 
-class TokenAdapter(FeatureAdapter):
-    """Vision transformers: the patch tokens at the input of the last block, on their grid."""
+class TokenAdapter(GraphAdapter):
+    """Vision transformers: the patch tokens at the input of the last block, on their grid.
+
+    A graph cut like :class:`~reidexplain.adapters.families.GraphAdapter`'s, at a token tensor: the
+    trunk's output is the tokens, and :meth:`to_grid` / :meth:`with_grid` lay their patch part out on
+    the patch grid and back.
+    """
 
     kind = "tokens"
 
     def __init__(self, target: nn.Module, trunk: torch.fx.GraphModule, head: torch.fx.GraphModule,
                  layer: str, layout: TokenLayout, channels: int, embedding_dim: int, reason: str = "") -> None:
-        super().__init__(target, layer, (channels, *layout.grid), embedding_dim, reason)
-        self.trunk = trunk
-        self.head_graph = head
+        super().__init__(target, trunk, head, layer, (channels, *layout.grid), embedding_dim, reason)
         self.layout = layout
 
     @classmethod
@@ -176,15 +179,6 @@ class TokenAdapter(FeatureAdapter):
                f"{'s' if layout.prefix != 1 else ''} kept unmasked"
                f"{', sequence-first' if layout.sequence_first else ''})")
         return cls(target, trunk, head, name, layout, channels, int(reference.shape[1]), why)
-
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.trunk(images)
-
-    def _head(self, features: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
-        return self.head_graph(features)
-
-    def _trainable_trunk(self) -> nn.Module:
-        return self.trunk
 
     def to_grid(self, features: torch.Tensor) -> torch.Tensor:
         return self.layout.to_grid(features)
