@@ -42,7 +42,8 @@ __all__ = ["attribute_usage", "model_aware_prior_loss", "AttributeProbes", "prob
 
 
 def attribute_usage(embeddings: torch.Tensor, attributes: torch.Tensor, metric: str = "euclidean",
-                    pids: torch.Tensor | None = None, max_pairs: int = 200_000, seed: int = 0) -> torch.Tensor:
+                    pids: torch.Tensor | None = None, max_pairs: int = 200_000, seed: int = 0,
+                    known: torch.Tensor | None = None) -> torch.Tensor:
     """Model-aware weights ``w_k``: the distance the target adds when attribute ``k`` differs.
 
     Over pairs of different people (all pairs when ``pids`` is ``None``), the target distance is fitted
@@ -57,6 +58,9 @@ def attribute_usage(embeddings: torch.Tensor, attributes: torch.Tensor, metric: 
         pids: Optional ``(N,)`` identities: same-person pairs are left out.
         max_pairs: At most this many pairs (drawn with ``seed``) enter the fit.
         seed: Seed of that draw.
+        known: Optional ``(N,M)`` bool, ``False`` where a label is unknown: a pair's entry that is unknown
+            in either image enters the fit at its attribute's mean over the known entries (it then
+            explains nothing of the distance).
 
     Returns:
         ``(M,)`` float weights in ``[0, 1]`` (all ones when no attribute adds distance).
@@ -88,6 +92,11 @@ def attribute_usage(embeddings: torch.Tensor, attributes: torch.Tensor, metric: 
     emb = embeddings.detach().double()
     d = pair_distance(emb[i], emb[j], metric)
     exclusive = (attributes[i] != attributes[j]).double()
+    if known is not None:
+        pair_known = known[i] & known[j]
+        counts = pair_known.sum(0).clamp_min(1)
+        means = (exclusive * pair_known).sum(0) / counts
+        exclusive = torch.where(pair_known, exclusive, means.expand_as(exclusive))
     design = torch.cat([torch.ones(exclusive.shape[0], 1, dtype=torch.float64), exclusive], dim=1)
     # A small ridge keeps attributes that never differ (a constant column) from making the fit singular.
     gram = design.T @ design + 1e-6 * design.shape[0] * torch.eye(m + 1, dtype=torch.float64)

@@ -77,11 +77,13 @@ class TargetPass:
         embeddings: ``(N,D)`` target embeddings (CPU).
         attributes: ``(N,M)`` labels.
         pids: ``(N,)`` identities, or ``None`` when a batch had none.
+        known: ``(N,M)`` bool, ``False`` where a label is unknown; ``None`` when all are known.
     """
 
     embeddings: torch.Tensor
     attributes: torch.Tensor
     pids: torch.Tensor | None
+    known: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,8 @@ class AMDPlus(Recipe):
                 usage = [float(w) for w in self.usage_weights]
             else:
                 assert data is not None
-                weights = attribute_usage(data.embeddings, data.attributes, model.metric, data.pids)
+                weights = attribute_usage(data.embeddings, data.attributes, model.metric, data.pids,
+                                          known=data.known)
                 usage = [round(float(w), 4) for w in weights]
             if len(usage) != len(schema):
                 raise ValueError(f"usage_weights: expected {len(schema)} weights, got {len(usage)}")

@@ -109,14 +109,17 @@ def default_epochs(batches_per_epoch: int | None, steps: int, max_epochs: int = 
 
 def target_pass(model: AMDModel, loader: Iterable) -> TargetPass:
     """Target embeddings, labels and pids of every image of ``loader`` (one pass, no gradients)."""
-    embs, attrs, pids = [], [], []
+    embs, attrs, pids, known = [], [], [], []
     with torch.no_grad():
         for batch in iter_batches(loader, model.num_attributes, warn=False):
             embs.append(model.adapter.embed(batch.images.to(model.device))[1].detach().cpu())
             attrs.append(batch.attributes.cpu())
             pids.append(batch.pids.cpu() if batch.pids is not None else None)
+            known.append(batch.known_mask().cpu())
     have_pids = bool(pids) and all(p is not None for p in pids)
-    return TargetPass(torch.cat(embs), torch.cat(attrs), torch.cat(pids) if have_pids else None)
+    mask = torch.cat(known)
+    return TargetPass(torch.cat(embs), torch.cat(attrs), torch.cat(pids) if have_pids else None,
+                      None if bool(mask.all()) else mask)
 
 
 def _flip(images: torch.Tensor, generator: torch.Generator, world: tuple[int, int] = (1, 0)) -> torch.Tensor:

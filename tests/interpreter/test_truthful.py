@@ -275,3 +275,17 @@ def test_probe_and_recognition_losses_leave_unknown_labels_out() -> None:
     flipped[1] = torch.tensor([1.0, 0.0, 0.0, 0.0])
     torch.testing.assert_close(recognition_loss(logits, y, [[0, 1, 2]], known),
                                recognition_loss(logits, flipped, [[0, 1, 2]], known))
+
+
+def test_attribute_usage_leaves_unknown_labels_out() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 2, (60, 3), generator=g).float()
+    emb = torch.cat([4 * a[:, :1], a[:, 1:2], torch.zeros(60, 1)], dim=1)
+    plain = attribute_usage(emb, a)
+    known = torch.ones(60, 3, dtype=torch.bool)
+    torch.testing.assert_close(attribute_usage(emb, a, known=known), plain)
+    known[:10, 0] = False
+    scrambled = a.clone()
+    scrambled[:10, 0] = 1 - scrambled[:10, 0]  # unknown labels are wrong: they must not matter much
+    usage = attribute_usage(emb, scrambled, known=known)
+    assert float(usage[0]) == pytest.approx(1.0, abs=0.05) and float(usage[2]) < 0.1
