@@ -212,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the training recipe: amd, the paper's losses; amd+, explanations true to the "
                           "model (docs: AMD+); --method is its former name")
     fit.add_argument("--epochs", type=int, default=None)
-    fit.add_argument("--p", type=int, default=6, help="identities per batch")
-    fit.add_argument("--k", type=int, default=4, help="images per identity")
+    fit.add_argument("--p", "--identities-per-batch", dest="p", type=int, default=6, help="identities per batch")
+    fit.add_argument("--k", "--images-per-identity", dest="k", type=int, default=4, help="images per identity")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--checkpoint", default=None,
                      help="a file for the fit's state: written as it goes, and resumed from when it exists")

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -155,7 +156,10 @@ def _gather(t: torch.Tensor | None) -> torch.Tensor | None:
         return None
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(t.contiguous()), dim=0)
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private module; it is still the public differentiable all-gather.
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(t.contiguous()), dim=0)
 
 
 def _gather_plain(t: torch.Tensor | None) -> torch.Tensor | None:
