@@ -110,6 +110,18 @@ def _architectures_section(data: dict[str, Any]) -> list[str]:
             _records_table(data.get("results", []), cols), "", *_generic(data, skip=("results",))]
 
 
+def _linear_section(data: dict[str, Any]) -> list[str]:
+    cols = [("variant", "variant"), ("steps", "steps"), ("adre", "ADRE %"), ("x_map_e", "X-mAP_e"),
+            ("x_map_e_used", "X-mAP_e (used)"), ("differing_share_percent", "differing attributes' part %"),
+            ("top_share_percent", "top attribute %"), ("unexplained_different_percent", "unexplained, different %"),
+            ("unexplained_same_percent", "unexplained, same person %"), ("attribute_agreement", "attribute agr."),
+            ("causal_agreement_aligned", "causal agr. aligned"), ("pointing_used", "pointing used %")]
+    note = ("Reference model, one fit seed, 48 pairs; the same run fits both recipes. 'Differing attributes' "
+            "part': over pairs of different people, the part of the distance given to attributes that the "
+            "attributes whose labels differ carry. Unexplained: d minus the attributes' contributions, over d.")
+    return [note, "", _records_table(data.get("variants", []), cols), ""]
+
+
 def _truthful_section(data: dict[str, Any]) -> list[str]:
     cols = [("variant", "variant"), ("steps", "steps"), ("x_map_e", "X-mAP_e"), ("x_map_e_std", "± X-mAP_e"),
             ("x_map_e_used", "X-mAP_e (used)"), ("adre", "ADRE %"), ("adre_std", "± ADRE"),
@@ -202,6 +214,8 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
      _architectures_section),
     ("truthful", "AMD+ ablation: explanations true to the model (issue 8)", "bench_truthful.py",
      _truthful_section),
+    ("linear", "The linear decomposition against the paper's recipe (issue 15)", "bench_truthful.py",
+     _linear_section),
     ("ranking", "Ranked lists at gallery scale (issue 16)", "bench_ranking.py", _ranking_section),
 ]
 
