@@ -503,3 +503,11 @@ def test_bench_ranking_quick_writes_its_results_and_report_section(tmp_path):
     assert set(row["targets_met"]) == {"end_to_end_under_60s", "arithmetic_under_15s", "peak_memory_under_3gb"}
     text = benchmark_script("make_report").build_report(tmp_path)
     assert "## Ranked lists at gallery scale" in text and "| copy | 16 | 96 |" in text
+
+
+def test_bench_arch_quality_quick(tmp_path):
+    module = benchmark_script("bench_arch_quality")
+    result = module.main(["--quick", "--architectures", "vit_reid_tiny", "--out", str(tmp_path / "arch_quality.json")])
+    (row,) = result["results"]
+    assert row["adapter"] == "tokens" and row["fit_steps"] >= 1
+    assert 0 <= row["adre"] and 0 <= row["x_map_e"] <= 100
