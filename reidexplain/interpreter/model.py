@@ -165,11 +165,12 @@ class AMDModel(nn.Module):
         return ((out - emb.repeat_interleave(k, dim=0)) / eps).reshape(b, k, -1)
 
     def embed(self, images: torch.Tensor, batch_size: int = 64) -> Components:
-        """:class:`Components` of ``images`` in batches, without gradients, in eval mode."""
+        """:class:`Components` of ``images`` in batches, in eval mode, under ``torch.inference_mode``
+        (no autograd bookkeeping at all: the outputs cannot be differentiated)."""
         was_training = self.training
         self.train(False)
         try:
-            with torch.no_grad():
+            with torch.inference_mode():
                 parts = [self(chunk.to(self.device)) for chunk in images.split(batch_size)]
         finally:
             self.train(was_training)

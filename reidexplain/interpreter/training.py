@@ -43,6 +43,9 @@ BLACK_BOX_TARGET_STEPS = 1500
 660 steps to 61 % at 1570 steps on the reference model."""
 
 
+_PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Hyper-parameters of :func:`fit`; defaults chosen by measurement (see the docs).
@@ -62,6 +65,11 @@ class TrainingConfig:
             :data:`GRAY_BOX_TARGET_STEPS` (600) or :data:`BLACK_BOX_TARGET_STEPS` (1500).
         max_epochs: Upper bound of the automatic epochs.
         max_seconds: Stop after this many seconds (checked after every step); ``None``: no limit.
+        precision: ``"float32"``, or ``"bfloat16"`` / ``"float16"`` for mixed precision: the forward
+            passes run under ``torch.autocast`` (the losses in float32; float16 with a gradient scaler).
+            For CUDA; bfloat16 also runs on the CPU.
+        channels_last: Images, the interpreter's network and the target's copy in the channels-last
+            memory format (faster convolutions on recent GPUs).
 
     Examples:
         >>> TrainingConfig(epochs=3).lr
@@ -79,6 +87,17 @@ class TrainingConfig:
     target_steps: int | None = None
     max_epochs: int = 60
     max_seconds: float | None = None
+    precision: str = "float32"
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"precision: expected one of {sorted(_PRECISIONS)}, got {self.precision!r}")
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of :attr:`precision` (``None`` for float32)."""
+        return _PRECISIONS[self.precision]
 
     def steps_for(self, gray_box: bool) -> int:
         """``target_steps`` with the mode's default filled in."""
@@ -316,6 +335,11 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, config.warmup_start + (1 - config.warmup_start) * s / warmup_steps))
     generator = torch.Generator().manual_seed(seed)
+    amp = config.autocast_dtype
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+    if config.channels_last:
+        model.network.to(memory_format=torch.channels_last)
+        model.adapter.target.to(memory_format=torch.channels_last)
     world = _world()
     distributed = world[0] > 1
     if distributed:
@@ -397,8 +421,13 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                         bar.update(1)
                         continue
                     images = augment(batch.images.to(device))
+                    if config.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
                     _calibrate(model, images)
-                    out = model(images)
+                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                        out = model(images)
+                    if amp is not None:  # the losses in float32
+                        out = type(out)(*(None if t is None else t.float() for t in out))
                     check_embeddings(out.embeddings, images.shape[0], "model output")
                     known = None if batch.known is None else batch.known.to(device)
                     attributes = batch.attributes.to(device)
@@ -410,10 +439,11 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                     for extra in context.get("optimizers", []):
                         extra.zero_grad(set_to_none=True)
                     optimizer.zero_grad(set_to_none=True)
-                    losses["loss"].backward()
-                    optimizer.step()
+                    scaler.scale(losses["loss"]).backward()
+                    scaler.step(optimizer)
                     for extra in context.get("optimizers", []):
-                        extra.step()
+                        scaler.step(extra)
+                    scaler.update()
                     schedule.step()
                     steps += 1
                     d, d_hat = losses["distance"], losses["reconstructed"]

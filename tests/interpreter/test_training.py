@@ -230,3 +230,18 @@ def test_a_bad_fit_state_file_says_so(tmp_path) -> None:
     path.write_bytes(b"not a state")
     with pytest.raises(ValueError, match="not a fit state"):
         fit(model, amd_batches(), TrainingConfig(epochs=1), progress=False, checkpoint=path)
+
+
+def test_mixed_precision_and_channels_last_options() -> None:
+    plain, _ = _setup()
+    expected = fit(plain, amd_batches(), TrainingConfig(epochs=2, lr=1e-3), progress=False)
+    last, _ = _setup()
+    got = fit(last, amd_batches(), TrainingConfig(epochs=2, lr=1e-3, channels_last=True), progress=False)
+    for a, b in zip(got, expected, strict=True):  # other convolution kernels: the same up to rounding
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-2)
+    half, _ = _setup()  # bfloat16 autocast runs on the CPU too; its losses stay close to float32's
+    low = fit(half, amd_batches(), TrainingConfig(epochs=2, lr=1e-3, precision="bfloat16"), progress=False)
+    assert all(math.isfinite(h["loss"]) for h in low)
+    assert low[0]["loss"] == pytest.approx(expected[0]["loss"], rel=0.1)
+    with pytest.raises(ValueError, match="precision"):
+        TrainingConfig(precision="int8")
