@@ -237,8 +237,11 @@ def test_mixed_precision_and_channels_last_options() -> None:
     expected = fit(plain, amd_batches(), TrainingConfig(epochs=2, lr=1e-3), progress=False)
     last, _ = _setup()
     got = fit(last, amd_batches(), TrainingConfig(epochs=2, lr=1e-3, channels_last=True), progress=False)
-    for a, b in zip(got, expected, strict=True):  # other convolution kernels: the same up to rounding
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-2)
+    # Other convolution kernels: the same up to rounding. Adam then turns the rounding noise of
+    # gradients that are zero in exact arithmetic (a conv bias before BatchNorm) into steps of size lr,
+    # so the trajectories drift apart slowly: the first epoch agrees closely, the second loosely.
+    assert got[0]["loss"] == pytest.approx(expected[0]["loss"], rel=1e-3)
+    assert got[1]["loss"] == pytest.approx(expected[1]["loss"], rel=0.2)
     half, _ = _setup()  # bfloat16 autocast runs on the CPU too; its losses stay close to float32's
     low = fit(half, amd_batches(), TrainingConfig(epochs=2, lr=1e-3, precision="bfloat16"), progress=False)
     assert all(math.isfinite(h["loss"]) for h in low)
