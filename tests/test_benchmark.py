@@ -511,3 +511,11 @@ def test_bench_arch_quality_quick(tmp_path):
     (row,) = result["results"]
     assert row["adapter"] == "tokens" and row["fit_steps"] >= 1
     assert 0 <= row["adre"] and 0 <= row["x_map_e"] <= 100
+
+
+def test_bench_gpu_fit_tiny_on_the_cpu(tmp_path):
+    module = benchmark_script("bench_gpu_fit")
+    result = module.main(["--tiny", "--device", "cpu", "--out", str(tmp_path / "gpu_fit.json")])
+    (row,) = result["results"]
+    assert row["fit_steps"] >= 2 and row["steps_per_second"] > 0 and row["peak_memory_gb"] is None
+    assert row["seconds_to_adre_3"] is None or row["seconds_to_adre_3"] >= 0
