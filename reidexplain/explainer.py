@@ -67,6 +67,7 @@ FORMAT_VERSION = 2
 """Version of the files :meth:`Explainer.save` writes (version 1 files still load)."""
 METHODS = tuple(RECIPES.names())
 """Names of the registered training recipes (:data:`reidexplain.interpreter.recipes.RECIPES`)."""
+_SIDE_FIELDS = ("camid", "pid")  # the batch fields a side input can be read from
 
 
 class NotFittedError(RuntimeError):
@@ -116,6 +117,10 @@ class Explainer:
         output: For a model that returns a tuple or a dict (SOLIDER's ``(feat, featmaps)``,
             fast-reid's dicts): which part is the embedding, as an index, a key, or a callable on the
             output. ``None``: the model returns the embedding.
+        side_inputs: Per-image forward arguments the model needs besides the images, each read from a
+            batch field: ``{"cam_label": "camid"}`` for TransReID's camera embedding (fields
+            ``"camid"`` or ``"pid"``). :meth:`explain` and :meth:`explain_matrix` then take their values
+            as ``forward_kwargs``.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; a bad ``feature_layer``, ``attributes`` or
@@ -134,7 +139,8 @@ class Explainer:
                  metric: str = "euclidean", feature_layer: str | nn.Module | None = "auto",
                  device: torch.device | str | None = None, recipe: str | Recipe = "amd",
                  hidden: int | None = None, trunk: str | None = None, method: str | None = None,
-                 output: int | str | Callable[[Any], torch.Tensor] | None = None) -> None:
+                 output: int | str | Callable[[Any], torch.Tensor] | None = None,
+                 side_inputs: dict[str, str] | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         if feature_layer is not None and not isinstance(feature_layer, (str, nn.Module)):
@@ -151,6 +157,11 @@ class Explainer:
                                                                      or callable(output))):
             raise TypeError(f"output: expected an index, a key or a callable, got {type(output).__name__}")
         self.output = output
+        self.side_inputs = dict(side_inputs or {})
+        for name, field in self.side_inputs.items():
+            if field not in _SIDE_FIELDS or not isinstance(name, str):
+                raise ValueError(f"side_inputs: expected {{forward argument: one of {list(_SIDE_FIELDS)}}}, got "
+                                 f"{{{name!r}: {field!r}}}")
         self.model = model
         self.metric = check_metric(metric)
         self.feature_layer = feature_layer
@@ -219,13 +230,43 @@ class Explainer:
     def _images(self, images: object, name: str) -> torch.Tensor:
         return check_images(images, name, size=self.input_size, dtype=self._dtype())
 
-    def _build(self, probe: torch.Tensor, num_attributes: int) -> AMDModel:
+    def _build(self, probe: torch.Tensor, num_attributes: int, batch: Any = None) -> AMDModel:
         if self._schema is None:
             self._schema = get_schema(None, num_attributes=num_attributes)
-        adapter = adapt_model(self.model, probe, self.feature_layer, self.device, output=self.output)
+        side = None
+        if self.side_inputs:
+            side = {}
+            for name, field in self.side_inputs.items():
+                values = None if batch is None else getattr(batch, f"{field}s", None)
+                if values is None:
+                    raise ValueError(f"side_inputs: {name!r} is read from the batches' {field!r}, and the first "
+                                     "batch has none")
+                side[name] = values[: probe.shape[0]]
+        adapter = adapt_model(self.model, probe, self.feature_layer, self.device, output=self.output,
+                              side_inputs=side)
         logger.info("AMD: %s", adapter.describe())
         self.input_size = (int(probe.shape[-2]), int(probe.shape[-1]))
-        return AMDModel(adapter, self.recipe, self._schema, self.metric)
+        return AMDModel(adapter, self.recipe, self._schema, self.metric, side_fields=tuple(self.side_inputs.values()))
+
+    def _side(self, kwargs: dict[str, Any] | None, n: int, name: str) -> tuple[torch.Tensor, ...]:
+        """The side inputs of ``n`` images from ``kwargs`` (``{forward argument: (n,) values}``)."""
+        if not self.side_inputs:
+            if kwargs:
+                raise ValueError(f"{name}: the explainer was made without side_inputs; the model takes the images "
+                                 "alone")
+            return ()
+        missing = sorted(set(self.side_inputs) - set(kwargs or {}))
+        if missing:
+            raise ValueError(f"{name}: the model needs {missing} for every image; pass {name}={{...}} with a "
+                             f"({n},) tensor each")
+        out = []
+        for key in self.side_inputs:
+            value = torch.as_tensor(kwargs[key])
+            if value.shape[:1] != (n,):
+                raise ValueError(f"{name}[{key!r}]: expected {n} values (one per image), got shape "
+                                 f"{tuple(value.shape)}")
+            out.append(value.to(self.device))
+        return tuple(out)
 
     # ------------------------------------------------------------------ fit
     def fit(self, loader: Iterable, epochs: int | None = None, lr: float = 1e-4, progress: bool = True,
@@ -308,7 +349,7 @@ class Explainer:
             probe = batch.images[: min(4, batch.images.shape[0])].to(self._dtype())
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(seed)
-                amd = self._build(probe, batch.attributes.shape[1])
+                amd = self._build(probe, batch.attributes.shape[1], batch)
             # Every batch must have the first batch's size (the size the interpreter is fitted on).
             checked = CheckedLoader(loader, "loader", len(self._schema), None, self._dtype(), require_known=True)
             data = target_pass(amd, checked) if self.recipe.needs_target_pass else None
@@ -330,12 +371,15 @@ class Explainer:
         return self
 
     # ------------------------------------------------------------------ explain
-    def embed(self, images: torch.Tensor, batch_size: int = 64) -> Components:
+    def embed(self, images: torch.Tensor, batch_size: int = 64,
+              forward_kwargs: dict[str, Any] | None = None) -> Components:
         """Per-image target embeddings, component embeddings ``e_k`` and low-resolution maps.
 
         Args:
             images: ``(N,3,H,W)`` or ``(3,H,W)``.
             batch_size: Images per forward pass (a large batch is processed in chunks of this size).
+            forward_kwargs: The images' side inputs, ``{forward argument: (N,) values}`` (only for an
+                explainer made with ``side_inputs``).
 
         Returns:
             A :class:`~reidexplain.interpreter.Components` on the explainer's device.
@@ -346,10 +390,13 @@ class Explainer:
                 size; a bad ``batch_size``; the model's embeddings are not finite.
         """
         amd = self._require_fitted("embed")
-        return self._embed(amd, self._images(images, "images"), check_batch_size(batch_size))
+        images = self._images(images, "images")
+        side = self._side(forward_kwargs, images.shape[0], "forward_kwargs")
+        return self._embed(amd, images, check_batch_size(batch_size), side)
 
-    def _embed(self, amd: AMDModel, images: torch.Tensor, batch_size: int) -> Components:
-        out = amd.embed(images, batch_size)
+    def _embed(self, amd: AMDModel, images: torch.Tensor, batch_size: int,
+               side: tuple[torch.Tensor, ...] = ()) -> Components:
+        out = amd.embed(images, batch_size, side)
         check_embeddings(out.embeddings, images.shape[0], "model output")
         return out
 
@@ -383,7 +430,8 @@ class Explainer:
 
         return Decomposition(*(zeroed(getattr(parts, f.name)) for f in dataclasses.fields(parts)))
 
-    def explain(self, pair: tuple[torch.Tensor, torch.Tensor], batch_size: int = 32) -> PairAttribution:
+    def explain(self, pair: tuple[torch.Tensor, torch.Tensor], batch_size: int = 32,
+                forward_kwargs: tuple[dict[str, Any], dict[str, Any]] | None = None) -> PairAttribution:
         """Explain the target's distance between ``image_a`` and ``image_b`` (or ``B`` such pairs).
 
         Costs about two target forward passes plus the head on ``M`` masked maps per image (the trunk
@@ -397,6 +445,8 @@ class Explainer:
             pair: ``(image_a, image_b)``, each ``(3,H,W)`` or ``(B,3,H,W)``, of the same shape and of the
                 size the interpreter was fitted on.
             batch_size: Pairs per forward pass (a large batch is processed in chunks).
+            forward_kwargs: For an explainer made with ``side_inputs``: ``(kwargs_a, kwargs_b)``, each
+                ``{forward argument: (B,) values}`` (the cameras of ``image_a`` and ``image_b``, say).
 
         Returns:
             A :class:`~reidexplain.attribution.PairAttribution` with ``method="amd"``: ``distance`` and
@@ -423,7 +473,12 @@ class Explainer:
         batch_size = check_batch_size(batch_size)
         a, b = check_pair(pair, "pair", size=self.input_size, dtype=self._dtype())
         n = a.shape[0]
-        out = self._embed(amd, torch.cat([a, b]), 2 * batch_size)
+        if forward_kwargs is not None and (not isinstance(forward_kwargs, (tuple, list)) or len(forward_kwargs) != 2):
+            raise TypeError("forward_kwargs: expected a pair (kwargs_a, kwargs_b) of dicts of per-image values")
+        kw_a, kw_b = forward_kwargs if forward_kwargs is not None else (None, None)
+        side_a, side_b = self._side(kw_a, n, "forward_kwargs[0]"), self._side(kw_b, n, "forward_kwargs[1]")
+        side = tuple(torch.cat([x, y]) for x, y in zip(side_a, side_b, strict=True))
+        out = self._embed(amd, torch.cat([a, b]), 2 * batch_size, side)
         parts = self._zero_distances(amd.decompose_pairs(out[:n], out[n:]), out.embeddings[:n],
                                      out.embeddings[n:])
         low = out.maps
@@ -439,13 +494,17 @@ class Explainer:
         )
 
     def explain_matrix(self, query_images: torch.Tensor, gallery_images: torch.Tensor,
-                       batch_size: int = 64) -> MatrixExplanation:
+                       batch_size: int = 64, query_kwargs: dict[str, Any] | None = None,
+                       gallery_kwargs: dict[str, Any] | None = None) -> MatrixExplanation:
         """AMD quantities for every query x gallery pair, from per-image embeddings computed once.
 
         Args:
             query_images: ``(Q,3,H,W)``.
             gallery_images: ``(G,3,H,W)``.
             batch_size: Images per forward pass (large batches are processed in chunks).
+            query_kwargs: For an explainer made with ``side_inputs``: the queries' side inputs,
+                ``{forward argument: (Q,) values}``.
+            gallery_kwargs: The same for the gallery, ``(G,)`` values.
 
         Returns:
             A :class:`MatrixExplanation` (``(Q,G)`` distances, ``(Q,G,M)`` contributions); pairs of
@@ -465,8 +524,11 @@ class Explainer:
         """
         amd = self._require_fitted("explain_matrix")
         batch_size = check_batch_size(batch_size)
-        q = self._embed(amd, self._images(query_images, "query_images"), batch_size)
-        g = self._embed(amd, self._images(gallery_images, "gallery_images"), batch_size)
+        query_images = self._images(query_images, "query_images")
+        gallery_images = self._images(gallery_images, "gallery_images")
+        q = self._embed(amd, query_images, batch_size, self._side(query_kwargs, len(query_images), "query_kwargs"))
+        g = self._embed(amd, gallery_images, batch_size,
+                        self._side(gallery_kwargs, len(gallery_images), "gallery_kwargs"))
         parts = self._zero_distances(amd.decompose_matrix(q, g), q.embeddings, g.embeddings)
         return MatrixExplanation(parts.distance, parts.reconstructed, parts.contributions, self._schema.names,
                                  parts.unexplained)

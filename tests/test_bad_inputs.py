@@ -603,9 +603,9 @@ def test_chunks_are_really_used(fitted: Explainer, monkeypatch: pytest.MonkeyPat
     sizes: list[int] = []
     forward = type(fitted.amd).forward
 
-    def spy(self, images):
+    def spy(self, images, side=()):
         sizes.append(images.shape[0])
-        return forward(self, images)
+        return forward(self, images, side)
 
     monkeypatch.setattr(type(fitted.amd), "forward", spy)
     fitted.embed(_images(10), batch_size=3)

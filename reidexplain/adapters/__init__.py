@@ -41,7 +41,15 @@ from ._layers import (
     is_image_grid,
     resolve_layer_name,
 )
-from .base import FeatureAdapter, InputCopy, SelectOutput, frozen_copy, outputs_match, select_output
+from .base import (
+    FeatureAdapter,
+    InputCopy,
+    SelectOutput,
+    SideInputs,
+    frozen_copy,
+    outputs_match,
+    select_output,
+)
 from .families import BlackBoxAdapter, ForwardFeaturesAdapter, GraphAdapter, HookAdapter, cut_graph
 from .tokens import TokenAdapter, TokenLayout, find_token_blocks
 
@@ -68,6 +76,7 @@ __all__ = [
     "InputCopy",
     "SelectOutput",
     "select_output",
+    "SideInputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,7 +109,8 @@ def register_adapter(cls: type[FeatureAdapter], first: bool = True) -> type[Feat
 
 def adapt_model(model: nn.Module, probe: torch.Tensor, feature_layer: str | nn.Module | None = "auto",
                 device: torch.device | str | None = None,
-                output: int | str | Callable[[Any], torch.Tensor] | None = None) -> FeatureAdapter:
+                output: int | str | Callable[[Any], torch.Tensor] | None = None,
+                side_inputs: dict[str, torch.Tensor] | None = None) -> FeatureAdapter:
     """A frozen copy of ``model`` split into feature grid and head, verified on ``probe``.
 
     Args:
@@ -112,6 +122,9 @@ def adapt_model(model: nn.Module, probe: torch.Tensor, feature_layer: str | nn.M
         output: For a model that returns a tuple or a dict: which part is the embedding (an index, a
             key, or a callable on the output); see :class:`SelectOutput`. Layer names stay those of
             ``model``.
+        side_inputs: Per-image forward arguments the model needs besides the images (TransReID's
+            ``cam_label``), by name, with their ``(B,)`` values for ``probe``; afterwards the adapter
+            takes them with :meth:`~FeatureAdapter.bind`. See :class:`SideInputs`.
 
     Returns:
         The adapter of the first family that accepts the model; its :meth:`~FeatureAdapter.describe`
@@ -138,8 +151,22 @@ def adapt_model(model: nn.Module, probe: torch.Tensor, feature_layer: str | nn.M
     if output is not None:
         model = SelectOutput(model, output)
         layer = None if layer is None else f"model.{layer}"
+    if side_inputs:
+        model = SideInputs(model, tuple(side_inputs))
+        layer = None if layer is None else f"model.{layer}"
     target = frozen_copy(model, device)
     probe = probe.to(device)
+    if side_inputs:
+        target.probe = tuple(torch.as_tensor(v).to(device) for v in side_inputs.values())
+    try:
+        return _adapt(target, probe, layer, feature_layer)
+    finally:
+        if side_inputs:
+            target.probe = ()  # from now on the side inputs must be given with the images
+
+
+def _adapt(target: nn.Module, probe: torch.Tensor, layer: str | None,
+           feature_layer: str | nn.Module | None) -> FeatureAdapter:
     with torch.no_grad():
         reference = check_embeddings(target(probe.clone()), probe.shape[0], "model output")
     if feature_layer is None:

@@ -19,14 +19,16 @@ input in place).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FeatureAdapter", "frozen_copy", "outputs_match", "InputCopy", "SelectOutput", "select_output"]
+__all__ = ["FeatureAdapter", "frozen_copy", "outputs_match", "InputCopy", "SelectOutput", "select_output",
+           "SideInputs", "MAX_SIDE_INPUTS"]
 
 
 def frozen_copy(model: nn.Module, device: torch.device) -> nn.Module:
@@ -90,15 +92,52 @@ def select_output(model: nn.Module, output: OutputSelector | None) -> nn.Module:
     return model if output is None else SelectOutput(model, output)
 
 
-class InputCopy(nn.Module):
-    """Runs ``module`` on a copy of its input, so that in-place preprocessing never reaches the caller."""
+MAX_SIDE_INPUTS = 4
 
-    def __init__(self, module: nn.Module | Callable) -> None:
+
+class SideInputs(nn.Module):
+    """A model whose named per-image forward arguments (TransReID's ``cam_label``) become positional
+    inputs ``side_0, side_1, ...`` after the images, so that a traced graph takes them as inputs.
+
+    Called with the images alone it uses :attr:`probe` (the values of the probe batch a split is found
+    on); without those it raises.
+
+    Args:
+        model: The model.
+        names: The forward arguments, in order (at most :data:`MAX_SIDE_INPUTS`).
+        probe: Their values for the probe batch.
+    """
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...], probe: tuple[torch.Tensor, ...] = ()) -> None:
+        super().__init__()
+        if not 1 <= len(names) <= MAX_SIDE_INPUTS:
+            raise ValueError(f"side_inputs: expected 1 to {MAX_SIDE_INPUTS} forward arguments, got {list(names)}")
+        self.model = model
+        self.names = tuple(names)
+        self.probe = tuple(probe)
+
+    def forward(self, x: torch.Tensor, side_0: Any = None, side_1: Any = None, side_2: Any = None,
+                side_3: Any = None) -> torch.Tensor:
+        given = (side_0, side_1, side_2, side_3)[: len(self.names)]
+        if any(v is None for v in given):
+            if not self.probe:
+                raise ValueError(f"side inputs {list(self.names)}: the model needs them for every image; pass "
+                                 "them (Explainer(..., side_inputs=...), explain(..., forward_kwargs=...))")
+            given = tuple(self.probe[i] if v is None else v for i, v in enumerate(given))
+        return self.model(x, **dict(zip(self.names, given, strict=True)))
+
+
+class InputCopy(nn.Module):
+    """Runs ``module`` on a copy of its input, so that in-place preprocessing never reaches the caller;
+    ``side`` (a callable) gives the side inputs to pass after the images (see :class:`SideInputs`)."""
+
+    def __init__(self, module: nn.Module | Callable, side: Callable[[], tuple] | None = None) -> None:
         super().__init__()
         self.module = module
+        self._side = side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.clone())
+        return self.module(x.clone(), *(self._side() if self._side is not None else ()))
 
 
 class _ToGrid(nn.Module):
@@ -137,6 +176,42 @@ class FeatureAdapter(nn.Module):
         self.grid_shape = grid_shape
         self.embedding_dim = int(embedding_dim)
         self.reason = reason
+        self._bound: tuple[torch.Tensor, ...] = ()
+
+    # ------------------------------------------------------------------ side inputs
+    @property
+    def side_names(self) -> tuple[str, ...]:
+        """The target's per-image forward arguments (see :class:`SideInputs`); ``()`` for most models."""
+        return self.target.names if isinstance(self.target, SideInputs) else ()
+
+    def bound_side(self) -> tuple[torch.Tensor, ...]:
+        """The side inputs of the images being processed (see :meth:`bind`)."""
+        return self._bound
+
+    @contextmanager
+    def bind(self, side: tuple[torch.Tensor, ...] = ()) -> Iterator[None]:
+        """Process images with these per-image side inputs (one ``(B,)`` tensor per forward argument)."""
+        side = tuple(side)
+        if len(side) != len(self.side_names):
+            raise ValueError(f"side inputs: the target takes {list(self.side_names)} per image, got {len(side)} "
+                             "tensors")
+        previous, self._bound = self._bound, side
+        try:
+            yield
+        finally:
+            self._bound = previous
+
+    def _require_side(self) -> None:
+        if len(self._bound) != len(self.side_names):
+            raise ValueError(f"side inputs {list(self.side_names)}: the model needs them for every image; bind "
+                             "them (adapter.bind(...), Explainer(..., side_inputs=...), "
+                             "explain(..., forward_kwargs=...))")
+
+    @contextmanager
+    def repeated(self, times: int) -> Iterator[None]:
+        """The bound side inputs repeated ``times`` per image (the head runs on ``B*times`` grids)."""
+        with self.bind(tuple(t.repeat_interleave(times, dim=0) for t in self._bound)):
+            yield
 
     # ------------------------------------------------------------------ family protocol
     @classmethod
@@ -191,10 +266,12 @@ class FeatureAdapter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The target's embedding of ``images`` (a copy of them)."""
-        return self.target(images.clone())
+        self._require_side()
+        return self.target(images.clone(), *self._bound)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """What the head takes, for ``images``, without gradients (:meth:`to_grid` gives its grid)."""
+        self._require_side()
         with torch.no_grad():
             return self._features(images.clone())
 
@@ -205,6 +282,7 @@ class FeatureAdapter(nn.Module):
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Features (``None`` for a black box; :meth:`to_grid` gives their grid) and embedding of
         ``images``, without gradients."""
+        self._require_side()
         with torch.no_grad():
             if not self.gray_box:
                 return None, self.forward(images)
@@ -222,6 +300,7 @@ class FeatureAdapter(nn.Module):
         """
         if not self.gray_box:
             raise RuntimeError("the target has no feature layer: its head cannot be applied alone")
+        self._require_side()
         return self._head(features, images)
 
     def masked_embeddings(self, images: torch.Tensor, features: torch.Tensor,
@@ -235,13 +314,15 @@ class FeatureAdapter(nn.Module):
         grid = self.to_grid(features)
         masked = (grid.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
         repeated = None if self.fast_head else images.repeat_interleave(m, dim=0)
-        return self.head(self.with_grid(features, masked, m), repeated).reshape(b, m, -1)
+        with self.repeated(m):
+            return self.head(self.with_grid(features, masked, m), repeated).reshape(b, m, -1)
 
     def make_trunk(self) -> nn.Module:
         """A trainable deep copy of the path images -> grid (the start of the interpreter's trunk)."""
         if not self.gray_box:
             raise RuntimeError("the target has no feature layer to copy a trunk from")
-        trunk: nn.Module = InputCopy(copy.deepcopy(self._trainable_trunk()))
+        trunk: nn.Module = InputCopy(copy.deepcopy(self._trainable_trunk()),
+                                     self.bound_side if self.side_names else None)
         if type(self).to_grid is not FeatureAdapter.to_grid:
             trunk = nn.Sequential(trunk, _ToGrid(self))
         trunk.requires_grad_(True)

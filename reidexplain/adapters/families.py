@@ -26,7 +26,7 @@ import torch.fx
 from torch import nn
 
 from ._layers import feature_layers, is_image_grid
-from .base import FeatureAdapter, outputs_match
+from .base import FeatureAdapter, SideInputs, outputs_match
 
 __all__ = ["ForwardFeaturesAdapter", "GraphAdapter", "HookAdapter", "BlackBoxAdapter", "cut_graph", "trace"]
 
@@ -41,10 +41,10 @@ def _size(probe: torch.Tensor) -> tuple[int, int]:
     return int(probe.shape[-2]), int(probe.shape[-1])
 
 
-def _verified(head: Any, feats: torch.Tensor, reference: torch.Tensor) -> bool:
+def _verified(head: Any, feats: torch.Tensor, reference: torch.Tensor, side: tuple = ()) -> bool:
     try:
         with torch.no_grad():
-            return outputs_match(head(feats.clone()), reference)
+            return outputs_match(head(feats.clone(), *side), reference)
     except Exception as err:  # a head that rejects its input is just not a valid split
         logger.debug("split candidate failed on the probe batch: %s", err)
         return False
@@ -136,14 +136,25 @@ class _LeafTracer(torch.fx.Tracer):
         return module_qualified_name in self.leaves or super().is_leaf_module(m, module_qualified_name)
 
 
+def side_count(target: nn.Module) -> int:
+    """Number of per-image side inputs the (wrapped) target takes after the images."""
+    return len(target.names) if isinstance(target, SideInputs) else 0
+
+
+def side_probe(target: nn.Module) -> tuple[torch.Tensor, ...]:
+    """The side inputs of the probe batch (``()`` for a target without side inputs)."""
+    return target.probe if isinstance(target, SideInputs) else ()
+
+
 def trace(target: nn.Module, leaves: set[str]) -> torch.fx.GraphModule:
     """``target`` traced by torch.fx with ``leaves`` kept as single calls; optional forward arguments
-    (``attn_mask=None`` in timm's ViTs, say) are fixed at their defaults, so the graph has one input.
+    (``attn_mask=None`` in timm's ViTs, say) are fixed at their defaults, so the graph has one input,
+    and the side inputs of a :class:`~reidexplain.adapters.base.SideInputs` target after it.
 
     Raises:
         Exception: whatever torch.fx raises for a model it cannot trace.
     """
-    params = list(inspect.signature(target.forward).parameters.values())[1:]
+    params = list(inspect.signature(target.forward).parameters.values())[1 + side_count(target):]
     concrete = {p.name: p.default for p in params
                 if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
     graph = _LeafTracer(leaves).trace(target, concrete_args=concrete or None)
@@ -166,7 +177,7 @@ def _batch_size_of(node: torch.fx.Node) -> torch.fx.Node | None:
     return None
 
 
-def cut_graph(module: torch.fx.GraphModule, cut: torch.fx.Node
+def cut_graph(module: torch.fx.GraphModule, cut: torch.fx.Node, side: int = 0
               ) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule] | None:
     """Split a traced graph at ``cut`` into ``(trunk, head)``, or ``None`` if the cut is not clean.
 
@@ -179,8 +190,10 @@ def cut_graph(module: torch.fx.GraphModule, cut: torch.fx.Node
     """
     nodes = list(module.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]
-    # The images are the first input; the others must be arguments fixed at their defaults (see trace).
-    if not placeholders or any(len(p.args) != 1 for p in placeholders[1:]) or cut.op in ("placeholder", "output"):
+    # The images are the first input, then the side inputs; the others must be arguments fixed at their
+    # defaults (see trace).
+    if len(placeholders) < 1 + side or any(len(p.args) != 1 for p in placeholders[1 + side:]) \
+            or cut.op in ("placeholder", "output"):
         return None
     position = nodes.index(cut)
     before, after = nodes[: position + 1], nodes[position + 1:]
@@ -193,7 +206,9 @@ def cut_graph(module: torch.fx.GraphModule, cut: torch.fx.Node
     head_graph = torch.fx.Graph()
     features = head_graph.placeholder("features")
     env: dict[torch.fx.Node, torch.fx.Node] = {cut: features}
-    for fixed in placeholders[1:]:
+    for extra in placeholders[1:1 + side]:  # side inputs, one value per (masked) image
+        env[extra] = head_graph.placeholder(extra.name)
+    for fixed in placeholders[1 + side:]:
         env[fixed] = head_graph.placeholder(fixed.name, default_value=fixed.args[0])
     missing: set[torch.fx.Node] = set()  # nodes of the head that would need the input around the cut
     lazy = {n for n in before if n not in depends and n.op != "placeholder"}
@@ -259,18 +274,19 @@ class GraphAdapter(FeatureAdapter):
             nodes = [n for n in traced.graph.nodes if n.op == "call_module" and n.target == name]
             if len(nodes) != 1:
                 continue
-            parts = cut_graph(traced, nodes[0])
+            parts = cut_graph(traced, nodes[0], side_count(target))
             if parts is None:
                 logger.debug("fx: a connection crosses %r; trying an earlier layer", name)
                 continue
             trunk, head = parts
+            side = side_probe(target)
             try:
                 with torch.no_grad():
-                    feats = trunk(probe.clone())
+                    feats = trunk(probe.clone(), *side)
             except Exception as err:
                 logger.debug("fx trunk at %r failed on the probe: %s", name, err)
                 continue
-            if not _grid(feats, _size(probe)) or not _verified(head, feats, reference):
+            if not _grid(feats, _size(probe)) or not _verified(head, feats, reference, side):
                 continue
             shape = tuple(int(s) for s in feats.shape[1:])
             why = "the layer asked for" if layer is not None else (
@@ -279,10 +295,10 @@ class GraphAdapter(FeatureAdapter):
         return None
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.trunk(images)
+        return self.trunk(images, *self._bound)
 
     def _head(self, features: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
-        return self.head_graph(features)
+        return self.head_graph(features, *self._bound)
 
     def _trainable_trunk(self) -> nn.Module:
         return self.trunk
@@ -300,7 +316,7 @@ class _HookTrunk(nn.Module):
         self.model = model
         self.layer = layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *side: torch.Tensor) -> torch.Tensor:
         captured: list[torch.Tensor] = []
 
         def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
@@ -309,7 +325,7 @@ class _HookTrunk(nn.Module):
 
         handle = self.model.get_submodule(self.layer).register_forward_hook(hook)
         try:
-            self.model(x)
+            self.model(x, *side)
         except _StopForward:
             pass
         finally:
@@ -351,7 +367,7 @@ class HookAdapter(FeatureAdapter):
         return adapter
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        return _HookTrunk(self.target, self.layer)(images)  # type: ignore[arg-type]
+        return _HookTrunk(self.target, self.layer)(images, *self._bound)  # type: ignore[arg-type]
 
     def _head(self, features: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         if images is None:
@@ -359,7 +375,7 @@ class HookAdapter(FeatureAdapter):
         layer = self.target.get_submodule(self.layer)  # type: ignore[arg-type]
         handle = layer.register_forward_hook(lambda m, i, o: features)
         try:
-            return self.target(images.clone())
+            return self.target(images.clone(), *self._bound)
         finally:
             handle.remove()
 

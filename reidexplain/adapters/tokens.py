@@ -27,7 +27,7 @@ from torch import nn
 from .._model import preserved_model_state
 from ._layers import feature_layers
 from .base import FeatureAdapter, outputs_match
-from .families import GraphAdapter, cut_graph, trace
+from .families import GraphAdapter, cut_graph, side_count, side_probe, trace
 
 __all__ = ["TokenAdapter", "TokenLayout", "find_token_blocks"]
 
@@ -161,14 +161,15 @@ class TokenAdapter(GraphAdapter):
         calls = [n for n in traced.graph.nodes if n.op == "call_module" and n.target == name]
         if len(calls) != 1 or not calls[0].args or not isinstance(calls[0].args[0], torch.fx.Node):
             return None
-        parts = cut_graph(traced, calls[0].args[0])
+        parts = cut_graph(traced, calls[0].args[0], side_count(target))
         if parts is None:
             return None
         trunk, head = parts
+        side = side_probe(target)
         try:
             with torch.no_grad():
-                tokens = trunk(probe.clone())
-                ok = outputs_match(head(tokens.clone()), reference)
+                tokens = trunk(probe.clone(), *side)
+                ok = outputs_match(head(tokens.clone(), *side), reference)
         except Exception as err:
             logger.debug("tokens: the cut at %r failed on the probe: %s", name, err)
             return None

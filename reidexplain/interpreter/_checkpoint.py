@@ -60,6 +60,7 @@ def checkpoint_dict(explainer: Any, version: int) -> dict[str, Any]:
         "metric": amd.metric,
         "output": explainer.output if isinstance(explainer.output, (int, str)) else None,
         "output_is_callable": callable(explainer.output) and not isinstance(explainer.output, (int, str)),
+        "side_inputs": dict(explainer.side_inputs),
         "recipe": {"name": amd.recipe.name, "options": amd.recipe.options()},
         "prepared": amd.prepared,
         "adapter": amd.adapter.config(),
@@ -206,20 +207,25 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
                          "(its parameter names or shapes differ)")
     saved = ckpt["adapter"]
     layer = saved["layer"] if saved["kind"] != "none" else None
-    if output is not None and layer is not None and layer.startswith("model."):
-        layer = layer[len("model."):]  # the adapter named it inside its output-selecting wrapper
+    side_inputs = dict(ckpt.get("side_inputs") or {})
+    wrappers = int(output is not None) + int(bool(side_inputs))
+    for _ in range(wrappers):  # the adapter named the layer inside its wrappers
+        if layer is not None and layer.startswith("model."):
+            layer = layer[len("model."):]
     explainer = cls(model, attributes=schema, metric=ckpt["metric"], feature_layer=layer, device=device,
-                    recipe=recipe, output=output)
+                    recipe=recipe, output=output, side_inputs=side_inputs)
     probe = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
     try:
-        adapter = adapt_model(model, probe, layer, explainer.device, output=output)
+        probe_side = {name: torch.zeros(2, dtype=torch.long) for name in side_inputs} or None
+        adapter = adapt_model(model, probe, layer, explainer.device, output=output, side_inputs=probe_side)
     except (ValueError, TypeError) as err:
         raise ValueError(f"model: cannot be split as when the interpreter was fitted: {err}") from None
     got = adapter.config()
     same_kind = saved["kind"] is None or got["kind"] == saved["kind"]
     if not same_kind or got["grid_shape"] != saved["grid_shape"] or got["embedding_dim"] != saved["embedding_dim"]:
         raise ValueError(f"model: split as {got}, but the interpreter was fitted to {saved}")
-    amd = AMDModel(adapter, recipe, schema, ckpt["metric"], prepared=ckpt["prepared"])
+    amd = AMDModel(adapter, recipe, schema, ckpt["metric"], prepared=ckpt["prepared"],
+                   side_fields=tuple(side_inputs.values()))
     try:
         amd.network.load_state_dict(ckpt["network"])
     except RuntimeError as err:

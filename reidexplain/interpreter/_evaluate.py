@@ -40,7 +40,7 @@ def embed_loader(model: AMDModel, loader: Iterable, progress: bool = False,
     has_pids = has_camids = True
     for batch in progress_bar(iter_batches(loader, model.num_attributes), desc=desc, enabled=progress,
                               leave=False):
-        comps = model.embed(batch.images.to(model.device))
+        comps = model.embed(batch.images.to(model.device), side=model.side_from_batch(batch))
         parts.append(Components(comps.embeddings.cpu(), comps.components.cpu(), comps.maps[:, :0].cpu(), None,
                                 None if comps.rest is None else comps.rest.cpu()))
         # Everything per image is gathered on the CPU, whatever device the loader yields.

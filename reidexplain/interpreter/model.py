@@ -85,10 +85,13 @@ class AMDModel(nn.Module):
         metric: ``"euclidean"`` or ``"cosine"``.
         network: The interpreter network; default: ``recipe.build_network(adapter, schema)``.
         prepared: What the recipe prepared from the training data (saved with the model).
+        side_fields: For a target with per-image side inputs (``adapter.side_names``), the batch field
+            each comes from (``"camid"`` or ``"pid"``), in the same order.
     """
 
     def __init__(self, adapter: FeatureAdapter, recipe: Recipe, schema: AttributeSchema, metric: str,
-                 network: nn.Module | None = None, prepared: dict[str, Any] | None = None) -> None:
+                 network: nn.Module | None = None, prepared: dict[str, Any] | None = None,
+                 side_fields: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.adapter = adapter
         self.recipe = recipe
@@ -97,6 +100,20 @@ class AMDModel(nn.Module):
         self.network = network if network is not None else recipe.build_network(adapter, schema)
         self.network.to(adapter.device)
         self.prepared: dict[str, Any] = dict(prepared or {})
+        if len(side_fields) != len(adapter.side_names):
+            raise ValueError(f"side_fields: the target takes {list(adapter.side_names)}, got fields {list(side_fields)}")
+        self.side_fields = tuple(side_fields)
+
+    def side_from_batch(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        """The side inputs of a batch (its ``camid``/``pid`` fields, as :attr:`side_fields` says)."""
+        out = []
+        for field in self.side_fields:
+            value = getattr(batch, f"{field}s", None)
+            if value is None:
+                raise ValueError(f"loader: the target needs the batches' {field!r} for its side input "
+                                 f"{self.adapter.side_names[len(out)]!r}, and a batch has none")
+            out.append(value.to(self.device))
+        return tuple(out)
 
     @property
     def device(self) -> torch.device:
@@ -119,8 +136,15 @@ class AMDModel(nn.Module):
         self.network.train(mode)
         return self
 
-    def forward(self, images: torch.Tensor) -> Components:
-        """:class:`Components` of ``images`` (on :attr:`device`); gradients flow into the network."""
+    def forward(self, images: torch.Tensor, side: tuple[torch.Tensor, ...] = ()) -> Components:
+        """:class:`Components` of ``images`` (on :attr:`device`); gradients flow into the network.
+
+        ``side``: the images' side inputs, for a target that takes some (see :attr:`side_fields`).
+        """
+        with self.adapter.bind(side):
+            return self._forward(images)
+
+    def _forward(self, images: torch.Tensor) -> Components:
         feats, emb = self.adapter.embed(images)
         grid = None if feats is None else self.adapter.to_grid(feats)
         # Under torchrun the fit puts a DistributedDataParallel wrapper of the network here.
@@ -161,17 +185,22 @@ class AMDModel(nn.Module):
         masked = (grid.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
         moved = grid.repeat_interleave(k, dim=0) + eps * masked
         repeated = None if self.adapter.fast_head else images.repeat_interleave(k, dim=0)
-        out = self.adapter.head(self.adapter.with_grid(feats, moved, k), repeated)
+        with self.adapter.repeated(k):
+            out = self.adapter.head(self.adapter.with_grid(feats, moved, k), repeated)
         return ((out - emb.repeat_interleave(k, dim=0)) / eps).reshape(b, k, -1)
 
-    def embed(self, images: torch.Tensor, batch_size: int = 64) -> Components:
+    def embed(self, images: torch.Tensor, batch_size: int = 64, side: tuple[torch.Tensor, ...] = ()) -> Components:
         """:class:`Components` of ``images`` in batches, in eval mode, under ``torch.inference_mode``
-        (no autograd bookkeeping at all: the outputs cannot be differentiated)."""
+        (no autograd bookkeeping at all: the outputs cannot be differentiated); ``side``: their side
+        inputs (see :meth:`forward`)."""
         was_training = self.training
         self.train(False)
+        side = tuple(torch.as_tensor(t).to(self.device) for t in side)
         try:
             with torch.inference_mode():
-                parts = [self(chunk.to(self.device)) for chunk in images.split(batch_size)]
+                parts = [self(chunk.to(self.device), tuple(t[i:i + batch_size] for t in side))
+                         for i, chunk in zip(range(0, len(images), batch_size), images.split(batch_size),
+                                             strict=True)]
         finally:
             self.train(was_training)
         return Components.cat(parts)

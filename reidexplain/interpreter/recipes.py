@@ -317,7 +317,7 @@ class AMDPlus(Recipe):
                 seen = steps
                 for batch in batches():
                     images = augment(batch.images.to(model.device))
-                    with torch.no_grad():
+                    with torch.no_grad(), model.adapter.bind(model.side_from_batch(batch)):
                         trunk = model.network.trunk
                         feats = trunk(images) if trunk is not None else model.adapter.grid(images)
                     _, recognised = head.decompose(feats, images)

@@ -132,7 +132,8 @@ def target_pass(model: AMDModel, loader: Iterable) -> TargetPass:
     embs, attrs, pids, known = [], [], [], []
     with torch.no_grad():
         for batch in iter_batches(loader, model.num_attributes, warn=False):
-            embs.append(model.adapter.embed(batch.images.to(model.device))[1].detach().cpu())
+            with model.adapter.bind(model.side_from_batch(batch)):
+                embs.append(model.adapter.embed(batch.images.to(model.device))[1].detach().cpu())
             attrs.append(batch.attributes.cpu())
             pids.append(batch.pids.cpu() if batch.pids is not None else None)
             known.append(batch.known_mask().cpu())
@@ -189,7 +190,7 @@ def _gather_plain(t: torch.Tensor | None) -> torch.Tensor | None:
     return torch.cat(parts, dim=0)
 
 
-def _calibrate(model: AMDModel, images: torch.Tensor) -> None:
+def _calibrate(model: AMDModel, images: torch.Tensor, side: tuple[torch.Tensor, ...] = ()) -> None:
     """Black box: scale the own head so that ``d_hat`` starts at the target's mean distance."""
     head = model.network.embedding_head
     if head is None or bool(head.calibrated) or model.metric != "euclidean" or images.shape[0] < 2:
@@ -197,7 +198,7 @@ def _calibrate(model: AMDModel, images: torch.Tensor) -> None:
     from ..decomposition import pair_decomposition
 
     with torch.no_grad():
-        out = model(images)
+        out = model(images, side)
         b = images.shape[0]
         i, j = torch.triu_indices(b, b, offset=1, device=images.device)
         parts = pair_decomposition(out.embeddings[i], out.components[i], out.embeddings[j],
@@ -423,9 +424,10 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                     images = augment(batch.images.to(device))
                     if config.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
-                    _calibrate(model, images)
+                    side = model.side_from_batch(batch)
+                    _calibrate(model, images, side)
                     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        out = model(images)
+                        out = model(images, side)
                     if amp is not None:  # the losses in float32
                         out = type(out)(*(None if t is None else t.float() for t in out))
                     check_embeddings(out.embeddings, images.shape[0], "model output")

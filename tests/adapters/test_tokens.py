@@ -162,3 +162,51 @@ def test_grad_cam_on_a_vit_uses_the_patch_grid() -> None:
     assert cam.layer_name == "blocks.2" and cam.adapter.kind == "tokens"
     assert result.maps[0].shape == (2, 1, *SIZE) and torch.isfinite(result.maps[0]).all()
     assert result.extras["raw"][0].shape[-2:] == (4, 2)
+
+
+class CameraViT(TransReIDStyleViT):
+    """TransReID with its camera ids as a per-image forward argument (its side-information embedding)."""
+
+    def forward(self, x: torch.Tensor, cam_label: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos_embed + 1.5 * self.sie_embed[cam_label]
+        for block in self.blocks:
+            x = block(x)
+        return self.bottleneck(self.norm(x)[:, 0])
+
+
+def test_side_inputs_reach_the_model_per_image(tmp_path) -> None:
+    from reidexplain import Explainer
+
+    model = CameraViT().eval()
+    cams = torch.tensor([0, 2])
+    adapter = adapt_model(model, _probe(), side_inputs={"cam_label": cams})
+    assert adapter.kind == "tokens" and adapter.side_names == ("cam_label",)
+    x = _probe(3, seed=5)
+    side = (torch.tensor([0, 1, 2]),)
+    with adapter.bind(side):
+        feats, emb = adapter.embed(x)
+        ones = adapter.masked_embeddings(x, feats, torch.ones(3, 2, *adapter.grid_shape[1:]))
+    with torch.no_grad():
+        expected = model(x, cam_label=side[0])
+    torch.testing.assert_close(emb, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ones[:, 1], expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="side inputs"):
+        adapter.embed(x)  # the cameras are needed for every image
+    # End to end: the explainer reads the cameras from the batches and takes them at explain time.
+    g = torch.Generator().manual_seed(0)
+    batches = [{"image": _probe(8, seed=s), "camid": torch.randint(0, 3, (8,), generator=g),
+                "attributes": torch.randint(0, 2, (8, 4), generator=g)} for s in range(2)]
+    explainer = Explainer(model, side_inputs={"cam_label": "camid"}).fit(batches, epochs=1, progress=False)
+    a, b = _probe(2, seed=7), _probe(2, seed=8)
+    kwargs = ({"cam_label": torch.tensor([0, 1])}, {"cam_label": torch.tensor([2, 2])})
+    att = explainer.explain((a, b), forward_kwargs=kwargs)
+    with torch.no_grad():
+        d = (model(a, cam_label=kwargs[0]["cam_label"]) - model(b, cam_label=kwargs[1]["cam_label"])).norm(dim=1)
+    torch.testing.assert_close(att.distance, d, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="cam_label"):
+        explainer.explain((a, b))
+    explainer.save(tmp_path / "cams.pt")
+    again = Explainer.load(tmp_path / "cams.pt", model)
+    torch.testing.assert_close(again.explain((a, b), forward_kwargs=kwargs).contributions, att.contributions)
