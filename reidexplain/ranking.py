@@ -111,6 +111,33 @@ def _excluded(query_ids: torch.Tensor | None, query_camids: torch.Tensor | None,
     return (query_ids[:, None] == gallery_ids[None]) & (query_camids[:, None] == gallery_camids[None])
 
 
+def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest of each row of ``d`` ``(R,C)``, ties by column: ``(values, columns)``, columns ascending.
+
+    :func:`torch.topk` leaves open which of several equal values it keeps at the ``k``-th place; here
+    the leftmost ones are kept, so that the result does not depend on how a row is cut into blocks
+    (the columns are in gallery order). Rows whose ``k``-th value is ``inf`` are left as they are (those
+    slots are empty whichever entries fill them).
+
+    Examples:
+        >>> _smallest(torch.tensor([[2.0, 1.0, 1.0, 1.0]]), 2)[1].tolist()
+        [[1, 2]]
+    """
+    values, columns = torch.topk(d, k, dim=1, largest=False, sorted=False)
+    kth = values.amax(dim=1, keepdim=True)
+    fix = torch.isfinite(kth[:, 0]) & ((d <= kth).sum(dim=1) > k)
+    if bool(fix.any()):
+        rows = torch.nonzero(fix)[:, 0]
+        sub, t = d[rows], kth[rows]
+        below = sub < t
+        ties = sub == t
+        keep = below | (ties & (ties.cumsum(dim=1) <= k - below.sum(dim=1, keepdim=True)))
+        columns[rows] = torch.nonzero(keep)[:, 1].reshape(-1, k)
+        values[rows] = sub.gather(1, columns[rows])
+    columns, order = torch.sort(columns, dim=1)
+    return values.gather(1, order), columns
+
+
 def topk_matches(query_embeddings: torch.Tensor, gallery_embeddings: torch.Tensor, k: int,
                  metric: str = "euclidean", *, query_ids: torch.Tensor | None = None,
                  query_camids: torch.Tensor | None = None, gallery_ids: torch.Tensor | None = None,
@@ -127,6 +154,10 @@ def topk_matches(query_embeddings: torch.Tensor, gallery_embeddings: torch.Tenso
     With all four of ``query_ids``, ``query_camids``, ``gallery_ids`` and ``gallery_camids``, gallery
     entries of the query's identity seen by the query's camera are excluded (Market-1501 protocol).
     A query with fewer than ``k`` entries left gets index ``-1`` and distance ``inf`` in the last slots.
+
+    Ties: of equal block distances at the ``k``-th place the lowest gallery index survives, and equal
+    pair distances are ordered by gallery index, so the result does not depend on the block sizes
+    (nor on how the gallery is cut into shards).
 
     Args:
         query_embeddings: ``(Q,D)``.
@@ -192,10 +223,12 @@ def topk_matches(query_embeddings: torch.Tensor, gallery_embeddings: torch.Tenso
                              part(gallery_camids, cs))
             if mask is not None:
                 d = d.masked_fill(mask, math.inf)
-            d, i = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
+            # Equal distances at the k-th place: the lowest gallery index survives (the running
+            # candidates are kept in gallery order, so "leftmost" is "lowest index").
+            d, i = _smallest(d, min(k, d.shape[1]))
             run_d, run_i = torch.cat([run_d, d], dim=1), torch.cat([run_i, i + gs], dim=1)
             if run_d.shape[1] > k:
-                run_d, pick = torch.topk(run_d, k, dim=1, largest=False, sorted=False)
+                run_d, pick = _smallest(run_d, k)
                 run_i = run_i.gather(1, pick)
         missing = torch.isinf(run_d)
         # The survivors' distances pair by pair, then sorted by them, ties by gallery index (a fixed
