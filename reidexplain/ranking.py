@@ -1083,7 +1083,11 @@ def explain_topk_sharded(query_embeddings: torch.Tensor, query_components: torch
         query_components: ``(Q,M,D')``, the same on every process.
         index: This process's shard, or a whole index.
         top_k: Matches per query (at most the whole gallery's size).
-        query_ids, query_camids, exclude_same_camera, max_memory_mb, progress: As for :func:`explain_topk`.
+        query_ids: ``(Q,)`` identities of the queries (as for :func:`explain_topk`).
+        query_camids: ``(Q,)`` cameras of the queries; with the ids, the Market-1501 exclusion.
+        exclude_same_camera: Apply that exclusion.
+        max_memory_mb: Bound on each process's temporaries (default :data:`DEFAULT_MAX_MEMORY_MB`).
+        progress: Show progress bars.
 
     Returns:
         ``(indices, decomposition, match_ids)``: ``(Q,K)`` global gallery indices (``-1``: empty slot),
