@@ -51,11 +51,16 @@ from .interpreter.training import TrainingConfig, fit, target_pass
 from .ranking import (
     GalleryIndex,
     RankingExplanation,
+    _all_gather,
     _as_ids,
     _iter_images,
+    _process_group,
     _unique_slots,
     explain_topk,
+    explain_topk_sharded,
     model_fingerprint,
+    shard_bounds,
+    shard_match_maps,
 )
 
 __all__ = ["Explainer", "MatrixExplanation", "RankingExplanation", "GalleryIndex", "NotFittedError",
@@ -549,7 +554,8 @@ class Explainer:
 
     # ------------------------------------------------------------------ ranked lists
     def index_gallery(self, gallery: torch.Tensor | Iterable, ids: Any = None, camids: Any = None,
-                      store_maps: bool = True, batch_size: int = 64, progress: bool = True) -> GalleryIndex:
+                      store_maps: bool = True, batch_size: int = 64, progress: bool = True,
+                      shard: bool = False) -> GalleryIndex:
         """Per-image quantities of a gallery, computed once: a :class:`~reidexplain.ranking.GalleryIndex`.
 
         Args:
@@ -562,6 +568,13 @@ class Explainer:
                 the maps of the top-k can then be recomputed from the images at ranking time).
             batch_size: Images per forward pass.
             progress: Show a progress bar over the batches.
+            shard: In a ``torch.distributed`` group of ``W > 1`` processes (``torchrun``), embed and keep
+                only this process's contiguous part of the gallery (a
+                :meth:`~reidexplain.ranking.GalleryIndex.shard`): of a tensor, its rows
+                :func:`~reidexplain.ranking.shard_bounds`; of an iterable (which must have a ``len``),
+                those batches (the others are skipped, not embedded; the processes then exchange their
+                image counts). ``ids``/``camids`` are the whole gallery's. Every process must call it.
+                Without a group of several processes it does nothing.
 
         Returns:
             The index, on the explainer's device; :meth:`~reidexplain.ranking.GalleryIndex.save` writes it.
@@ -582,7 +595,23 @@ class Explainer:
         from ._progress import progress_bar
 
         amd = self._require_fitted("index_gallery")
+        world, rank = _process_group() if shard else (1, 0)
+        total = offset = None
+        if world > 1 and isinstance(gallery, torch.Tensor):
+            total = check_images(gallery, "gallery").shape[0]
+            if total < world:
+                raise ValueError(f"gallery: {total} images cannot be cut into {world} non-empty shards")
+            offset, stop = shard_bounds(total, rank, world)
+            gallery = gallery[offset:stop]
         batches = [(gallery, None, None)] if isinstance(gallery, torch.Tensor) else _iter_images(gallery)
+        if world > 1 and not isinstance(gallery, torch.Tensor):
+            if not hasattr(gallery, "__len__"):
+                raise TypeError("gallery: index_gallery(..., shard=True) needs a tensor or an iterable with a "
+                                f"len() (a DataLoader, a list), got {type(gallery).__name__}")
+            if len(gallery) < world:
+                raise ValueError(f"gallery: {len(gallery)} batches cannot be cut into {world} non-empty shards")
+            first, last = shard_bounds(len(gallery), rank, world)
+            batches = (b for n, b in enumerate(batches) if first <= n < last)
         parts, batch_ids, batch_cams, size = [], [], [], None
         bar = progress_bar(total=None if not isinstance(gallery, torch.Tensor) else
                            -(-check_images(gallery, "gallery").shape[0] // batch_size),
@@ -604,22 +633,28 @@ class Explainer:
         emb = torch.cat([p.embeddings for p in parts])
         comps = torch.cat([p.components for p in parts])
         maps = torch.cat([p.maps for p in parts]) if store_maps else None
+        if world > 1 and offset is None:  # batches: where this shard starts, from every shard's size
+            sizes = _all_gather(torch.tensor([emb.shape[0]], dtype=torch.long))[:, 0].tolist()
+            offset, total = sum(sizes[:rank]), sum(sizes)
+        where = {} if world == 1 else {"offset": offset, "total": total}
 
         def joined(given: Any, found: list[Any], name: str) -> torch.Tensor | None:
             if given is not None:
+                if where:  # the whole gallery's, cut to this shard
+                    return _as_ids(given, name, total)[offset:offset + emb.shape[0]]
                 return _as_ids(given, name, emb.shape[0])
             if found and all(f is not None for f in found):
                 return _as_ids(torch.cat([torch.as_tensor(f).reshape(-1) for f in found]), name, emb.shape[0])
             return None
 
         return GalleryIndex(emb, comps, maps, joined(ids, batch_ids, "ids"), joined(camids, batch_cams, "camids"),
-                            self._schema.names, amd.metric, model_fingerprint(amd), size)
+                            self._schema.names, amd.metric, model_fingerprint(amd), size, **where)
 
     def explain_ranking(self, query: torch.Tensor, gallery: torch.Tensor | GalleryIndex | Iterable, top_k: int = 10,
                         *, query_ids: Any = None, gallery_ids: Any = None, query_camids: Any = None,
                         gallery_camids: Any = None, gallery_images: torch.Tensor | None = None,
                         n_attributes: int = 3, exclude_same_camera: bool = True, max_memory_mb: float | None = None,
-                        batch_size: int = 64, progress: bool = True) -> RankingExplanation:
+                        batch_size: int = 64, progress: bool = True, shard: bool = False) -> RankingExplanation:
         """Each query's top-k gallery matches, ranked by the target's distance, each explained by AMD.
 
         Per-image components are computed once (the gallery's come from ``gallery`` if it is a
@@ -628,6 +663,16 @@ class Explainer:
         ``Q x top_k`` pairs only, so no ``Q x G x M`` tensor is ever made. The temporaries stay within
         ``max_memory_mb`` (default :data:`reidexplain.ranking.DEFAULT_MAX_MEMORY_MB`).
 
+        Sharded galleries (``torchrun``): against a shard
+        (:meth:`GalleryIndex.shard <reidexplain.ranking.GalleryIndex.shard>`, ``index_gallery(...,
+        shard=True)``, or ``shard=True`` here with gallery images), this is a collective: every process
+        passes the same queries and its own shard, ranks the queries against it, and the processes merge
+        their top-k (:func:`~reidexplain.ranking.explain_topk_sharded`) into the whole gallery's, the same
+        on every process and the same as one process gives on the whole gallery (ties by gallery index).
+        Results name gallery images by their global index. The matches' maps are gathered from the
+        processes that hold them. Write files from rank 0: :meth:`RankingExplanation.save_json
+        <reidexplain.ranking.RankingExplanation.save_json>` of such a ranking writes only there.
+
         Args:
             query: ``(Q,3,H,W)`` or ``(3,H,W)`` query images.
             gallery: ``(G,3,H,W)`` images, a :class:`~reidexplain.ranking.GalleryIndex` (checked to come
@@ -635,26 +680,31 @@ class Explainer:
             top_k: Matches per query.
             query_ids: ``(Q,)`` identities of the queries; with gallery ids, matches are marked correct
                 or wrong.
-            gallery_ids: ``(G,)`` identities of the gallery (default: a gallery index's own).
+            gallery_ids: ``(G,)`` identities of the gallery (default: a gallery index's own); for a
+                shard, the whole gallery's.
             query_camids: ``(Q,)`` cameras of the queries; with ids and gallery cameras, gallery
                 entries of the query's identity and camera are excluded (Market-1501 protocol) unless
                 ``exclude_same_camera=False``.
             gallery_camids: ``(G,)`` cameras of the gallery (default: a gallery index's own).
             gallery_images: The gallery's images, for the maps of the top-k of an index that stores no
-                maps (only the matched images are run) and for :meth:`RankingExplanation.plot`.
+                maps (only the matched images are run; with shards, the whole gallery's images, each
+                process running the matches it holds) and for :meth:`RankingExplanation.plot`.
             n_attributes: Leading attributes per match in the summaries.
             exclude_same_camera: Apply the Market-1501 exclusion when ids and camids are known.
             max_memory_mb: Bound on the temporaries of the ranking arithmetic.
             batch_size: Images per forward pass.
             progress: Show progress bars.
+            shard: With gallery images or batches, index only this process's part of them
+                (``index_gallery(..., shard=True)``) and merge as above; ignored for a gallery index.
 
         Returns:
-            A :class:`~reidexplain.ranking.RankingExplanation`.
+            A :class:`~reidexplain.ranking.RankingExplanation`; after a sharded ranking its
+            ``extras["shard"]`` holds ``rank``, ``world``, ``offset``, ``size`` and ``total``.
 
         Raises:
             NotFittedError: before :meth:`fit`.
             ValueError: ``top_k`` larger than the gallery, a gallery index of another model or schema,
-                ids of the wrong length.
+                ids of the wrong length, shards that do not fit together (on every process alike).
 
         Examples:
             >>> import torch
@@ -679,48 +729,67 @@ class Explainer:
             if isinstance(gallery, torch.Tensor) and gallery_images is None:
                 gallery_images = check_images(gallery, "gallery")
             index = self.index_gallery(gallery, ids=gallery_ids, camids=gallery_camids, batch_size=batch_size,
-                                       progress=progress)
+                                       progress=progress, shard=shard)
             seconds["embed_gallery"] = time.perf_counter() - clock
-        g = len(index)
-        g_ids = _as_ids(gallery_ids, "gallery_ids", g) if gallery_ids is not None else index.ids
-        g_cams = _as_ids(gallery_camids, "gallery_camids", g) if gallery_camids is not None else index.camids
+        g = index.total
+        part = slice(index.offset, index.offset + len(index))  # this process's rows of the whole gallery
+        g_ids = _as_ids(gallery_ids, "gallery_ids", g)[part] if gallery_ids is not None else index.ids
+        g_cams = _as_ids(gallery_camids, "gallery_camids", g)[part] if gallery_camids is not None else index.camids
         if g_ids is not index.ids or g_cams is not index.camids:
-            index = GalleryIndex(index.embeddings, index.components, index.maps, g_ids, g_cams,
-                                 index.attribute_names, index.metric, index.fingerprint, index.image_size)
+            index = dataclasses.replace(index, ids=g_ids, camids=g_cams)
         q_ids = _as_ids(query_ids, "query_ids", query.shape[0])
         q_cams = _as_ids(query_camids, "query_camids", query.shape[0])
         clock = time.perf_counter()
         q = amd.embed(query, batch_size)
         seconds["embed_queries"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        idx, parts = explain_topk(q.embeddings, q.components, index, top_k, query_ids=q_ids, query_camids=q_cams,
-                                  exclude_same_camera=exclude_same_camera, max_memory_mb=max_memory_mb,
-                                  progress=progress)
+        if index.is_shard:
+            idx, parts, match_ids = explain_topk_sharded(
+                q.embeddings, q.components, index, top_k, query_ids=q_ids, query_camids=q_cams,
+                exclude_same_camera=exclude_same_camera, max_memory_mb=max_memory_mb, progress=progress)
+            match_ids = None if match_ids is None else match_ids.cpu()
+        else:
+            idx, parts = explain_topk(q.embeddings, q.components, index, top_k, query_ids=q_ids,
+                                      query_camids=q_cams, exclude_same_camera=exclude_same_camera,
+                                      max_memory_mb=max_memory_mb, progress=progress)
+            match_ids = None if g_ids is None else torch.where(idx.cpu() >= 0, g_ids[idx.clamp_min(0).cpu()], -1)
         valid = idx >= 0
-        match_ids = correct = None
-        if g_ids is not None:
-            match_ids = torch.where(valid.cpu(), g_ids[idx.clamp_min(0).cpu()], -1)
-            if q_ids is not None:
-                correct = valid.cpu() & (match_ids == q_ids[:, None])
+        correct = None
+        if match_ids is not None and q_ids is not None:
+            correct = valid.cpu() & (match_ids == q_ids[:, None])
         used, slots = _unique_slots(idx)
         seconds["ranking"] = time.perf_counter() - clock
         clock = time.perf_counter()
         match_maps = None
-        if index.maps is not None:
+        images = None if gallery_images is None else check_images(gallery_images, "gallery_images")
+        if images is not None and images.shape[0] != g:
+            raise ValueError(f"gallery_images: expected {g} images (the gallery's size), got {images.shape[0]}")
+        if index.is_shard:
+            # Every process must take the same branch of the collective: agree on what is available.
+            have = _all_gather(torch.tensor([index.maps is not None, images is not None], dtype=torch.long))
+            if bool(have[:, 0].all()) or bool(have[:, 1].all()):
+                offset = index.offset
+                match_maps = shard_match_maps(
+                    index, used, tuple(q.maps.shape[1:]),
+                    None if index.maps is not None else
+                    (lambda rows: amd.embed(images[(rows + offset).cpu()], batch_size).maps))
+        elif index.maps is not None:
             match_maps = index.maps[used]
-        elif gallery_images is not None:
-            images = check_images(gallery_images, "gallery_images")
-            if images.shape[0] != g:
-                raise ValueError(f"gallery_images: expected {g} images (the gallery's size), got {images.shape[0]}")
+        elif images is not None:
             match_maps = amd.embed(images[used.cpu()], batch_size).maps
         seconds["maps"] = time.perf_counter() - clock
+        extras: dict[str, Any] = {"seconds": seconds, "index_bytes": index.nbytes}
+        if index.is_shard:
+            world, rank = _process_group()
+            extras["shard"] = {"rank": rank, "world": world, "offset": index.offset, "size": len(index),
+                               "total": index.total}
         size = tuple(query.shape[-2:])
         return RankingExplanation(
             idx, parts.distance, parts.reconstructed, parts.contributions, self._schema.names,
             self._schema.labels, query_ids=q_ids, gallery_ids=match_ids, correct=correct, query_maps=q.maps,
             match_maps=match_maps, match_slots=slots, image_size=size, query_images=query,
             gallery_images=gallery_images, n_attributes=n_attributes, upsample=amd.maps_to_image,
-            extras={"seconds": seconds, "index_bytes": index.nbytes})
+            extras=extras)
 
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, query_loader: Iterable, gallery_loader: Iterable, progress: bool = True) -> dict[str, float]:

@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_MAX_MEMORY_MB",
     "INDEX_FORMAT",
     "INDEX_FORMAT_VERSION",
+    "SHARD_FORMAT_VERSION",
     "GalleryIndex",
     "RankComparison",
     "RankingExplanation",
@@ -58,6 +59,9 @@ __all__ = [
     "topk_matches",
     "pair_component_distances",
     "explain_topk",
+    "explain_topk_sharded",
+    "merge_candidates",
+    "shard_bounds",
     "model_fingerprint",
     "plot_ranking",
 ]
@@ -67,7 +71,11 @@ DEFAULT_MAX_MEMORY_MB = 256.0
 INDEX_FORMAT = "reidexplain.GalleryIndex"
 """The ``"format"`` tag of a :class:`GalleryIndex` file."""
 INDEX_FORMAT_VERSION = 1
-"""Version of the files :meth:`GalleryIndex.save` writes."""
+"""Version of the files :meth:`GalleryIndex.save` writes for a whole gallery."""
+SHARD_FORMAT_VERSION = 2
+"""Version of the files :meth:`GalleryIndex.save` writes for a shard (version 1 plus its ``offset`` and
+the whole gallery's ``total``), so that a reader of version 1 refuses a shard instead of taking it for a
+whole gallery."""
 
 _BYTES = 4  # float32
 # Live (rows x columns) float tensors while one block of distances is computed and reduced:
@@ -111,6 +119,33 @@ def _excluded(query_ids: torch.Tensor | None, query_camids: torch.Tensor | None,
     return (query_ids[:, None] == gallery_ids[None]) & (query_camids[:, None] == gallery_camids[None])
 
 
+def _smallest(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest of each row of ``d`` ``(R,C)``, ties by column: ``(values, columns)``, columns ascending.
+
+    :func:`torch.topk` leaves open which of several equal values it keeps at the ``k``-th place; here
+    the leftmost ones are kept, so that the result does not depend on how a row is cut into blocks
+    (the columns are in gallery order). Rows whose ``k``-th value is ``inf`` are left as they are (those
+    slots are empty whichever entries fill them).
+
+    Examples:
+        >>> _smallest(torch.tensor([[2.0, 1.0, 1.0, 1.0]]), 2)[1].tolist()
+        [[1, 2]]
+    """
+    values, columns = torch.topk(d, k, dim=1, largest=False, sorted=False)
+    kth = values.amax(dim=1, keepdim=True)
+    fix = torch.isfinite(kth[:, 0]) & ((d <= kth).sum(dim=1) > k)
+    if bool(fix.any()):
+        rows = torch.nonzero(fix)[:, 0]
+        sub, t = d[rows], kth[rows]
+        below = sub < t
+        ties = sub == t
+        keep = below | (ties & (ties.cumsum(dim=1) <= k - below.sum(dim=1, keepdim=True)))
+        columns[rows] = torch.nonzero(keep)[:, 1].reshape(-1, k)
+        values[rows] = sub.gather(1, columns[rows])
+    columns, order = torch.sort(columns, dim=1)
+    return values.gather(1, order), columns
+
+
 def topk_matches(query_embeddings: torch.Tensor, gallery_embeddings: torch.Tensor, k: int,
                  metric: str = "euclidean", *, query_ids: torch.Tensor | None = None,
                  query_camids: torch.Tensor | None = None, gallery_ids: torch.Tensor | None = None,
@@ -127,6 +162,10 @@ def topk_matches(query_embeddings: torch.Tensor, gallery_embeddings: torch.Tenso
     With all four of ``query_ids``, ``query_camids``, ``gallery_ids`` and ``gallery_camids``, gallery
     entries of the query's identity seen by the query's camera are excluded (Market-1501 protocol).
     A query with fewer than ``k`` entries left gets index ``-1`` and distance ``inf`` in the last slots.
+
+    Ties: of equal block distances at the ``k``-th place the lowest gallery index survives, and equal
+    pair distances are ordered by gallery index, so the result does not depend on the block sizes
+    (nor on how the gallery is cut into shards).
 
     Args:
         query_embeddings: ``(Q,D)``.
@@ -192,10 +231,12 @@ def topk_matches(query_embeddings: torch.Tensor, gallery_embeddings: torch.Tenso
                              part(gallery_camids, cs))
             if mask is not None:
                 d = d.masked_fill(mask, math.inf)
-            d, i = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
+            # Equal distances at the k-th place: the lowest gallery index survives (the running
+            # candidates are kept in gallery order, so "leftmost" is "lowest index").
+            d, i = _smallest(d, min(k, d.shape[1]))
             run_d, run_i = torch.cat([run_d, d], dim=1), torch.cat([run_i, i + gs], dim=1)
             if run_d.shape[1] > k:
-                run_d, pick = torch.topk(run_d, k, dim=1, largest=False, sorted=False)
+                run_d, pick = _smallest(run_d, k)
                 run_i = run_i.gather(1, pick)
         missing = torch.isinf(run_d)
         # The survivors' distances pair by pair, then sorted by them, ties by gallery index (a fixed
@@ -302,6 +343,10 @@ class GalleryIndex:
         metric: The target's distance.
         fingerprint: :func:`model_fingerprint` of the model that computed it.
         image_size: ``(H, W)`` of the gallery images.
+        offset: Global index of the first entry: ``0`` for a whole gallery; for a shard (one process's
+            contiguous part of a gallery, see :meth:`shard`) the position of its first image in the
+            whole gallery. Rankings name gallery images by ``offset + local row``.
+        total: Size of the whole gallery (default ``offset + len(self)``).
 
     Examples:
         >>> import torch
@@ -320,6 +365,8 @@ class GalleryIndex:
     metric: str
     fingerprint: str
     image_size: tuple[int, int]
+    offset: int = 0
+    total: int | None = None
 
     def __post_init__(self) -> None:
         g = self.embeddings.shape[0]
@@ -337,6 +384,11 @@ class GalleryIndex:
         self.camids = _as_ids(self.camids, "camids", g)
         self.metric = check_metric(self.metric)
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self.offset = int(self.offset)
+        self.total = g + self.offset if self.total is None else int(self.total)
+        if self.offset < 0 or self.total < self.offset + g:
+            raise ValueError(f"GalleryIndex: {g} entries from offset {self.offset} do not fit a gallery of "
+                             f"{self.total}")
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -345,6 +397,52 @@ class GalleryIndex:
     def has_maps(self) -> bool:
         """Whether the low-resolution maps are stored."""
         return self.maps is not None
+
+    @property
+    def is_shard(self) -> bool:
+        """Whether this is a part of a larger gallery (``offset > 0`` or ``total > len``)."""
+        return self.offset != 0 or self.total != len(self)
+
+    def shard(self, rank: int | None = None, world: int | None = None) -> GalleryIndex:
+        """This process's contiguous part of the gallery (:func:`shard_bounds`), with its global offset.
+
+        Under ``torchrun``, every process keeps only its part of the gallery; ranking against the parts
+        with :meth:`reidexplain.Explainer.explain_ranking` merges the processes' top-k into the top-k
+        of the whole gallery (:func:`explain_topk_sharded`).
+
+        Args:
+            rank: This process's rank (default: the process group's, else 0).
+            world: The number of processes (default: the process group's, else 1).
+
+        Returns:
+            A :class:`GalleryIndex` that shares the tensors' storage (slices, no copies), with
+            :attr:`offset` and :attr:`total` set.
+
+        Raises:
+            ValueError: the index is already a shard, has fewer entries than ``world``, or ``rank`` is
+                not in ``[0, world)``.
+
+        Examples:
+            >>> import torch
+            >>> index = GalleryIndex(torch.rand(5, 4), torch.rand(5, 2, 4), None, torch.arange(5), None,
+            ...                      ("a", "b"), "euclidean", "f00", (8, 4))
+            >>> part = index.shard(rank=1, world=2)
+            >>> len(part), part.offset, part.total, part.ids.tolist(), part.is_shard
+            (3, 2, 5, [2, 3, 4], True)
+        """
+        if self.is_shard:
+            raise ValueError(f"shard: this index is already a shard (entries {self.offset}.."
+                             f"{self.offset + len(self) - 1} of {self.total})")
+        group_world, group_rank = _process_group()
+        world = group_world if world is None else int(world)
+        rank = group_rank if rank is None else int(rank)
+        if len(self) < world:
+            raise ValueError(f"shard: a gallery of {len(self)} entries cannot be cut into {world} non-empty shards")
+        start, stop = shard_bounds(len(self), rank, world)
+        cut = (lambda t: None if t is None else t[start:stop])  # noqa: E731
+        return GalleryIndex(cut(self.embeddings), cut(self.components), cut(self.maps), cut(self.ids),
+                            cut(self.camids), self.attribute_names, self.metric, self.fingerprint,
+                            self.image_size, offset=start, total=len(self))
 
     @property
     def nbytes(self) -> int:
@@ -356,10 +454,16 @@ class GalleryIndex:
         """A copy on ``device``."""
         move = (lambda t: None if t is None else t.to(device))  # noqa: E731
         return GalleryIndex(move(self.embeddings), move(self.components), move(self.maps), self.ids,
-                            self.camids, self.attribute_names, self.metric, self.fingerprint, self.image_size)
+                            self.camids, self.attribute_names, self.metric, self.fingerprint, self.image_size,
+                            offset=self.offset, total=self.total)
 
     def save(self, path: str | Path) -> None:
         """Write the index to one file: ``torch.save`` of plain tensors, loadable with ``weights_only=True``.
+
+        A whole gallery is written as format version :data:`INDEX_FORMAT_VERSION`; a shard as
+        :data:`SHARD_FORMAT_VERSION`, with its offset and the gallery's size. Every process writes what it
+        holds: under ``torchrun``, give each rank its own path (``f"gallery.{rank}.pt"``) and load each
+        shard on its own rank.
 
         Examples:
             >>> import tempfile, torch
@@ -372,13 +476,16 @@ class GalleryIndex:
             (True, [1, 1, 2], None)
         """
         cpu = (lambda t: None if t is None else t.detach().cpu().contiguous())  # noqa: E731
-        torch.save({
+        data = {
             "format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION,
             "attribute_names": list(self.attribute_names), "metric": self.metric,
             "fingerprint": self.fingerprint, "image_size": list(self.image_size),
             "embeddings": cpu(self.embeddings), "components": cpu(self.components), "maps": cpu(self.maps),
             "ids": cpu(self.ids), "camids": cpu(self.camids),
-        }, Path(path))
+        }
+        if self.is_shard:
+            data.update(format_version=SHARD_FORMAT_VERSION, offset=self.offset, total=self.total)
+        torch.save(data, Path(path))
 
     @classmethod
     def load(cls, path: str | Path, explainer: Any = None, map_location: str | torch.device = "cpu") -> GalleryIndex:
@@ -405,11 +512,14 @@ class GalleryIndex:
                              f"({err})") from None
         if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
             raise ValueError(f"path: {str(path)!r} is not a gallery index written by GalleryIndex.save")
-        if data.get("format_version") != INDEX_FORMAT_VERSION:
-            raise ValueError(f"path: {str(path)!r} has gallery index format version "
-                             f"{data.get('format_version')!r}; this reidexplain reads version {INDEX_FORMAT_VERSION}")
+        version = data.get("format_version")
+        if version not in (INDEX_FORMAT_VERSION, SHARD_FORMAT_VERSION):
+            raise ValueError(f"path: {str(path)!r} has gallery index format version {version!r}; this "
+                             f"reidexplain reads versions {INDEX_FORMAT_VERSION} and {SHARD_FORMAT_VERSION}")
+        shard = {"offset": data["offset"], "total": data["total"]} if version == SHARD_FORMAT_VERSION else {}
         index = cls(data["embeddings"], data["components"], data["maps"], data["ids"], data["camids"],
-                    tuple(data["attribute_names"]), data["metric"], data["fingerprint"], tuple(data["image_size"]))
+                    tuple(data["attribute_names"]), data["metric"], data["fingerprint"], tuple(data["image_size"]),
+                    **shard)
         if explainer is not None:
             index.check_compatible(explainer)
         return index
@@ -686,9 +796,29 @@ class RankingExplanation:
                 "attribute_names": list(self.attribute_names), "attribute_labels": list(self.attribute_labels),
                 "maps": "stored" if self.has_maps else "not stored", "queries": queries}
 
-    def save_json(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` to ``path`` as JSON."""
+    def save_json(self, path: str | Path) -> bool:
+        """Write :meth:`to_dict` to ``path`` as JSON; a ranking merged from shards is written by rank 0 only.
+
+        A ranking against a sharded gallery (``extras["shard"]``, see
+        :meth:`reidexplain.Explainer.explain_ranking`) is the same on every process, so only the process
+        of rank 0 writes it; the others return ``False`` without touching ``path``.
+
+        Returns:
+            Whether the file was written.
+
+        Examples:
+            >>> import dataclasses, tempfile, torch
+            >>> r = RankingExplanation(torch.tensor([[1]]), torch.tensor([[0.5]]), torch.tensor([[0.5]]),
+            ...                        torch.tensor([[[0.5, 0.0]]]), ("hat", "bag"))
+            >>> on_rank_1 = dataclasses.replace(r, extras={"shard": {"rank": 1, "world": 2}})
+            >>> with tempfile.TemporaryDirectory() as tmp:
+            ...     r.save_json(f"{tmp}/a.json"), on_rank_1.save_json(f"{tmp}/b.json")
+            (True, False)
+        """
+        if int(self.extras.get("shard", {}).get("rank", 0)) != 0:
+            return False
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return True
 
     def plot(self, query_index: int = 0, **kwargs: Any) -> tuple[Any, Any]:
         """Draw the query and its matches in a row; see :func:`plot_ranking`."""
@@ -829,6 +959,226 @@ def explain_topk(query_embeddings: torch.Tensor, query_components: torch.Tensor,
                              max_memory_mb=max_memory_mb, progress=progress)
     dk = pair_component_distances(query_components, index.components, idx, index.metric, max_memory_mb, progress)
     return idx, decompose(dist, dk)
+
+
+# ---------------------------------------------------------------------------------------- shards
+def _process_group() -> tuple[int, int]:
+    """``(world, rank)`` of the initialised default process group, else ``(1, 0)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def _comm_device(fallback: torch.device) -> torch.device:
+    """Where the collectives' tensors must live: the current CUDA device for NCCL, else the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu") if fallback.type != "cpu" else fallback
+
+
+def _all_gather(t: torch.Tensor) -> torch.Tensor:
+    """``(W, *t.shape)``: every process's ``t`` (same shape and dtype on all), in rank order."""
+    device = _comm_device(t.device)
+    local = t.detach().to(device).contiguous()
+    parts = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, local)
+    return torch.stack(parts).to(t.device)
+
+
+def _all_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum over the processes of ``t`` (same shape on all)."""
+    device = _comm_device(t.device)
+    local = t.detach().to(device).contiguous()
+    torch.distributed.all_reduce(local)
+    return local.to(t.device)
+
+
+def shard_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
+    """``(start, stop)`` of process ``rank``'s contiguous part of ``size`` entries cut into ``world`` parts.
+
+    The parts follow each other in rank order and their sizes differ by at most one.
+
+    Raises:
+        ValueError: ``world < 1`` or ``rank`` not in ``[0, world)``.
+
+    Examples:
+        >>> [shard_bounds(10, r, 3) for r in range(3)]
+        [(0, 3), (3, 6), (6, 10)]
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank: expected 0 <= rank < world, got rank {rank} of world {world}")
+    return size * rank // world, size * (rank + 1) // world
+
+
+def merge_candidates(distances: torch.Tensor, indices: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the ``k`` best of each row's candidates, by distance, ties by gallery index.
+
+    The rule :func:`topk_matches` orders its survivors by, so merging the processes' top-k lists of
+    disjoint parts of a gallery gives the top-k of the whole gallery. Empty candidates (index ``-1``)
+    come last.
+
+    Args:
+        distances: ``(Q,C)`` candidate distances.
+        indices: ``(Q,C)`` their global gallery indices (``-1``: empty).
+        k: How many to keep (at most ``C``).
+
+    Returns:
+        ``(Q,k)`` positions in ``[0, C)``, best first.
+
+    Examples:
+        >>> import torch
+        >>> merge_candidates(torch.tensor([[0.5, 0.2, 0.5, float("inf")]]), torch.tensor([[7, 3, 2, -1]]), 3)
+        tensor([[1, 2, 0]])
+    """
+    missing = indices < 0
+    key = indices.masked_fill(missing, torch.iinfo(torch.long).max)
+    by_index = torch.argsort(key, dim=1, stable=True)
+    d = distances.masked_fill(missing, math.inf).gather(1, by_index)
+    order = torch.argsort(d, dim=1, stable=True)
+    return by_index.gather(1, order)[:, :k]
+
+
+def _check_shards(meta: torch.Tensor) -> None:
+    """Raise ``ValueError`` (the same on every process) unless the gathered shard descriptions fit.
+
+    ``meta``: ``(W, 8)`` rows ``(offset, size, total, queries, top_k, maps, ids, camids)``.
+    """
+    rows = meta.tolist()
+    expected = 0
+    for rank, (offset, size, *_rest) in enumerate(rows):
+        if offset != expected:
+            raise ValueError(f"gallery index: the shards must be contiguous parts of one gallery in rank "
+                             f"order; rank {rank} holds entries from {offset}, expected from {expected} "
+                             "(build them with GalleryIndex.shard() or index_gallery(..., shard=True))")
+        expected += size
+    for column, what in ((2, "gallery sizes"), (3, "numbers of queries"), (4, "top_k"),
+                         (5, "stored maps (some shards have them, some not)"), (6, "gallery ids (some shards have them)"),
+                         (7, "gallery camids (some shards have them)")):
+        if len({row[column] for row in rows}) > 1:
+            raise ValueError(f"explain_ranking on a sharded gallery: the processes differ in their {what}: "
+                             f"{[row[column] for row in rows]}")
+    if expected != rows[0][2]:
+        raise ValueError(f"gallery index: the shards hold {expected} entries, the gallery has {rows[0][2]}")
+
+
+def explain_topk_sharded(query_embeddings: torch.Tensor, query_components: torch.Tensor, index: GalleryIndex,
+                         top_k: int, *, query_ids: torch.Tensor | None = None,
+                         query_camids: torch.Tensor | None = None, exclude_same_camera: bool = True,
+                         max_memory_mb: float | None = None,
+                         progress: bool = False) -> tuple[torch.Tensor, Decomposition, torch.Tensor | None]:
+    """:func:`explain_topk` against a gallery cut into shards, one per process: the whole gallery's top-k.
+
+    A collective: every process of the default process group calls it with the same queries and its own
+    shard (:meth:`GalleryIndex.shard`); a whole index (not a shard) is ranked in this process alone. Each process ranks the queries against its shard
+    (:func:`explain_topk`, ``min(top_k, shard size)`` matches), the processes exchange their ``(Q,k)``
+    distances, global gallery indices, ``(Q,k,M)`` component distances and matched ids
+    (``all_gather``), and every process keeps the ``top_k`` best of the ``world x k`` candidates by
+    :func:`merge_candidates`: by distance, ties by global gallery index, the order
+    :func:`topk_matches` gives on the whole gallery, so every process gets that same ranking. The
+    component distances of a pair are computed by the process that holds the gallery image, with the
+    same arithmetic as in one process.
+
+    Args:
+        query_embeddings: ``(Q,D)``, the same on every process.
+        query_components: ``(Q,M,D')``, the same on every process.
+        index: This process's shard, or a whole index.
+        top_k: Matches per query (at most the whole gallery's size).
+        query_ids: ``(Q,)`` identities of the queries (as for :func:`explain_topk`).
+        query_camids: ``(Q,)`` cameras of the queries; with the ids, the Market-1501 exclusion.
+        exclude_same_camera: Apply that exclusion.
+        max_memory_mb: Bound on each process's temporaries (default :data:`DEFAULT_MAX_MEMORY_MB`).
+        progress: Show progress bars.
+
+    Returns:
+        ``(indices, decomposition, match_ids)``: ``(Q,K)`` global gallery indices (``-1``: empty slot),
+        the :class:`~reidexplain.decomposition.Decomposition` of those pairs, and the ``(Q,K)``
+        identities of the matches (``-1`` for an empty slot; ``None`` when the shards hold no ids).
+
+    Raises:
+        ValueError: on every process alike: shards that are not contiguous parts of one gallery in rank
+            order, processes with different numbers of queries or ``top_k``, ``top_k`` larger than the
+            gallery.
+
+    Examples:
+        >>> import torch
+        >>> index = GalleryIndex(torch.eye(3), torch.eye(3)[:, None].repeat(1, 2, 1), None, None, None,
+        ...                      ("a", "b"), "euclidean", "f00", (8, 4))
+        >>> idx, parts, _ = explain_topk_sharded(torch.eye(3)[:1] * 0.9, torch.eye(3)[:1, None].repeat(1, 2, 1),
+        ...                                      index, 2)  # one process: explain_topk
+        >>> idx.tolist()
+        [[0, 1]]
+    """
+    world, _ = _process_group()
+    if not index.is_shard:
+        idx, parts = explain_topk(query_embeddings, query_components, index, top_k, query_ids=query_ids,
+                                  query_camids=query_camids, exclude_same_camera=exclude_same_camera,
+                                  max_memory_mb=max_memory_mb, progress=progress)
+        ids = None if index.ids is None else torch.where(idx.cpu() >= 0, index.ids[idx.clamp_min(0).cpu()], -1)
+        return idx, parts, ids
+    if world == 1:
+        raise ValueError(f"gallery index: a shard (entries {index.offset}..{index.offset + len(index) - 1} of "
+                         f"{index.total}) needs the other processes' shards; call explain_ranking in every "
+                         "process of a torch.distributed group (torchrun)")
+    device = query_embeddings.device
+    q, m = query_embeddings.shape[0], query_components.shape[1]
+    meta = torch.tensor([index.offset, len(index), index.total, q, top_k, index.maps is not None,
+                         index.ids is not None, index.camids is not None], dtype=torch.long)
+    _check_shards(_all_gather(meta))
+    if not 1 <= top_k <= index.total:
+        raise ValueError(f"top_k: expected 1 <= top_k <= {index.total} (the gallery's size), got {top_k}")
+    dist = torch.full((q, top_k), math.inf, device=device)
+    dk = torch.zeros(q, top_k, m, device=device)
+    gidx = torch.full((q, top_k), -1, dtype=torch.long, device=device)
+    mids = torch.full((q, top_k), -1, dtype=torch.long, device=device)
+    local_k = min(top_k, len(index))
+    if local_k > 0:
+        idx, parts = explain_topk(query_embeddings, query_components, index, local_k, query_ids=query_ids,
+                                  query_camids=query_camids, exclude_same_camera=exclude_same_camera,
+                                  max_memory_mb=max_memory_mb, progress=progress)
+        valid = idx >= 0
+        dist[:, :local_k] = parts.distance
+        dk[:, :local_k] = parts.component_distances
+        gidx[:, :local_k] = torch.where(valid, idx + index.offset, -1)
+        if index.ids is not None:
+            mids[:, :local_k] = torch.where(valid, index.ids.to(device)[idx.clamp_min(0)], -1)
+    # (W,Q,K,...) -> (Q, W*K, ...): every process's candidates of each query, rank after rank.
+    floats = _all_gather(torch.cat([dist[..., None], dk], dim=-1)).permute(1, 0, 2, 3).reshape(q, -1, m + 1)
+    longs = _all_gather(torch.stack([gidx, mids], dim=-1)).permute(1, 0, 2, 3).reshape(q, -1, 2)
+    pos = merge_candidates(floats[..., 0], longs[..., 0], top_k)
+    floats = floats.gather(1, pos[..., None].expand(-1, -1, m + 1))
+    longs = longs.gather(1, pos[..., None].expand(-1, -1, 2))
+    return longs[..., 0], decompose(floats[..., 0], floats[..., 1:]), (longs[..., 1] if index.ids is not None
+                                                                       else None)
+
+
+def shard_match_maps(index: GalleryIndex, used: torch.Tensor, shape: tuple[int, ...],
+                     embed: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The ``(U,M,h,w)`` maps of the matched gallery images ``used`` (global indices), from every shard.
+
+    A collective: each process fills the rows of the images its shard holds (from the shard's maps, or
+    ``embed(local rows)`` when it stores none) and the processes sum them (``all_reduce``), so every
+    process gets all rows. A whole index (not a shard) gives its own rows, without a collective.
+
+    Args:
+        index: This process's shard.
+        used: ``(U,)`` global gallery indices (the same on every process).
+        shape: ``(M,h,w)`` of one image's maps.
+        embed: ``local rows (n,) -> (n,M,h,w)`` maps, for a shard that stores no maps.
+
+    Examples:
+        >>> import torch
+        >>> index = GalleryIndex(torch.rand(3, 4), torch.rand(3, 2, 4), torch.rand(3, 2, 2, 1), None, None,
+        ...                      ("a", "b"), "euclidean", "f00", (8, 4))
+        >>> torch.equal(shard_match_maps(index, torch.tensor([2, 0]), (2, 2, 1)), index.maps[[2, 0]])
+        True
+    """
+    device = index.components.device
+    out = torch.zeros((used.shape[0], *shape), device=device)
+    owned = (used >= index.offset) & (used < index.offset + len(index))
+    rows = (used[owned] - index.offset).to(device)
+    if rows.numel():
+        out[owned.to(device)] = index.maps[rows] if index.maps is not None else embed(rows).to(device)
+    return _all_sum(out) if index.is_shard else out
 
 
 def _unique_slots(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -324,3 +324,12 @@ def test_queries_without_enough_matches_get_empty_slots(fitted, data):
     assert not axes[2].axison
     with pytest.raises(ValueError, match="no match"):
         ranking.why(0, 1)
+
+
+@pytest.mark.parametrize("memory", [1e-6, 1e-5, 1e-3, None])
+def test_topk_matches_keeps_the_lowest_gallery_index_of_tied_entries(memory):
+    # Four copies of one embedding, three places: the three lowest indices survive whatever the blocks.
+    g = torch.tensor([[3.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 2.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    values, indices = topk_matches(torch.tensor([[1.0, 0.1], [0.9, 0.0]]), g, k=3, max_memory_mb=memory)
+    assert indices.tolist() == [[1, 2, 4], [1, 2, 4]]
+    torch.testing.assert_close(values[:, 0], values[:, 2])
