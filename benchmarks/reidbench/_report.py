@@ -136,7 +136,7 @@ def _reweight_section(results: dict[str, Any]) -> list[str]:
     b, a = rw["test_before"], rw["test_after"]
     return [
         "## By-product: re-weighted distance (1 + alpha * max_k p_k) * d", "",
-        "alpha chosen on a validation split of fresh identities the model never saw (by Rank-1, then mAP), never on "
+        "alpha chosen on a validation split of fresh identities the model never saw (by mAP, then Rank-1), never on "
         "the test set.", "",
         markdown_table(["alpha", "val Rank-1", "val mAP"], val, digits=2), "",
         markdown_table(["test", "Rank-1", "mAP"], [["d (alpha = 0)", b["rank1"], b["mAP"]],
