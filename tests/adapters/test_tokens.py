@@ -87,7 +87,7 @@ class TransReIDStyleViT(nn.Module):
         self.bottleneck = nn.BatchNorm1d(width)
         self.bottleneck.running_mean.normal_()
 
-    def forward(self, x: torch.Tensor, cam_label: int = 1) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cam_label: int | torch.Tensor = 1) -> torch.Tensor:
         x = self.patch(x).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.pos_embed + 1.5 * self.sie_embed[cam_label]
@@ -168,12 +168,7 @@ class CameraViT(TransReIDStyleViT):
     """TransReID with its camera ids as a per-image forward argument (its side-information embedding)."""
 
     def forward(self, x: torch.Tensor, cam_label: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        x = self.patch(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = x + self.pos_embed + 1.5 * self.sie_embed[cam_label]
-        for block in self.blocks:
-            x = block(x)
-        return self.bottleneck(self.norm(x)[:, 0])
+        return super().forward(x, cam_label)  # required here: no default to trace it at
 
 
 def test_side_inputs_reach_the_model_per_image(tmp_path) -> None:
