@@ -60,6 +60,7 @@ VARIANTS = {
     "+ attribute probes (amd+)": ("amd+", {}),
     "paper prior + shared maps": ("amd+", {"model_aware_prior": False, "probe_weight": 0.0}),
     "linear decomposition (amd-linear)": ("amd-linear", {}),
+    "amd-linear + rest terms": ("amd-linear", {"rest_weight": 10.0}),
 }
 
 

@@ -385,6 +385,10 @@ class LinearAMD(Recipe):
     Attributes:
         offset_weight: Weight of ``mean |offset| / mean d`` (0 for a linear head's exact split).
         step: Relative step of the forward difference that gives ``u_k``.
+        rest_weight: Weight of the terms on the rest of the image: its share of ``d`` may not be
+            negative, and on pairs whose labels all agree (two photos of one person, mostly) the
+            attributes together may carry at most ``same_person_cap`` of ``d`` (0: off).
+        same_person_cap: That bound.
 
     Examples:
         >>> LinearAMD().name, LinearAMD().step
@@ -396,6 +400,8 @@ class LinearAMD(Recipe):
 
     offset_weight: float = 5.0
     step: float = 1e-2
+    rest_weight: float = 0.0
+    same_person_cap: float = 0.25
 
     def build_network(self, adapter: FeatureAdapter, schema: AttributeSchema) -> AMDInterpreter:
         if not adapter.gray_box:
@@ -420,8 +426,17 @@ class LinearAMD(Recipe):
         pair_known = None if known is None else (known[i], known[j])
         prior = attribute_prior_loss(shares, exclusive, known=pair_known)
         offset = parts.offset.abs().mean() / d.mean().clamp_min(1e-12)
-        return {"loss": self.prior_weight * prior + self.offset_weight * offset, "distillation": offset.detach(),
-                "prior": prior.detach(), "distance": d, "reconstructed": parts.reconstructed.detach()}
+        loss = self.prior_weight * prior + self.offset_weight * offset
+        out = {"distillation": offset.detach(), "prior": prior.detach(), "distance": d,
+               "reconstructed": parts.reconstructed.detach()}
+        if self.rest_weight > 0:
+            rest_share = parts.rest / d.clamp_min(1e-12)
+            agree = ~exclusive.any(dim=-1)
+            over = torch.relu(shares.sum(dim=-1) - self.same_person_cap)
+            term = torch.relu(-rest_share).mean() + (over * agree).sum() / agree.sum().clamp_min(1)
+            loss = loss + self.rest_weight * term
+            out["rest"] = term.detach()
+        return {"loss": loss, **out}
 
 
 RECIPES: Registry[type[Recipe]] = Registry("recipe")

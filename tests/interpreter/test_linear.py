@@ -102,3 +102,16 @@ def test_linear_recipe_needs_a_gray_box() -> None:
     with pytest.raises(ValueError, match="gray-box"):
         Explainer(LinearHeadNet().eval(), recipe="amd-linear", feature_layer=None).fit(
             amd_batches(), epochs=1, progress=False)
+
+
+def test_rest_terms_only_add_when_asked() -> None:
+    from reidexplain.interpreter import LinearAMD
+
+    explainer = Explainer(LinearHeadNet().eval(), recipe="amd-linear").fit(amd_batches(), epochs=1, progress=False)
+    _randomise_maps(explainer)
+    batch = amd_batches()[0]
+    out = explainer.amd(batch["image"])
+    plain = LinearAMD().losses(explainer.amd, out, batch["attributes"], {})
+    with_rest = LinearAMD(rest_weight=2.0).losses(explainer.amd, out, batch["attributes"], {})
+    assert "rest" not in plain and float(with_rest["rest"]) >= 0.0
+    torch.testing.assert_close(with_rest["loss"], plain["loss"] + 2.0 * with_rest["rest"])
