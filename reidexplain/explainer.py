@@ -51,17 +51,15 @@ from .interpreter.training import TrainingConfig, fit, target_pass
 from .ranking import (
     GalleryIndex,
     RankingExplanation,
-    _all_gather,
-    _as_ids,
-    _iter_images,
-    _process_group,
-    _unique_slots,
     explain_topk,
     explain_topk_sharded,
     model_fingerprint,
     shard_bounds,
-    shard_match_maps,
 )
+from .ranking._collectives import _all_gather, _process_group
+from .ranking._topk import _unique_slots
+from .ranking.distributed import shard_match_maps
+from .ranking.index import _as_ids, _iter_images
 
 __all__ = ["Explainer", "MatrixExplanation", "RankingExplanation", "GalleryIndex", "NotFittedError",
            "ZeroDistanceWarning", "FORMAT_VERSION",
