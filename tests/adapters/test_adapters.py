@@ -23,8 +23,6 @@ from helpers import (  # noqa: E402
 
 from reidexplain.adapters import ADAPTERS, adapt_model, feature_layers, find_feature_layer  # noqa: E402
 
-split_model = adapt_model
-
 PROBE = torch.rand(3, 3, 32, 16, generator=torch.Generator().manual_seed(0))
 
 
@@ -49,7 +47,7 @@ def _tiny_resnet() -> nn.Module:
 def test_auto_split_reproduces_the_model(factory, size: tuple[int, int], kind: str, layer: str) -> None:
     model = factory().eval()
     gen = torch.Generator().manual_seed(1)
-    split = split_model(model, torch.rand(2, 3, *size, generator=gen))
+    split = adapt_model(model, torch.rand(2, 3, *size, generator=gen))
     assert (split.kind, split.layer) == (kind, layer)
     x = torch.rand(4, 3, *size, generator=gen)
     feats, emb = split.embed(x)
@@ -83,7 +81,7 @@ class Untraceable(nn.Module):
 def test_untraceable_model_takes_the_hook_path(caplog: pytest.LogCaptureFixture) -> None:
     model = Untraceable().eval()
     with caplog.at_level("WARNING"):
-        split = split_model(model, PROBE)
+        split = adapt_model(model, PROBE)
     assert (split.kind, split.layer, split.fast_head) == ("hook", "conv", False)
     assert "re-runs the whole model" in caplog.text
     _, emb = split.embed(PROBE)
@@ -92,7 +90,7 @@ def test_untraceable_model_takes_the_hook_path(caplog: pytest.LogCaptureFixture)
 
 
 def test_hook_head_gradient_reaches_the_maps() -> None:
-    split = split_model(Untraceable(), PROBE)
+    split = adapt_model(Untraceable(), PROBE)
     x = PROBE[:2]
     feats, _ = split.embed(x)
     maps = torch.ones(2, 2, *feats.shape[-2:], requires_grad=True)
@@ -102,19 +100,19 @@ def test_hook_head_gradient_reaches_the_maps() -> None:
 
 def test_named_layers() -> None:
     net = amd_sequential_net()
-    assert split_model(net, PROBE, feature_layer="2").layer == "2"
-    assert split_model(net, PROBE, feature_layer=net[5]).kind == "fx"
+    assert adapt_model(net, PROBE, feature_layer="2").layer == "2"
+    assert adapt_model(net, PROBE, feature_layer=net[5]).kind == "fx"
     timm = AMDTimmToy()
-    named = split_model(timm, PROBE, feature_layer="body")
+    named = adapt_model(timm, PROBE, feature_layer="body")
     assert (named.kind, named.layer) == ("forward_features", "body")
     # An inner layer of the timm body cannot use forward_head: the graph is cut there instead.
-    inner = split_model(timm, PROBE, feature_layer="body.1")
+    inner = adapt_model(timm, PROBE, feature_layer="body.1")
     assert inner.kind == "fx" and inner.grid_shape == (8, 16, 8)
 
 
 def test_black_box_kinds() -> None:
-    assert split_model(AMDFlatNet(), PROBE).kind == "none"
-    none = split_model(amd_sequential_net(), PROBE, feature_layer=None)
+    assert adapt_model(AMDFlatNet(), PROBE).kind == "none"
+    none = adapt_model(amd_sequential_net(), PROBE, feature_layer=None)
     assert none.kind == "none" and not none.gray_box
     with pytest.raises(RuntimeError, match="no feature layer"):
         none.make_trunk()
@@ -127,7 +125,7 @@ def test_unverifiable_structured_split_falls_back_to_hook(caplog: pytest.LogCapt
 
     model = Lying().eval()
     with caplog.at_level("WARNING"):
-        split = split_model(model, PROBE)
+        split = adapt_model(model, PROBE)
     assert split.kind == "fx"  # forward_head does not reproduce forward: the traced graph is cut instead
     _, emb = split.embed(PROBE)
     with torch.no_grad():
@@ -148,7 +146,7 @@ def test_model_untouched() -> None:
     net[0].weight.requires_grad_(False)
     state = {k: v.clone() for k, v in net.state_dict().items()}
     device_before = net[0].weight.device
-    split = split_model(net, PROBE)
+    split = adapt_model(net, PROBE)
     interp_trunk = split.make_trunk()
     interp_trunk(PROBE).sum().backward()
     assert net.training and all(m.training for m in net.modules())
@@ -164,19 +162,19 @@ def test_model_untouched() -> None:
 
 def test_errors() -> None:
     with pytest.raises(TypeError, match=r"model output.*tuple.*Select|model output.*tuple"):
-        split_model(AMDTupleNet(), PROBE)
+        adapt_model(AMDTupleNet(), PROBE)
     with pytest.raises(ValueError, match="NaN or inf"):
-        split_model(AMDNanNet(), PROBE)
+        adapt_model(AMDNanNet(), PROBE)
     with pytest.raises(ValueError, match=r"model output: expected shape \(3, D\)"):
-        split_model(nn.Conv2d(3, 4, 3), PROBE)
+        adapt_model(nn.Conv2d(3, 4, 3), PROBE)
     with pytest.raises(ValueError, match="no module named 'nope'"):
-        split_model(amd_sequential_net(), PROBE, feature_layer="nope")
+        adapt_model(amd_sequential_net(), PROBE, feature_layer="nope")
     with pytest.raises(ValueError, match="not a submodule"):
-        split_model(amd_sequential_net(), PROBE, feature_layer=nn.ReLU())
+        adapt_model(amd_sequential_net(), PROBE, feature_layer=nn.ReLU())
     with pytest.raises(ValueError, match=r"output of '8' must be an image-grid feature map"):
-        split_model(amd_sequential_net(), PROBE, feature_layer="8")
+        adapt_model(amd_sequential_net(), PROBE, feature_layer="8")
     with pytest.raises(TypeError, match="feature_layer"):
-        split_model(amd_sequential_net(), PROBE, feature_layer=3)  # type: ignore[arg-type]
+        adapt_model(amd_sequential_net(), PROBE, feature_layer=3)  # type: ignore[arg-type]
 
     class Twice(nn.Module):
         def __init__(self) -> None:
@@ -187,8 +185,8 @@ def test_errors() -> None:
             return self.conv(self.conv(x)).mean(dim=(2, 3))
 
     with pytest.raises(ValueError, match="runs 2 times"):
-        split_model(Twice(), PROBE, feature_layer="conv")
-    assert split_model(Twice(), PROBE).kind == "none"  # auto: no usable layer, black box
+        adapt_model(Twice(), PROBE, feature_layer="conv")
+    assert adapt_model(Twice(), PROBE).kind == "none"  # auto: no usable layer, black box
 
 
 class BNNeckNet(nn.Module):
@@ -254,7 +252,7 @@ def test_fast_split_of_common_reid_layouts(factory) -> None:
     model = factory().eval()
     x = torch.rand(4, 3, 32, 16, generator=torch.Generator().manual_seed(2))
     kept = x.clone()
-    split = split_model(model, PROBE)
+    split = adapt_model(model, PROBE)
     assert split.kind == "fx" and split.fast_head
     feats, emb = split.embed(x)
     torch.testing.assert_close(x, kept)  # the caller's tensor is never changed
@@ -273,11 +271,11 @@ def test_attention_internals_are_never_a_feature_layer() -> None:
     model = AttentionNet().eval()
     probe = torch.rand(2, 3, 32, 16)
     assert feature_layers(model, probe) == []
-    assert split_model(model, probe).kind == "none"
+    assert adapt_model(model, probe).kind == "none"
 
 
 def test_the_layer_choice_is_described() -> None:
-    split = split_model(BNNeckNet().eval(), PROBE)
+    split = adapt_model(BNNeckNet().eval(), PROBE)
     text = split.describe()
     assert "'base'" in text and "feature_layer=" in text and "(16, 8, 4)" in text
 
@@ -305,9 +303,9 @@ def test_a_new_family_is_one_registered_class() -> None:
 
     with ADAPTERS.registered(Doubling.kind, Doubling):
         ADAPTERS.move_to_front(Doubling.kind)
-        assert split_model(MaxPooled().eval(), PROBE).kind == "doubling_test_family"
+        assert adapt_model(MaxPooled().eval(), PROBE).kind == "doubling_test_family"
     assert Doubling.kind not in ADAPTERS
-    assert split_model(MaxPooled().eval(), PROBE).kind == "fx"
+    assert adapt_model(MaxPooled().eval(), PROBE).kind == "fx"
 
 
 class TupleAndDict(nn.Module):
@@ -335,14 +333,14 @@ def test_output_selection_keeps_the_fast_path(as_dict: bool, output, tmp_path: P
 
     model = TupleAndDict(as_dict).eval()
     with pytest.raises(TypeError, match="output="):
-        split_model(model, PROBE)
-    split = split_model(model, PROBE, output=output)
+        adapt_model(model, PROBE)
+    split = adapt_model(model, PROBE, output=output)
     assert split.kind == "fx" and split.layer == "model.backbone"
     with torch.no_grad():
         expected = model(PROBE)
     expected = expected["features"] if as_dict else expected[0]
     torch.testing.assert_close(split.embed(PROBE)[1], expected, rtol=1e-4, atol=1e-5)
-    named = split_model(model, PROBE, feature_layer="backbone.0", output=output)
+    named = adapt_model(model, PROBE, feature_layer="backbone.0", output=output)
     assert named.layer == "model.backbone.0"
     explainer = Explainer(model, output=output).fit(amd_batches(), epochs=1, progress=False)
     pair = (PROBE[:1], PROBE[1:2])
