@@ -122,6 +122,17 @@ def _linear_section(data: dict[str, Any]) -> list[str]:
     return [note, "", _records_table(data.get("variants", []), cols), ""]
 
 
+def _arch_quality_section(data: dict[str, Any]) -> list[str]:
+    cols = [("architecture", "architecture"), ("adapter", "adapter"), ("train_epochs", "target epochs"),
+            ("rank1_target", "R1 target"), ("map_target", "mAP target"), ("fit_steps", "AMD steps"),
+            ("adre", "ADRE %"), ("x_map_e", "X-mAP_e"), ("x_map_c", "X-mAP_c"), ("rank1_interpreter", "R1 d_hat")]
+    sizes = data.get("sizes", {})
+    return [f"Targets trained by the zoo's trainer on {sizes.get('num_train_ids', '?')} synthetic identities "
+            f"({sizes.get('images_per_id', '?')} images each, 128x64), then the default explainer fit (paper "
+            f"recipe); all query x gallery pairs of {sizes.get('num_test_ids', '?')} test identities.", "",
+            _records_table(data.get("results", []), cols), ""]
+
+
 def _truthful_section(data: dict[str, Any]) -> list[str]:
     cols = [("variant", "variant"), ("steps", "steps"), ("x_map_e", "X-mAP_e"), ("x_map_e_std", "± X-mAP_e"),
             ("x_map_e_used", "X-mAP_e (used)"), ("adre", "ADRE %"), ("adre_std", "± ADRE"),
@@ -212,6 +223,8 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
     ("explainer", "AMD explainer on the reference model", "bench_explainer.py", _explainer_section),
     ("architectures", "The architectures practitioners run: cost of an explanation", "bench_architectures.py",
      _architectures_section),
+    ("arch_quality", "The architectures practitioners run: quality after the default fit", "bench_arch_quality.py",
+     _arch_quality_section),
     ("truthful", "AMD+ ablation: explanations true to the model (issue 8)", "bench_truthful.py",
      _truthful_section),
     ("linear", "The linear decomposition against the paper's recipe (issue 15)", "bench_truthful.py",
