@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from reidbench._timing import write_results
 from torch.utils.data import DataLoader
 
 from reidexplain import Explainer
@@ -81,9 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {"benchmark": "arch_quality", "quick": args.quick, "sizes": sizes, "threads": args.threads,
               "torch": torch.__version__, "machine": platform.machine(), "results": rows,
               "note": "targets trained on synthetic persons by the zoo's trainer; CPU timings on a shared machine"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.out}")
+    write_results(args.out, result)
     return result
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from reidbench._timing import interleaved_medians
+from reidbench._timing import interleaved_medians, write_results
 
 from reidexplain import Explainer
 from reidexplain.baselines import IntegratedGradientsPair
@@ -111,9 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {"benchmark": "architectures", "quick": args.quick, "image_size": [128, 64], "torch_threads": 1,
               "torch": torch.__version__, "machine": platform.machine(), "results": rows,
               "note": "random-initialised targets; CPU timings on a machine shared with other processes"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.out}")
+    write_results(args.out, result)
     return result
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from reidbench._timing import interleaved_medians
+from reidbench._timing import interleaved_medians, write_results
 from torch.utils.data import DataLoader
 
 from reidexplain.data import PKSampler
@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data": {"train": len(train), "query": len(query), "gallery": len(gallery)}, "results": rows,
         "note": "CPU timings on a machine shared with other processes are pessimistic",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    write_results(args.out, result)
     return result
 
 

@@ -1,14 +1,17 @@
-"""Timing helpers of the benchmark scripts."""
+"""Timing and result-writing helpers of the benchmark scripts."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["interleaved_medians"]
+__all__ = ["interleaved_medians", "write_results"]
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, threads: int = 1) -> dict[str, float]:
@@ -35,3 +38,19 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, thre
     finally:
         torch.set_num_threads(before)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def write_results(path: Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's results as indented JSON (creating the folder) and say where.
+
+    Examples:
+        >>> import json, tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "results" / "toy.json"
+        >>> write_results(out, {"benchmark": "toy"})
+        written to ...
+        >>> json.loads(out.read_text())["benchmark"]
+        'toy'
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {path}")
