@@ -186,7 +186,7 @@ def unpack_batch(
     """Read one batch in any of the supported formats (see the module docstring).
 
     Args:
-        batch: The batch (a dict, tuple or list).
+        batch: The batch (a dict, tuple or list; a :class:`Batch` is returned as it is).
         num_attributes: Expected label width ``M`` (checked when given).
         attributes: Read labels. With ``False`` (feature extraction) tuples are
             ``(images, pids, camids, ...)``, dicts need no ``"attributes"`` and ``Batch.attributes`` is
@@ -210,6 +210,12 @@ def unpack_batch(
         >>> unpack_batch((torch.rand(2, 3, 8, 4), [1, 2], [0, 1]), attributes=False).camids.tolist()
         [0, 1]
     """
+    if isinstance(batch, Batch):  # already read (a CheckedLoader's batches): only the width is checked
+        if attributes and batch.attributes is not None and num_attributes is not None \
+                and batch.attributes.shape[1] != num_attributes:
+            raise ValueError(f"{where}: labels have {batch.attributes.shape[1]} attributes, expected "
+                             f"{num_attributes}")
+        return batch
     pids = camids = labels = mask = None
     if isinstance(batch, Mapping):
         images = _get(batch, "image", "images")

@@ -254,7 +254,8 @@ def check_loader(loader: object, name: str = "loader") -> Iterable[Any]:
 
 
 class CheckedLoader:
-    """A loader whose every batch is checked (with the argument's name) and given as a plain dict.
+    """A loader whose every batch is checked (with the argument's name) and given as a read
+    :class:`~reidexplain._batch.Batch`, which the training and evaluation loops take as it is.
 
     Each batch is read by :func:`reidexplain._batch.unpack_batch` with error messages that name the
     argument (``loader``, ``query_loader``...), its images are required to have the size of the first
@@ -277,8 +278,8 @@ class CheckedLoader:
     Examples:
         >>> import torch
         >>> loader = CheckedLoader([(torch.rand(2, 3, 8, 4), torch.eye(2))], "loader")
-        >>> [sorted(batch) for batch in loader], len(loader)
-        ([['attributes', 'image']], 1)
+        >>> [tuple(batch.images.shape) for batch in loader], len(loader)
+        ([(2, 3, 8, 4)], 1)
     """
 
     def __init__(self, loader: Iterable[Any], name: str, num_attributes: int | None = None,
@@ -296,7 +297,7 @@ class CheckedLoader:
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Any]:
         from ._batch import unpack_batch
 
         empty, known = True, 0
@@ -320,12 +321,7 @@ class CheckedLoader:
                     f"the first batch), got {size[0]}x{size[1]} in batch {i}"
                 )
             known += batch.attributes.numel() if batch.known is None else int(batch.known.sum())
-            item: dict[str, Any] = {"image": batch.images if self.dtype is None else batch.images.to(self.dtype),
-                                    "attributes": batch.attributes}
-            for key, value in (("attribute_mask", batch.known), ("pid", batch.pids), ("camid", batch.camids)):
-                if value is not None:
-                    item[key] = value
-            yield item
+            yield batch if self.dtype is None else batch._replace(images=batch.images.to(self.dtype))
         if empty and not (isinstance(self.loader, Iterator) and self._warned):
             raise ValueError(f"`{self.name}`: it yielded no batches (empty dataset?)")
         if self.require_known and not empty and known == 0:
