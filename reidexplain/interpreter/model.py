@@ -181,7 +181,7 @@ class AMDModel(nn.Module):
         evaluations of the head are one call.
         """
         b, k = maps.shape[:2]
-        eps = float(getattr(self.recipe, "step", 1e-2))
+        eps = float(getattr(self.recipe, "step", 1e-2))  # LinearAMD.step; 1e-2 for other partition recipes
         masked = (grid.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
         moved = grid.repeat_interleave(k, dim=0) + eps * masked
         repeated = None if self.adapter.fast_head else images.repeat_interleave(k, dim=0)

@@ -167,6 +167,10 @@ class Recipe:
                deadline: float | None) -> None:
         """Optional training before the main loop (nothing by default)."""
 
+    def not_distributable(self) -> str | None:
+        """Why this recipe cannot be fitted across processes as configured (``None``: it can)."""
+        return None
+
     def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
                context: dict[str, Any], known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Loss terms over all pairs ``i < j`` of a batch; ``"loss"`` is what is minimised.
@@ -295,6 +299,12 @@ class AMDPlus(Recipe):
                 raise ValueError(f"usage_weights: expected {len(schema)} weights, got {len(usage)}")
             prepared["usage_weights"] = usage
         return prepared
+
+    def not_distributable(self) -> str | None:
+        if self.shared_maps and self.recognition_weight > 0 and self.recognition_warmup > 0:
+            return ("AMD+'s recognition warm-up runs on each process's batches alone; pass "
+                    "recognition_warmup=0 to fit across processes")
+        return None
 
     def _recognition(self, recognised: torch.Tensor, attributes: torch.Tensor,
                      model: AMDModel, known: torch.Tensor | None = None) -> torch.Tensor:

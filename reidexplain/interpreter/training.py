@@ -211,11 +211,9 @@ def _calibrate(model: AMDModel, images: torch.Tensor, side: tuple[torch.Tensor, 
 
 def _check_distributable(model: AMDModel) -> None:
     """What the fit cannot yet do across processes raises here, before anything runs."""
-    recipe = model.recipe
-    if getattr(recipe, "recognition_warmup", 0) and getattr(recipe, "shared_maps", False) \
-            and getattr(recipe, "recognition_weight", 0):
-        raise ValueError("fit under torchrun: AMD+'s recognition warm-up runs on each process's batches "
-                         "alone; pass recognition_warmup=0 to fit across processes")
+    reason = model.recipe.not_distributable()
+    if reason:
+        raise ValueError(f"fit under torchrun: {reason}")
     if model.network.black_box:
         raise ValueError("fit under torchrun: the black-box interpreter's own head is calibrated on one "
                          "process's batch; fit it in one process")
