@@ -167,6 +167,8 @@ class FeatureAdapter(nn.Module):
 
     kind: ClassVar[str] = "abstract"
     fast_head: ClassVar[bool] = True
+    #: Values per chunk of masked grids in :meth:`masked_embeddings` (8 MB of float32: a CPU's cache).
+    masked_chunk_elements: ClassVar[int] = 1 << 21
 
     def __init__(self, target: nn.Module, layer: str | None, grid_shape: tuple[int, int, int] | None,
                  embedding_dim: int, reason: str = "") -> None:
@@ -308,10 +310,33 @@ class FeatureAdapter(nn.Module):
         """Component embeddings ``e_k = head(F * A_k)``: ``(B,M,D)`` from the features of ``B`` images and
         maps ``A`` ``(B,M,h,w)`` on their grid.
 
-        The ``B*M`` masked grids go through the head in one call.
+        The masked grids go through the head in chunks of whole images, each at most
+        :attr:`masked_chunk_elements` values (at least one image): a head whose first operations are
+        element-wise (pooling, GeM's power) then works in cache, about 3x faster on a CPU than on all
+        ``B*M`` grids at once.
         """
         b, m = maps.shape[:2]
         grid = self.to_grid(features)
+        per_image = m * grid[0].numel()
+        step = max(1, self.masked_chunk_elements // max(per_image, 1))
+        if step >= b:
+            return self._masked_chunk(images, features, grid, maps)
+        side = self._bound
+        parts = []
+        for start in range(0, b, step):
+            rows = slice(start, start + step)
+            with self.bind(tuple(t[rows] for t in side)):
+                parts.append(self._masked_chunk(images[rows], self.feature_rows(features, rows), grid[rows],
+                                                maps[rows]))
+        return torch.cat(parts)
+
+    def feature_rows(self, features: torch.Tensor, rows: slice) -> torch.Tensor:
+        """The features of the images ``rows`` (their batch axis is the first unless overridden)."""
+        return features[rows]
+
+    def _masked_chunk(self, images: torch.Tensor, features: torch.Tensor, grid: torch.Tensor,
+                      maps: torch.Tensor) -> torch.Tensor:
+        b, m = maps.shape[:2]
         masked = (grid.unsqueeze(1) * maps.unsqueeze(2)).flatten(0, 1)
         repeated = None if self.fast_head else images.repeat_interleave(m, dim=0)
         with self.repeated(m):

@@ -205,3 +205,76 @@ def test_side_inputs_reach_the_model_per_image(tmp_path) -> None:
     explainer.save(tmp_path / "cams.pt")
     again = Explainer.load(tmp_path / "cams.pt", model)
     torch.testing.assert_close(again.explain((a, b), forward_kwargs=kwargs).contributions, att.contributions)
+
+
+def _full_head_like(adapter):
+    """The adapter's head with its last block computed in full again (undoes the read-out block)."""
+    from reidexplain.adapters._readout import ReadoutBlock
+
+    parent_name, _, child = adapter.layer.rpartition(".")
+    parent = adapter.head_graph.get_submodule(parent_name) if parent_name else adapter.head_graph
+    block = getattr(parent, child)
+    assert isinstance(block, ReadoutBlock)
+    return parent, child, block
+
+
+@pytest.mark.parametrize("factory", [_timm_vit, lambda: _timm_vit(reg_tokens=2, qk_norm=True), _timm_deit,
+                                     CLIPStyleViT, TransReIDStyleViT])
+def test_the_last_block_is_computed_for_the_read_out_tokens_only(factory) -> None:
+    model = factory().eval()
+    adapter = adapt_model(model, _probe())
+    assert "prefix only" in adapter.describe()
+    x = _probe(3, seed=2)
+    feats, _ = adapter.embed(x)
+    maps = torch.rand(3, 4, *adapter.grid_shape[1:], generator=torch.Generator().manual_seed(3))
+    fast = adapter.masked_embeddings(x, feats, maps)
+    parent, child, readout = _full_head_like(adapter)
+    # The block's own rows for the prefix, on random tokens.
+    tokens = torch.randn_like(feats)
+    with torch.no_grad():
+        full_rows, rows = readout.block(tokens), readout(tokens)
+    dim = 0 if adapter.layout.sequence_first else 1
+    p = adapter.layout.prefix
+    torch.testing.assert_close(rows.narrow(dim, 0, p), full_rows.narrow(dim, 0, p), rtol=1e-4, atol=1e-5)
+    setattr(parent, child, readout.block)  # the full block: the same component embeddings
+    torch.testing.assert_close(adapter.masked_embeddings(x, feats, maps), fast, rtol=1e-4, atol=1e-5)
+
+
+def test_a_head_that_pools_the_patch_tokens_keeps_its_full_last_block() -> None:
+    model = _timm_vit(global_pool="avg")
+    adapter = adapt_model(model, _probe())
+    assert adapter.kind == "tokens" and "prefix only" not in adapter.describe()
+    x = _probe(2, seed=4)
+    torch.testing.assert_close(adapter.embed(x)[1], model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_gradients_reach_the_tokens_through_the_read_out_block() -> None:
+    model = _timm_vit().double()  # float64: the two gradients agree to rounding, not to float32's 1e-4
+    adapter = adapt_model(model, _probe().double())
+    feats, _ = adapter.embed(_probe(2, seed=5).double())
+    grads = []
+    for keep in (True, False):
+        parent, child, readout = _full_head_like(adapter) if keep else (None, None, None)
+        tokens = feats.clone().requires_grad_(True)
+        adapter.head(tokens).square().sum().backward()
+        grads.append(tokens.grad)
+        if keep:
+            setattr(parent, child, readout.block)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("factory", [CLIPStyleViT, CameraViT])
+def test_masked_grids_in_chunks_give_the_same_components(factory, monkeypatch) -> None:
+    model = factory().eval()
+    side = {"cam_label": torch.tensor([0, 2])} if factory is CameraViT else None
+    adapter = adapt_model(model, _probe(), side_inputs=side)
+    x = _probe(5, seed=6)
+    bound = (torch.tensor([0, 1, 2, 1, 0]),) if side else ()
+    maps = torch.rand(5, 3, *adapter.grid_shape[1:], generator=torch.Generator().manual_seed(7))
+    with adapter.bind(bound):
+        feats, _ = adapter.embed(x)
+        whole = adapter.masked_embeddings(x, feats, maps)
+        monkeypatch.setattr(adapter, "masked_chunk_elements", 1)  # one image per chunk
+        chunked = adapter.masked_embeddings(x, feats, maps)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
