@@ -1,13 +1,23 @@
-"""The last transformer block computed for the read-out tokens only.
+"""The last transformer block of a class-token model, computed for the read-out tokens only.
 
-The head of a class-token transformer (the last block, the final norm, the read-out of the class token)
-reads one row of the last block's output. The block still computes every patch token's attention query,
-projection and MLP, about six sevenths of its work, for rows nobody reads. :class:`ReadoutBlock` computes
-the block for the ``prefix`` rows only: their queries against the keys and values of every token, then
-the per-token rest (residuals, norm, MLP, layer scale). The rows of the patch tokens pass through
-unchanged, so the tensor keeps its shape; the head must not read them, and :func:`readout_head` keeps
-the substitution only when the head's output is the same with and without it, on the probe and on
-randomly masked copies of it.
+Two things go wrong when a pre-norm transformer is masked at the input of its last block:
+
+* **The mask does not reach the embedding.** The block normalises every token before its attention
+  (``norm1``), and a layer norm ignores a token's scale: ``LN(a * x) = LN(x)`` for ``a`` well above
+  ``sqrt(eps) / std(x)``. Masking a token by ``0.5`` changes the embedding of the zoo's ViT by ``5e-6``
+  (relative), by ``0.1`` by ``2e-4``; only masks below about ``0.01`` act, as a switch.
+* **Most of the head's work is wasted.** The head reads one row of the block's output (the class
+  token), yet the block computes every patch token's query, projection and MLP: about six sevenths of
+  its work.
+
+So where the head reads only the prefix (class, distillation, register tokens), the grid is the
+*normalised* patch tokens, ``norm1(x)`` of the last block (:class:`PatchNorm`, the end of the trunk):
+the attention's keys and values are linear in them, so a mask scales what each patch contributes.
+:class:`ReadoutBlock` then computes the block from the raw prefix and the normalised patches for the
+prefix rows only: their queries against every token's keys and values, then the per-token rest
+(residual, ``norm2``, MLP, layer scales). The patch rows pass through unchanged so that the tensor
+keeps its shape; the head must not read them, and :func:`readout_head` keeps the substitution only when
+the head's output is the same as the full block's, on the probe and on randomly masked copies of it.
 
 Supported blocks are pre-norm residual blocks with ``norm1``/``ln_1``, ``attn``, ``norm2``/``ln_2``,
 ``mlp`` and optional layer scales ``ls1``/``ls_1``, ``ls2``/``ls_2`` (timm's ``Block``, open_clip's
@@ -26,7 +36,7 @@ from torch import nn
 
 from .base import outputs_match
 
-__all__ = ["ReadoutBlock", "readout_head"]
+__all__ = ["PatchNorm", "ReadoutBlock", "readout_head"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +87,92 @@ class _FusedQKVAttention(nn.Module):
 
 
 class _MultiheadAttention(nn.Module):
-    """``attend(queries, tokens)`` for an ``nn.MultiheadAttention``."""
+    """``attend(queries, tokens)`` for an ``nn.MultiheadAttention``.
+
+    With one packed input projection, no key/value biases and no zero attention (the usual case), the
+    projections run on the tensors as laid out: ``nn.MultiheadAttention`` transposes batch-first inputs
+    and then multiplies through a broadcast batched product, which costs several times more here.
+    """
 
     def __init__(self, attn: nn.MultiheadAttention) -> None:
         super().__init__()
         self.attn = attn
+        self.direct = bool(attn._qkv_same_embed_dim and attn.in_proj_weight is not None
+                           and attn.bias_k is None and attn.bias_v is None and not attn.add_zero_attn)
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.attn(queries, tokens, tokens, need_weights=False)[0]
+        attn = self.attn
+        if not self.direct or attn.training:
+            return attn(queries, tokens, tokens, need_weights=False)[0]
+        width, heads = attn.embed_dim, attn.num_heads
+        weight, bias = attn.in_proj_weight, attn.in_proj_bias
+        q = F.linear(queries, weight[:width], None if bias is None else bias[:width])
+        kv = F.linear(tokens, weight[width:], None if bias is None else bias[width:])
+        # To (B, heads, rows, head_dim) from (B,T,.) or, sequence-first, (T,B,.).
+        order = (0, 2, 1, 3) if attn.batch_first else (1, 2, 0, 3)
+        q = q.unflatten(-1, (heads, width // heads)).permute(order)
+        k, v = (t.unflatten(-1, (heads, width // heads)).permute(order) for t in kv.chunk(2, dim=-1))
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.permute(order).flatten(-2) if attn.batch_first else out.permute(2, 0, 1, 3).flatten(-2)
+        return attn.out_proj(out)
+
+
+def _parts(block: nn.Module, sequence_first: bool) -> tuple[nn.Module, ...]:
+    """``(norm1, attend, norm2, mlp, ls1, ls2)`` of a supported pre-norm block.
+
+    Raises:
+        ValueError: ``block`` is not a supported pre-norm block (see the module docs).
+    """
+    norm1, norm2 = _first(block, ("norm1", "ln_1")), _first(block, ("norm2", "ln_2"))
+    attn, mlp = _first(block, ("attn",)), _first(block, ("mlp",))
+    if norm1 is None or norm2 is None or attn is None or mlp is None:
+        raise ValueError(f"{type(block).__name__} is not a pre-norm block with norm1/attn/norm2/mlp")
+    if isinstance(attn, nn.MultiheadAttention):
+        if attn.batch_first == sequence_first:
+            raise ValueError("the attention's batch_first does not match the token layout")
+        attend: nn.Module = _MultiheadAttention(attn)
+    elif sequence_first:
+        raise ValueError(f"unsupported sequence-first attention {type(attn).__name__}")
+    else:
+        attend = _FusedQKVAttention(attn)
+    return (norm1, attend, norm2, mlp, _first(block, ("ls1", "ls_1")) or nn.Identity(),
+            _first(block, ("ls2", "ls_2")) or nn.Identity())
+
+
+class PatchNorm(nn.Module):
+    """Tokens with their patch rows normalised by a block's first norm; the prefix rows stay raw.
+
+    Args:
+        norm: The block's ``norm1`` (shared, not copied).
+        prefix: Leading tokens left as they are.
+        sequence_first: Tokens are ``(T,B,C)`` instead of ``(B,T,C)``.
+    """
+
+    def __init__(self, norm: nn.Module, prefix: int, sequence_first: bool) -> None:
+        super().__init__()
+        self.norm, self.prefix, self.sequence_first = norm, prefix, sequence_first
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        dim = 0 if self.sequence_first else 1
+        rest = tokens.shape[dim] - self.prefix
+        return torch.cat([tokens.narrow(dim, 0, self.prefix), self.norm(tokens.narrow(dim, self.prefix, rest))],
+                         dim=dim)
+
+
+class NormedTrunk(nn.Module):
+    """A trunk whose token output goes through :class:`PatchNorm`; side inputs pass to the trunk."""
+
+    def __init__(self, trunk: nn.Module, patch_norm: PatchNorm) -> None:
+        super().__init__()
+        self.trunk, self.patch_norm = trunk, patch_norm
+
+    def forward(self, images: torch.Tensor, *side: torch.Tensor) -> torch.Tensor:
+        return self.patch_norm(self.trunk(images, *side))
 
 
 class ReadoutBlock(nn.Module):
-    """A pre-norm transformer block evaluated for its first ``prefix`` tokens only.
+    """A pre-norm transformer block evaluated for its first ``prefix`` tokens only, from the raw prefix
+    rows and the patch rows already normalised by the block's ``norm1`` (:class:`PatchNorm`).
 
     Args:
         block: The block (its modules are shared, not copied).
@@ -101,45 +185,33 @@ class ReadoutBlock(nn.Module):
 
     def __init__(self, block: nn.Module, prefix: int, sequence_first: bool) -> None:
         super().__init__()
-        norm1, norm2 = _first(block, ("norm1", "ln_1")), _first(block, ("norm2", "ln_2"))
-        attn, mlp = _first(block, ("attn",)), _first(block, ("mlp",))
-        if norm1 is None or norm2 is None or attn is None or mlp is None:
-            raise ValueError(f"{type(block).__name__} is not a pre-norm block with norm1/attn/norm2/mlp")
-        if isinstance(attn, nn.MultiheadAttention):
-            if attn.batch_first == sequence_first:
-                raise ValueError("the attention's batch_first does not match the token layout")
-            attend: nn.Module = _MultiheadAttention(attn)
-        elif sequence_first:
-            raise ValueError(f"unsupported sequence-first attention {type(attn).__name__}")
-        else:
-            attend = _FusedQKVAttention(attn)
         self.block, self.prefix, self.sequence_first = block, prefix, sequence_first
-        self.attend = attend
-        self.norm1, self.norm2, self.mlp = norm1, norm2, mlp
-        self.ls1 = _first(block, ("ls1", "ls_1")) or nn.Identity()
-        self.ls2 = _first(block, ("ls2", "ls_2")) or nn.Identity()
+        self.norm1, self.attend, self.norm2, self.mlp, self.ls1, self.ls2 = _parts(block, sequence_first)
 
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        if args or kwargs or self.block.training:  # masks, dropout: the block as it is
-            return self.block(x, *args, **kwargs)
+        if args or kwargs:
+            raise RuntimeError("ReadoutBlock: the last block takes no attention mask or other arguments here")
         dim = 0 if self.sequence_first else 1
+        patches = x.narrow(dim, self.prefix, x.shape[dim] - self.prefix)
         rows = x.narrow(dim, 0, self.prefix)
-        normed = self.norm1(x)
-        rows = rows + self.ls1(self.attend(normed.narrow(dim, 0, self.prefix), normed))
+        queries = self.norm1(rows)
+        rows = rows + self.ls1(self.attend(queries, torch.cat([queries, patches], dim=dim)))
         rows = rows + self.ls2(self.mlp(self.norm2(rows)))
-        return torch.cat([rows, x.narrow(dim, self.prefix, x.shape[dim] - self.prefix)], dim=dim)
+        return torch.cat([rows, patches], dim=dim)
 
 
 def readout_head(head: torch.fx.GraphModule, block_name: str, prefix: int, sequence_first: bool,
-                 tokens: torch.Tensor, side: tuple[torch.Tensor, ...], seed: int = 0) -> bool:
+                 tokens: torch.Tensor, side: tuple[torch.Tensor, ...], seed: int = 0) -> PatchNorm | None:
     """Compute ``head``'s call of ``block_name`` for the ``prefix`` tokens only, if its output stays the same.
 
-    ``head`` is changed in place; it is restored when the check fails. The check runs the head with
-    and without the substitution on ``tokens`` and on copies whose patch tokens are scaled by random
-    non-negative masks (what the interpreter feeds it). Returns whether the substitution was kept.
+    ``head`` is changed in place to take the tokens with their patch rows normalised (the returned
+    :class:`PatchNorm`, which the trunk must apply). The check runs the original head on ``tokens``
+    and on copies whose patch tokens are scaled by random non-negative masks, and the changed head on
+    the same tokens through :class:`PatchNorm`; when they differ, or the block is not supported, the
+    head is restored and ``None`` returned.
     """
     if prefix < 1:
-        return False
+        return None
     parent_name, _, child = block_name.rpartition(".")
     try:
         parent = head.get_submodule(parent_name) if parent_name else head
@@ -147,7 +219,8 @@ def readout_head(head: torch.fx.GraphModule, block_name: str, prefix: int, seque
         readout = ReadoutBlock(original, prefix, sequence_first)
     except (AttributeError, ValueError) as err:
         logger.debug("tokens: the last block is computed in full (%s)", err)
-        return False
+        return None
+    patch_norm = PatchNorm(readout.norm1, prefix, sequence_first)
     generator = torch.Generator().manual_seed(seed)
     dim = 0 if sequence_first else 1
     scales = torch.rand(tokens.shape[dim], generator=generator).to(tokens)
@@ -159,10 +232,11 @@ def readout_head(head: torch.fx.GraphModule, block_name: str, prefix: int, seque
         with torch.no_grad():
             expected = [head(t.clone(), *side) for t in inputs]
             setattr(parent, child, readout)
-            kept = all(outputs_match(head(t.clone(), *side), e) for t, e in zip(inputs, expected, strict=True))
+            kept = all(outputs_match(head(patch_norm(t), *side), e) for t, e in zip(inputs, expected, strict=True))
     except Exception as err:  # noqa: BLE001 - any failure keeps the full block
         logger.debug("tokens: the read-out block failed on the probe: %s", err)
         kept = False
     if not kept:
         setattr(parent, child, original)
-    return kept
+        return None
+    return patch_norm

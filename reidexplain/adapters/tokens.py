@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx
@@ -28,7 +29,7 @@ from torch import nn
 
 from .._model import preserved_model_state
 from ._layers import feature_layers
-from ._readout import readout_head
+from ._readout import NormedTrunk, readout_head
 from .base import FeatureAdapter, outputs_match
 from .families import GraphAdapter, cut_graph, side_count, side_probe, trace
 
@@ -141,6 +142,8 @@ class TokenAdapter(GraphAdapter):
                  layer: str, layout: TokenLayout, channels: int, embedding_dim: int, reason: str = "") -> None:
         super().__init__(target, trunk, head, layer, (channels, *layout.grid), embedding_dim, reason)
         self.layout = layout
+        #: Whether the grid is the normalised patch tokens (a class-token read-out, see ``_readout``).
+        self.normalised = False
 
     @classmethod
     def build(cls, target: nn.Module, probe: torch.Tensor, layer: str | None,
@@ -179,12 +182,17 @@ class TokenAdapter(GraphAdapter):
         if not ok:
             return None
         channels = int(tokens.shape[-1])
-        readout = readout_head(head, name, layout.prefix, layout.sequence_first, tokens, side)
-        why = (f"patch tokens at the input of {name!r} ({layout.prefix} prefix token"
-               f"{'s' if layout.prefix != 1 else ''} kept unmasked"
+        patch_norm = readout_head(head, name, layout.prefix, layout.sequence_first, tokens, side)
+        where = (f"normalised patch tokens entering the attention of {name!r}" if patch_norm is not None
+                 else f"patch tokens at the input of {name!r}")
+        why = (f"{where} ({layout.prefix} prefix token{'s' if layout.prefix != 1 else ''} kept unmasked"
                f"{', sequence-first' if layout.sequence_first else ''}"
-               f"{'; the head computes that block for the prefix only' if readout else ''})")
-        return cls(target, trunk, head, name, layout, channels, int(reference.shape[1]), why)
+               f"{'; the head computes that block for the prefix only' if patch_norm is not None else ''})")
+        if patch_norm is not None:
+            trunk = NormedTrunk(trunk, patch_norm)  # type: ignore[assignment]
+        adapter = cls(target, trunk, head, name, layout, channels, int(reference.shape[1]), why)
+        adapter.normalised = patch_norm is not None
+        return adapter
 
     def to_grid(self, features: torch.Tensor) -> torch.Tensor:
         return self.layout.to_grid(features)
@@ -194,3 +202,7 @@ class TokenAdapter(GraphAdapter):
 
     def feature_rows(self, features: torch.Tensor, rows: slice) -> torch.Tensor:
         return features[:, rows] if self.layout.sequence_first else features[rows]
+
+    def config(self) -> dict[str, Any]:
+        # Interpreters fitted before the grid was normalised masked raw tokens: a checkpoint says which.
+        return {**super().config(), "tokens": "normalised" if self.normalised else "raw"}

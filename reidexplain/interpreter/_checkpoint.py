@@ -224,6 +224,10 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
     same_kind = saved["kind"] is None or got["kind"] == saved["kind"]
     if not same_kind or got["grid_shape"] != saved["grid_shape"] or got["embedding_dim"] != saved["embedding_dim"]:
         raise ValueError(f"model: split as {got}, but the interpreter was fitted to {saved}")
+    if got["kind"] == "tokens" and got.get("tokens") != saved.get("tokens", "raw"):
+        raise ValueError(f"model: the interpreter was fitted to the {saved.get('tokens', 'raw')} patch tokens of "
+                         f"{saved['layer']!r}, but this version masks the {got.get('tokens')} ones (masking raw "
+                         "tokens before a layer norm barely reaches the embedding): fit the explainer again")
     amd = AMDModel(adapter, recipe, schema, ckpt["metric"], prepared=ckpt["prepared"],
                    side_fields=tuple(side_inputs.values()))
     try:

@@ -207,8 +207,8 @@ def test_side_inputs_reach_the_model_per_image(tmp_path) -> None:
     torch.testing.assert_close(again.explain((a, b), forward_kwargs=kwargs).contributions, att.contributions)
 
 
-def _full_head_like(adapter):
-    """The adapter's head with its last block computed in full again (undoes the read-out block)."""
+def _readout_of(adapter):
+    """``(parent, child name, ReadoutBlock)`` of the adapter's head."""
     from reidexplain.adapters._readout import ReadoutBlock
 
     parent_name, _, child = adapter.layer.rpartition(".")
@@ -218,48 +218,63 @@ def _full_head_like(adapter):
     return parent, child, block
 
 
+def _relative_change(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b).norm(dim=1) / b.norm(dim=1)).mean())
+
+
 @pytest.mark.parametrize("factory", [_timm_vit, lambda: _timm_vit(reg_tokens=2, qk_norm=True), _timm_deit,
                                      CLIPStyleViT, TransReIDStyleViT])
-def test_the_last_block_is_computed_for_the_read_out_tokens_only(factory) -> None:
+def test_class_token_models_mask_normalised_tokens_and_compute_the_read_out_rows_only(factory) -> None:
+    from reidexplain.adapters._readout import PatchNorm
+
     model = factory().eval()
     adapter = adapt_model(model, _probe())
-    assert "prefix only" in adapter.describe()
-    x = _probe(3, seed=2)
-    feats, _ = adapter.embed(x)
-    maps = torch.rand(3, 4, *adapter.grid_shape[1:], generator=torch.Generator().manual_seed(3))
-    fast = adapter.masked_embeddings(x, feats, maps)
-    parent, child, readout = _full_head_like(adapter)
-    # The block's own rows for the prefix, on random tokens.
-    tokens = torch.randn_like(feats)
+    assert "normalised patch tokens" in adapter.describe() and "prefix only" in adapter.describe()
+    assert adapter.config()["tokens"] == "normalised"
+    _, _, readout = _readout_of(adapter)
+    # The read-out rows are the full block's rows, from the raw prefix and the normalised patches.
+    p, dim = adapter.layout.prefix, 0 if adapter.layout.sequence_first else 1
+    count = p + adapter.grid_shape[1] * adapter.grid_shape[2]
+    tokens = torch.randn(*((count, 3) if dim == 0 else (3, count)), adapter.grid_shape[0],
+                         generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        full_rows, rows = readout.block(tokens), readout(tokens)
-    dim = 0 if adapter.layout.sequence_first else 1
-    p = adapter.layout.prefix
-    torch.testing.assert_close(rows.narrow(dim, 0, p), full_rows.narrow(dim, 0, p), rtol=1e-4, atol=1e-5)
-    setattr(parent, child, readout.block)  # the full block: the same component embeddings
-    torch.testing.assert_close(adapter.masked_embeddings(x, feats, maps), fast, rtol=1e-4, atol=1e-5)
+        full = readout.block(tokens)
+        rows = readout(PatchNorm(readout.norm1, p, adapter.layout.sequence_first)(tokens))
+    torch.testing.assert_close(rows.narrow(dim, 0, p), full.narrow(dim, 0, p), rtol=1e-4, atol=1e-5)
+    # A mask of 0.5 reaches the embedding (raw tokens would be renormalised: a change of ~1e-6).
+    x = _probe(3, seed=2)
+    feats, emb = adapter.embed(x)
+    half = adapter.masked_embeddings(x, feats, torch.full((3, 1, *adapter.grid_shape[1:]), 0.5))[:, 0]
+    assert _relative_change(half, emb) > 1e-2
 
 
 def test_a_head_that_pools_the_patch_tokens_keeps_its_full_last_block() -> None:
     model = _timm_vit(global_pool="avg")
     adapter = adapt_model(model, _probe())
     assert adapter.kind == "tokens" and "prefix only" not in adapter.describe()
+    assert adapter.config()["tokens"] == "raw"
     x = _probe(2, seed=4)
     torch.testing.assert_close(adapter.embed(x)[1], model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_gradients_reach_the_tokens_through_the_read_out_block() -> None:
+def test_gradients_through_the_read_out_block_are_the_full_blocks() -> None:
     model = _timm_vit().double()  # float64: the two gradients agree to rounding, not to float32's 1e-4
     adapter = adapt_model(model, _probe().double())
-    feats, _ = adapter.embed(_probe(2, seed=5).double())
+    x = _probe(2, seed=5).double()
+    raw = adapter.trunk.trunk(x)  # the tokens entering the last block, before the patch norm
     grads = []
-    for keep in (True, False):
-        parent, child, readout = _full_head_like(adapter) if keep else (None, None, None)
-        tokens = feats.clone().requires_grad_(True)
-        adapter.head(tokens).square().sum().backward()
+    for through_adapter in (True, False):
+        tokens = raw.detach().clone().requires_grad_(True)
+        if through_adapter:
+            out = adapter.head(adapter.trunk.patch_norm(tokens))
+        else:  # the model itself, its last block's input replaced by the tokens
+            handle = model.blocks[2].register_forward_pre_hook(lambda module, args, t=tokens: (t,))
+            try:
+                out = model(x)
+            finally:
+                handle.remove()
+        out.square().sum().backward()
         grads.append(tokens.grad)
-        if keep:
-            setattr(parent, child, readout.block)
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-10)
 
