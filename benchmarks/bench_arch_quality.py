@@ -35,12 +35,15 @@ def _materialise(dataset: Any) -> list[dict[str, Any]]:
     return [{k: dataset[i][k] for k in keys} for i in range(len(dataset))]
 
 
-def run(name: str, splits: dict[str, list], epochs: int, steps: int | None, seed: int) -> dict[str, Any]:
+def run(name: str, splits: dict[str, list], epochs: int | None, steps: int | None, seed: int) -> dict[str, Any]:
     """Train ``name``, fit the default explainer and evaluate it."""
     torch.manual_seed(seed)
     train, query, gallery = splits["train"], splits["query"], splits["gallery"]
     start = time.perf_counter()
-    model = train_reid_model(create_model(name), [(it["image"], it["pid"]) for it in train], epochs=epochs,
+    model = create_model(name)
+    if epochs is None:  # the model's own recipe (the zoo's transformers: 40 epochs), else 8
+        epochs = int(getattr(model, "training_defaults", {}).get("epochs", 8))
+    model = train_reid_model(model, [(it["image"], it["pid"]) for it in train], epochs=epochs,
                              p=16, k=4, seed=seed, progress=False)
     train_seconds = time.perf_counter() - start
     loader = DataLoader(train, batch_sampler=PKSampler([it["pid"] for it in train], p=6, k=4, seed=seed))
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny data, one epoch, a few steps")
     parser.add_argument("--architectures", nargs="+", default=["bot_resnet18", "vit_reid_tiny"])
-    parser.add_argument("--epochs", type=int, default=None, help="target training epochs (default 8)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="target training epochs (default: the model's training_defaults, else 8)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              else dict(num_train_ids=200, num_test_ids=100, images_per_id=8))
     raw = reference_splits(with_masks=False, **sizes)
     splits = {k: _materialise(raw[k]) for k in ("train", "query", "gallery")}
-    epochs = args.epochs or (1 if args.quick else 8)
+    epochs = args.epochs or (1 if args.quick else None)
     steps = 4 if args.quick else None
     rows = []
     for name in args.architectures:

@@ -399,6 +399,9 @@ class LinearAMD(Recipe):
             negative, and on pairs whose labels all agree (two photos of one person, mostly) the
             attributes together may carry at most ``same_person_cap`` of ``d`` (0: off).
         same_person_cap: That bound.
+        absent_weight: Weight of the mean area of the maps of attributes an image does not have
+            (label 0, where known): the map of an attribute then shows where the image has it, and
+            an attribute both images lack has no part of either (0: off).
 
     Examples:
         >>> LinearAMD().name, LinearAMD().step
@@ -412,6 +415,7 @@ class LinearAMD(Recipe):
     step: float = 1e-2
     rest_weight: float = 0.0
     same_person_cap: float = 0.25
+    absent_weight: float = 0.0
 
     def build_network(self, adapter: FeatureAdapter, schema: AttributeSchema) -> AMDInterpreter:
         if not adapter.gray_box:
@@ -437,16 +441,24 @@ class LinearAMD(Recipe):
         prior = attribute_prior_loss(shares, exclusive, known=pair_known)
         offset = parts.offset.abs().mean() / d.mean().clamp_min(1e-12)
         loss = self.prior_weight * prior + self.offset_weight * offset
-        out = {"distillation": offset.detach(), "prior": prior.detach(), "distance": d,
-               "reconstructed": parts.reconstructed.detach()}
+        logged = {"distillation": offset.detach(), "prior": prior.detach(), "distance": d,
+                  "reconstructed": parts.reconstructed.detach()}
         if self.rest_weight > 0:
             rest_share = parts.rest / d.clamp_min(1e-12)
             agree = ~exclusive.any(dim=-1)
             over = torch.relu(shares.sum(dim=-1) - self.same_person_cap)
             term = torch.relu(-rest_share).mean() + (over * agree).sum() / agree.sum().clamp_min(1)
             loss = loss + self.rest_weight * term
-            out["rest"] = term.detach()
-        return {"loss": loss, **out}
+            logged["rest"] = term.detach()
+        if self.absent_weight > 0:
+            absent = attributes == 0
+            if known is not None:
+                absent = absent & known
+            area = out.maps.flatten(2).mean(dim=-1)  # (B,M) the part of the grid each map takes
+            term = (area * absent).sum() / absent.sum().clamp_min(1)
+            loss = loss + self.absent_weight * term
+            logged["absent"] = term.detach()
+        return {"loss": loss, **logged}
 
 
 RECIPES: Registry[type[Recipe]] = Registry("recipe")

@@ -115,3 +115,26 @@ def test_rest_terms_only_add_when_asked() -> None:
     with_rest = LinearAMD(rest_weight=2.0).losses(explainer.amd, out, batch["attributes"], {})
     assert "rest" not in plain and float(with_rest["rest"]) >= 0.0
     torch.testing.assert_close(with_rest["loss"], plain["loss"] + 2.0 * with_rest["rest"])
+
+
+def test_the_absent_term_is_the_area_of_the_maps_of_attributes_an_image_lacks() -> None:
+    from reidexplain.interpreter import LinearAMD
+
+    explainer = Explainer(LinearHeadNet().eval(), recipe="amd-linear").fit(amd_batches(), epochs=1, progress=False)
+    _randomise_maps(explainer)
+    batch = amd_batches()[0]
+    out = explainer.amd(batch["image"])
+    labels = batch["attributes"]
+    plain = LinearAMD().losses(explainer.amd, out, labels, {})
+    got = LinearAMD(absent_weight=3.0).losses(explainer.amd, out, labels, {})
+    area = out.maps.flatten(2).mean(dim=-1)
+    absent = labels == 0
+    expected = float((area * absent).sum() / absent.sum())
+    assert "absent" not in plain and abs(float(got["absent"]) - expected) < 1e-6
+    torch.testing.assert_close(got["loss"], plain["loss"] + 3.0 * got["absent"])
+    # Unknown labels are left out.
+    known = torch.ones_like(absent)
+    known[:, 0] = False
+    masked = LinearAMD(absent_weight=1.0).losses(explainer.amd, out, labels, {}, known=known)
+    kept = absent & known
+    assert abs(float(masked["absent"]) - float((area * kept).sum() / kept.sum())) < 1e-6

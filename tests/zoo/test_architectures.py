@@ -57,3 +57,27 @@ def test_train_mode_without_classifier_says_so() -> None:
     model = create_model("osnet_x0_25").train()
     with pytest.raises(RuntimeError, match="reset_classifier"):
         model(_images(2, 4))
+
+
+def test_transformers_train_with_their_own_defaults(monkeypatch) -> None:
+    from reidexplain.zoo import training
+
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def fake_rate(step: int, total: int, base: float, warmup: int) -> float:
+        seen.update(total=total, base=base)
+        raise Seen  # one look is enough
+
+    monkeypatch.setattr(training, "_learning_rate", fake_rate)
+    data = [(torch.rand(3, 128, 64), i // 2) for i in range(8)]
+    for name, lr in (("vit_reid_tiny", 1e-3), ("reidnet_small", 3e-3)):
+        with pytest.raises(Seen):
+            train_reid_model(create_model(name), data, p=2, k=2, progress=False)
+        epochs = 40 if lr == 1e-3 else 20
+        assert seen == {"total": 2 * epochs, "base": pytest.approx(lr)}
+    with pytest.raises(Seen):
+        train_reid_model(create_model("vit_reid_tiny"), data, p=2, k=2, lr=5e-4, epochs=3, progress=False)
+    assert seen == {"total": 6, "base": pytest.approx(5e-4)}
