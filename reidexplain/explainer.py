@@ -73,6 +73,13 @@ METHODS = tuple(RECIPES.names())
 _SIDE_FIELDS = ("camid", "pid")  # the batch fields a side input can be read from
 
 
+def _rows(values: Any, rows: slice) -> torch.Tensor | None:
+    """``values[rows]`` of per-image ids given as a tensor or a sequence (``None`` stays ``None``)."""
+    if values is None:
+        return None
+    return (values if isinstance(values, torch.Tensor) else torch.as_tensor(values))[rows]
+
+
 class NotFittedError(RuntimeError):
     """The explainer was used before :meth:`Explainer.fit` or :meth:`Explainer.load`.
 
@@ -269,6 +276,21 @@ class Explainer:
                 raise ValueError(f"{name}[{key!r}]: expected {n} values (one per image), got shape "
                                  f"{tuple(value.shape)}")
             out.append(value.to(self.device))
+        return tuple(out)
+
+    def _field_side(self, ids: Any, camids: Any, n: int, what: str) -> tuple[torch.Tensor, ...]:
+        """The side inputs of ``n`` images read from their identities and cameras (``side_inputs`` maps
+        each forward argument to one of those fields)."""
+        if not self.side_inputs:
+            return ()
+        given = {"pid": (ids, "ids"), "camid": (camids, "camids")}
+        out = []
+        for name, field in self.side_inputs.items():
+            values, argument = given[field]
+            if values is None:
+                raise ValueError(f"{what}: the model needs {name!r} for every image, read from its {field!r}; "
+                                 f"pass {argument}= or batches with {field!r}")
+            out.append(_as_ids(values, f"{what} {argument}", n).to(self.device))
         return tuple(out)
 
     # ------------------------------------------------------------------ fit
@@ -614,12 +636,23 @@ class Explainer:
         bar = progress_bar(total=None if not isinstance(gallery, torch.Tensor) else
                            -(-check_images(gallery, "gallery").shape[0] // batch_size),
                            desc="gallery", enabled=progress, unit="batch")
+        seen = offset or 0  # where the next batch starts in the gallery (for the side inputs of a tensor)
         try:
             for images, pid, camid in batches:
                 images = check_images(images, "gallery")
                 size = tuple(images.shape[-2:])
-                for chunk in images.split(batch_size):
-                    out = amd.embed(chunk, batch_size)
+                n = images.shape[0]
+                side = ()
+                if self.side_inputs:
+                    if isinstance(gallery, torch.Tensor) or world == 1:
+                        rows = slice(seen, seen + n)
+                        side = self._field_side(pid if pid is not None else _rows(ids, rows),
+                                                camid if camid is not None else _rows(camids, rows), n, "gallery")
+                    else:
+                        side = self._field_side(pid, camid, n, "gallery batches (shard=True)")
+                seen += n
+                for start, chunk in zip(range(0, n, batch_size), images.split(batch_size), strict=True):
+                    out = amd.embed(chunk, batch_size, tuple(t[start:start + batch_size] for t in side))
                     parts.append(out._replace(maps=out.maps if store_maps else None, recognised=None))
                     bar.update(1)
                 batch_ids.append(pid)
@@ -738,7 +771,7 @@ class Explainer:
         q_ids = _as_ids(query_ids, "query_ids", query.shape[0])
         q_cams = _as_ids(query_camids, "query_camids", query.shape[0])
         clock = time.perf_counter()
-        q = amd.embed(query, batch_size)
+        q = amd.embed(query, batch_size, self._field_side(q_ids, q_cams, query.shape[0], "query"))
         seconds["embed_queries"] = time.perf_counter() - clock
         clock = time.perf_counter()
         if index.is_shard:
@@ -770,11 +803,11 @@ class Explainer:
                 match_maps = shard_match_maps(
                     index, used, tuple(q.maps.shape[1:]),
                     None if index.maps is not None else
-                    (lambda rows: amd.embed(images[(rows + offset).cpu()], batch_size).maps))
+                    (lambda rows: self._gallery_maps(amd, images[(rows + offset).cpu()], index, rows, batch_size)))
         elif index.maps is not None:
             match_maps = index.maps[used]
         elif images is not None:
-            match_maps = amd.embed(images[used.cpu()], batch_size).maps
+            match_maps = self._gallery_maps(amd, images[used.cpu()], index, used, batch_size)
         seconds["maps"] = time.perf_counter() - clock
         extras: dict[str, Any] = {"seconds": seconds, "index_bytes": index.nbytes}
         if index.is_shard:
@@ -788,6 +821,14 @@ class Explainer:
             match_maps=match_maps, match_slots=slots, image_size=size, query_images=query,
             gallery_images=gallery_images, n_attributes=n_attributes, upsample=amd.maps_to_image,
             extras=extras)
+
+    def _gallery_maps(self, amd: AMDModel, images: torch.Tensor, index: GalleryIndex, rows: torch.Tensor,
+                      batch_size: int) -> torch.Tensor:
+        """The maps of the gallery images ``rows`` of ``index`` (their side inputs from its ids and cameras)."""
+        rows = rows.cpu()
+        pick = (lambda t: None if t is None else t.cpu()[rows])  # noqa: E731
+        side = self._field_side(pick(index.ids), pick(index.camids), len(rows), "gallery")
+        return amd.embed(images, batch_size, side).maps
 
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, query_loader: Iterable, gallery_loader: Iterable, progress: bool = True) -> dict[str, float]:

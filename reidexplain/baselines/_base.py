@@ -59,10 +59,13 @@ class PairDistance(nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.metric = check_metric(metric)
+        #: Names of the model's side inputs, in the order their values follow the partners.
+        self.side_names: tuple[str, ...] = ()
 
-    def forward(self, images: torch.Tensor, partner_embeddings: torch.Tensor) -> torch.Tensor:
-        """Distances ``d(model(images[i]), partner_embeddings[i])``, shape ``(B,)``."""
-        emb = check_embeddings(self.model(images), images.shape[0])
+    def forward(self, images: torch.Tensor, partner_embeddings: torch.Tensor, *side: torch.Tensor) -> torch.Tensor:
+        """Distances ``d(model(images[i], **side_i), partner_embeddings[i])``, shape ``(B,)``; ``side``
+        holds one ``(B,)`` tensor per name of :attr:`side_names` (Captum repeats them like the partners)."""
+        emb = check_embeddings(self.model(images, **dict(zip(self.side_names, side, strict=True))), images.shape[0])
         if partner_embeddings.shape != emb.shape:
             raise ValueError(
                 f"partner_embeddings: expected shape {tuple(emb.shape)} (one per image), "
@@ -97,6 +100,8 @@ class PairExplainer:
     method: str = "pair_explainer"
     #: Whether the method differentiates the distance (inputs then require gradients).
     uses_gradients: bool = True
+    #: The side inputs of the chunk being explained, ``(2B,)`` each (see :meth:`explain`).
+    _side: tuple[torch.Tensor, ...] = ()
 
     def __init__(self, model: nn.Module, metric: str = "euclidean") -> None:
         self.forward_func = PairDistance(model, metric)
@@ -121,6 +126,7 @@ class PairExplainer:
         pair: tuple[torch.Tensor, torch.Tensor],
         batch_size: int | None = None,
         progress: bool = False,
+        forward_kwargs: tuple[dict[str, Any], dict[str, Any]] | None = None,
     ) -> PairAttribution:
         """Explain the distance of each pair ``(a_i, b_i)``: a map of ``a_i`` and one of ``b_i``.
 
@@ -128,6 +134,10 @@ class PairExplainer:
             pair: ``(images_a, images_b)``, each ``(B,3,H,W)``, or a single pair of ``(3,H,W)`` images.
             batch_size: Explain at most this many pairs per Captum call (``None``: all at once).
             progress: Show a progress bar over the chunks of ``batch_size`` pairs.
+            forward_kwargs: The model's per-image side inputs, such as TransReID's camera ids:
+                ``(kwargs_a, kwargs_b)``, dicts with the same keys, each value ``(B,)`` (or one value
+                for every image). They reach ``model(images, **kwargs)`` as Captum's
+                ``additional_forward_args`` do: repeated with the images, never attributed to.
 
         Returns:
             A :class:`~reidexplain.attribution.PairAttribution` with ``maps`` ``(B,1,H,W)`` each, the
@@ -146,10 +156,13 @@ class PairExplainer:
         check_batch_size(batch_size, allow_none=True)
         device = model_device(self.model)
         a, b = a.to(device), b.to(device)
+        names, side_a, side_b = _side_inputs(forward_kwargs, a.shape[0], device)
+        self.forward_func.side_names = names
         step = batch_size or a.shape[0]
         starts = range(0, a.shape[0], step)
+        side = tuple(torch.cat([sa, sb]) for sa, sb in zip(side_a, side_b, strict=True))  # (2B,): a's, then b's
         parts = [
-            self._explain_batch(a[i : i + step], b[i : i + step])
+            self._explain_batch(a[i : i + step], b[i : i + step], _pair_rows(side, i, step, a.shape[0]))
             for i in progress_bar(starts, desc=self.method, enabled=progress and len(starts) > 1)
         ]
         result = parts[0] if len(parts) == 1 else _concatenate(parts)
@@ -159,14 +172,20 @@ class PairExplainer:
                           "(identical embeddings): nothing to explain", ZeroDistanceWarning, stacklevel=2)
         return result
 
-    def _explain_batch(self, a: torch.Tensor, b: torch.Tensor) -> PairAttribution:
+    def _forward_args(self, partners: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Captum's ``additional_forward_args``: the partner embeddings, then the side inputs."""
+        return (partners, *self._side)
+
+    def _explain_batch(self, a: torch.Tensor, b: torch.Tensor, side: tuple[torch.Tensor, ...] = ()) -> PairAttribution:
         batch = a.shape[0]
         inputs = torch.cat([a, b]).detach()
         # Our own copy of the images: asking for its gradient touches nothing of the caller's.
         inputs.requires_grad_(self.uses_gradients)
+        self._side = side
+        kwargs = dict(zip(self.forward_func.side_names, side, strict=True))
         with preserved_model_state(self.model):
             with torch.no_grad():
-                emb = check_embeddings(self.model(inputs), inputs.shape[0])
+                emb = check_embeddings(self.model(inputs, **kwargs), inputs.shape[0])
             partners = torch.cat([emb[batch:], emb[:batch]]).detach()
             with torch.set_grad_enabled(self.uses_gradients):
                 raw = self._attribute(inputs, partners)
@@ -193,6 +212,39 @@ class PairExplainer:
         if tuple(maps.shape[-2:]) != size:
             maps = torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
         return maps
+
+
+def _pair_rows(side: tuple[torch.Tensor, ...], start: int, step: int, n: int) -> tuple[torch.Tensor, ...]:
+    """Rows ``start:start+step`` of the a-half and of the b-half of ``(2n,)`` side inputs, a's first."""
+    return tuple(torch.cat([t[start:start + step], t[n + start:n + start + step]]) for t in side)
+
+
+def _side_inputs(forward_kwargs: Any, n: int, device: torch.device
+                 ) -> tuple[tuple[str, ...], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """``(names, values of a, values of b)`` from ``forward_kwargs``, each value ``(n,)`` on ``device``."""
+    if forward_kwargs is None:
+        return (), (), ()
+    if (not isinstance(forward_kwargs, (tuple, list)) or len(forward_kwargs) != 2
+            or not all(isinstance(k, dict) for k in forward_kwargs)):
+        raise TypeError("forward_kwargs: expected a pair (kwargs_a, kwargs_b) of dicts of per-image values")
+    kw_a, kw_b = forward_kwargs
+    if set(kw_a) != set(kw_b):
+        raise ValueError(f"forward_kwargs: both images need the same arguments, got {sorted(kw_a)} and "
+                         f"{sorted(kw_b)}")
+    names = tuple(sorted(kw_a))
+    values = []
+    for side, kwargs in (("a", kw_a), ("b", kw_b)):
+        row = []
+        for name in names:
+            value = torch.as_tensor(kwargs[name], device=device)
+            if value.dim() == 0:
+                value = value.expand(n)
+            if value.shape[:1] != (n,):
+                raise ValueError(f"forward_kwargs[{side!r}][{name!r}]: expected {n} values (one per image) or one, "
+                                 f"got shape {tuple(value.shape)}")
+            row.append(value)
+        values.append(tuple(row))
+    return names, values[0], values[1]
 
 
 def _concatenate(parts: list[PairAttribution]) -> PairAttribution:

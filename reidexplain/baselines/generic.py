@@ -112,7 +112,7 @@ class CaptumPair(PairExplainer):
         for key in ("baselines",):
             if isinstance(kwargs.get(key), torch.Tensor):
                 kwargs[key] = kwargs[key].to(inputs.device)
-        out = self.algorithm.attribute(inputs, additional_forward_args=(partners,), **kwargs)
+        out = self.algorithm.attribute(inputs, additional_forward_args=self._forward_args(partners), **kwargs)
         if isinstance(out, tuple):
             # Methods asked for a convergence delta return (attributions, delta).
             out = out[0]

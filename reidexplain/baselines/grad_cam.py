@@ -23,11 +23,12 @@ class _GridDistance(nn.Module):
         self.metric = metric
         self.grid = nn.Identity()
 
-    def forward(self, images: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
-        features = self.adapter._features(images.clone())
-        grid = self.grid(self.adapter.to_grid(features))
-        return pair_distance(self.adapter.head(self.adapter.with_grid(features, grid), images), partners,
-                             self.metric)
+    def forward(self, images: torch.Tensor, partners: torch.Tensor, *side: torch.Tensor) -> torch.Tensor:
+        with self.adapter.bind(side):
+            features = self.adapter._features(images.clone())
+            grid = self.grid(self.adapter.to_grid(features))
+            embeddings = self.adapter.head(self.adapter.with_grid(features, grid), images)
+        return pair_distance(embeddings, partners, self.metric)
 
 
 class GradCAMPair(PairExplainer):
@@ -79,23 +80,28 @@ class GradCAMPair(PairExplainer):
             self.layer_name: str | None = None
         else:
             self.layer_name = resolve_layer_name(model, layer, "layer")
+        self._requested = self.layer_name
         self.adapter: FeatureAdapter | None = None
         self.relu_attributions = bool(relu_attributions)
         self.interpolate_mode = interpolate_mode
         self.algorithm: LayerGradCam | None = None
 
     def _attribute(self, inputs: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
-        if self.algorithm is None:
+        names = self.forward_func.side_names
+        if self.algorithm is None or self.adapter is None or self.adapter.side_names != names:
             probe = inputs[:2].detach().to(model_device(self.model))
-            self.adapter = adapt_model(self.model, probe, self.layer_name or "auto")
+            side = {name: value[:2] for name, value in zip(names, self._side, strict=True)} or None
+            self.adapter = adapt_model(self.model, probe, self._requested or "auto", side_inputs=side)
             if not self.adapter.gray_box:
                 raise ValueError(f"layer='auto': {type(self.model).__name__} has no image-grid feature map "
                                  "(B,C,h,w) with h*w > 1 for Grad-CAM; pass the layer explicitly")
-            self.layer_name = self.adapter.layer
+            # The adapter names layers inside its side-input wrapper ("model.<name>").
+            layer_name = self.adapter.layer
+            self.layer_name = layer_name[len("model."):] if side and layer_name.startswith("model.") else layer_name
             grid = _GridDistance(self.adapter, self.metric)
             self.algorithm = LayerGradCam(grid, grid.grid)
         return self.algorithm.attribute(
-            inputs, additional_forward_args=(partners,), relu_attributions=self.relu_attributions
+            inputs, additional_forward_args=self._forward_args(partners), relu_attributions=self.relu_attributions
         )
 
     def _to_maps(self, raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

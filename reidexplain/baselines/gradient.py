@@ -100,7 +100,7 @@ class IntegratedGradientsPair(PairExplainer):
         attr, delta = self.algorithm.attribute(
             inputs,
             baselines=_baseline_on(self.baseline, inputs),
-            additional_forward_args=(partners,),
+            additional_forward_args=self._forward_args(partners),
             n_steps=self.n_steps,
             method=self.integration,
             internal_batch_size=self.internal_batch_size,
@@ -140,4 +140,4 @@ class SaliencyPair(PairExplainer):
         self.algorithm = Saliency(self.forward_func)
 
     def _attribute(self, inputs: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
-        return self.algorithm.attribute(inputs, abs=self.abs, additional_forward_args=(partners,))
+        return self.algorithm.attribute(inputs, abs=self.abs, additional_forward_args=self._forward_args(partners))

@@ -97,7 +97,7 @@ class OcclusionPair(PairExplainer):
             sliding_window_shapes=self.window,
             strides=self.stride,
             baselines=_baseline_on(self.baseline, inputs),
-            additional_forward_args=(partners,),
+            additional_forward_args=self._forward_args(partners),
             perturbations_per_eval=self.perturbations_per_eval,
             show_progress=self.progress,
         )
@@ -200,7 +200,7 @@ class FeatureAblationPair(PairExplainer):
         return self.algorithm.attribute(
             inputs,
             baselines=_baseline_on(self.baseline, inputs),
-            additional_forward_args=(partners,),
+            additional_forward_args=self._forward_args(partners),
             feature_mask=self._mask,
             perturbations_per_eval=self.perturbations_per_eval,
             show_progress=self.progress,

@@ -293,3 +293,59 @@ def test_masked_grids_in_chunks_give_the_same_components(factory, monkeypatch) -
         monkeypatch.setattr(adapter, "masked_chunk_elements", 1)  # one image per chunk
         chunked = adapter.masked_embeddings(x, feats, maps)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["grad_cam", "integrated_gradients", "occlusion", "saliency"])
+def test_baselines_take_the_side_inputs_per_image(name) -> None:
+    from reidexplain.baselines import create_baseline
+
+    model = CameraViT().eval()
+    options = {"integrated_gradients": {"n_steps": 4}, "occlusion": {"window": 8, "stride": 8}}.get(name, {})
+    baseline = create_baseline(name, model, **options)
+    a, b = _probe(2, seed=7), _probe(2, seed=8)
+    kwargs = ({"cam_label": torch.tensor([0, 1])}, {"cam_label": 2})  # one value: every image of b
+    result = baseline.explain((a, b), forward_kwargs=kwargs)
+    with torch.no_grad():
+        d = (model(a, cam_label=kwargs[0]["cam_label"]) - model(b, cam_label=torch.tensor([2, 2]))).norm(dim=1)
+    torch.testing.assert_close(result.distance, d, rtol=1e-4, atol=1e-5)
+    assert all(torch.isfinite(m).all() and m.shape == (2, 1, *SIZE) for m in result.maps)
+    chunked = baseline.explain((a, b), forward_kwargs=kwargs, batch_size=1)  # each pair with its cameras
+    torch.testing.assert_close(chunked.distance, result.distance, rtol=1e-5, atol=1e-6)
+    if name == "grad_cam":
+        assert baseline.layer_name == "blocks.1"
+    # Other cameras give another distance, and other maps.
+    other = baseline.explain((a, b), forward_kwargs=({"cam_label": torch.tensor([2, 2])}, {"cam_label": 0}))
+    assert not torch.allclose(other.distance, result.distance)
+    with pytest.raises(ValueError, match="same arguments"):
+        baseline.explain((a, b), forward_kwargs=({"cam_label": 0}, {}))
+    with pytest.raises(ValueError, match="one per image"):
+        baseline.explain((a, b), forward_kwargs=({"cam_label": torch.tensor([0, 1, 2])}, {"cam_label": 0}))
+
+
+def test_rankings_read_the_side_inputs_from_ids_and_cameras(tmp_path) -> None:
+    from reidexplain import Explainer
+
+    model = CameraViT().eval()
+    g = torch.Generator().manual_seed(1)
+    batches = [{"image": _probe(8, seed=s), "camid": torch.randint(0, 3, (8,), generator=g),
+                "attributes": torch.randint(0, 2, (8, 4), generator=g)} for s in range(2)]
+    explainer = Explainer(model, side_inputs={"cam_label": "camid"}).fit(batches, epochs=1, progress=False)
+    query, gallery = _probe(2, seed=9), _probe(5, seed=10)
+    q_cams, g_cams = torch.tensor([0, 1]), torch.tensor([2, 0, 1, 2, 0])
+    ranking = explainer.explain_ranking(query, gallery, top_k=3, query_camids=q_cams, gallery_camids=g_cams,
+                                        progress=False)
+    with torch.no_grad():
+        d = torch.cdist(model(query, cam_label=q_cams), model(gallery, cam_label=g_cams))
+    torch.testing.assert_close(ranking.distance, d.sort(dim=1).values[:, :3], rtol=1e-4, atol=1e-5)
+    # The same from batches that carry the cameras, and from an index without maps.
+    index = explainer.index_gallery([{"image": gallery[:3], "camid": g_cams[:3]},
+                                     {"image": gallery[3:], "camid": g_cams[3:]}], store_maps=False, progress=False)
+    again = explainer.explain_ranking(query, index, top_k=3, query_camids=q_cams, gallery_images=gallery,
+                                      progress=False)
+    torch.testing.assert_close(again.distance, ranking.distance, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(again.contributions, ranking.contributions, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(again.match_maps, ranking.match_maps, rtol=1e-4, atol=1e-5)  # recomputed
+    with pytest.raises(ValueError, match="cam_label"):
+        explainer.explain_ranking(query, gallery, top_k=3, gallery_camids=g_cams, progress=False)
+    with pytest.raises(ValueError, match="cam_label"):
+        explainer.index_gallery(gallery, progress=False)
