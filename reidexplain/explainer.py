@@ -80,6 +80,12 @@ def _rows(values: Any, rows: slice) -> torch.Tensor | None:
     return (values if isinstance(values, torch.Tensor) else torch.as_tensor(values))[rows]
 
 
+def _numbered(batches: Iterable[tuple], first: int, last: int) -> Iterable[tuple]:
+    """The batches, each flagged whether it is one of the numbers ``first <= n < last`` (this shard's)."""
+    for n, (images, pid, camid, _) in enumerate(batches):
+        yield images, pid, camid, first <= n < last
+
+
 class NotFittedError(RuntimeError):
     """The explainer was used before :meth:`Explainer.fit` or :meth:`Explainer.load`.
 
@@ -623,7 +629,8 @@ class Explainer:
                 raise ValueError(f"gallery: {total} images cannot be cut into {world} non-empty shards")
             offset, stop = shard_bounds(total, rank, world)
             gallery = gallery[offset:stop]
-        batches = [(gallery, None, None)] if isinstance(gallery, torch.Tensor) else _iter_images(gallery)
+        batches = ([(gallery, None, None, True)] if isinstance(gallery, torch.Tensor)
+                   else ((*batch, True) for batch in _iter_images(gallery)))
         if world > 1 and not isinstance(gallery, torch.Tensor):
             if not hasattr(gallery, "__len__"):
                 raise TypeError("gallery: index_gallery(..., shard=True) needs a tensor or an iterable with a "
@@ -631,26 +638,24 @@ class Explainer:
             if len(gallery) < world:
                 raise ValueError(f"gallery: {len(gallery)} batches cannot be cut into {world} non-empty shards")
             first, last = shard_bounds(len(gallery), rank, world)
-            batches = (b for n, b in enumerate(batches) if first <= n < last)
+            batches = _numbered(batches, first, last)  # the other shards' batches are read, not embedded
         parts, batch_ids, batch_cams, size = [], [], [], None
         bar = progress_bar(total=None if not isinstance(gallery, torch.Tensor) else
                            -(-check_images(gallery, "gallery").shape[0] // batch_size),
                            desc="gallery", enabled=progress, unit="batch")
-        seen = offset or 0  # where the next batch starts in the gallery (for the side inputs of a tensor)
+        seen = offset or 0  # where the next batch starts in the whole gallery (for its side inputs)
         try:
-            for images, pid, camid in batches:
+            for images, pid, camid, mine in batches:
                 images = check_images(images, "gallery")
-                size = tuple(images.shape[-2:])
                 n = images.shape[0]
-                side = ()
-                if self.side_inputs:
-                    if isinstance(gallery, torch.Tensor) or world == 1:
-                        rows = slice(seen, seen + n)
-                        side = self._field_side(pid if pid is not None else _rows(ids, rows),
-                                                camid if camid is not None else _rows(camids, rows), n, "gallery")
-                    else:
-                        side = self._field_side(pid, camid, n, "gallery batches (shard=True)")
-                seen += n
+                rows, seen = slice(seen, seen + n), seen + n
+                if not mine:
+                    continue
+                size = tuple(images.shape[-2:])
+                # The ids and cameras given for the whole gallery come first, as in the index below.
+                side = () if not self.side_inputs else self._field_side(
+                    pid if ids is None else _rows(ids, rows), camid if camids is None else _rows(camids, rows), n,
+                    "gallery")
                 for start, chunk in zip(range(0, n, batch_size), images.split(batch_size), strict=True):
                     out = amd.embed(chunk, batch_size, tuple(t[start:start + batch_size] for t in side))
                     parts.append(out._replace(maps=out.maps if store_maps else None, recognised=None))

@@ -28,6 +28,7 @@ timm-style attention with a fused ``qkv`` projection.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 import torch.fx
@@ -36,7 +37,7 @@ from torch import nn
 
 from .base import outputs_match
 
-__all__ = ["PatchNorm", "ReadoutBlock", "readout_head"]
+__all__ = ["NormedTrunk", "PatchNorm", "ReadoutBlock", "readout_head"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,10 @@ class ReadoutBlock(nn.Module):
     """A pre-norm transformer block evaluated for its first ``prefix`` tokens only, from the raw prefix
     rows and the patch rows already normalised by the block's ``norm1`` (:class:`PatchNorm`).
 
+    Eval mode only (the block's dropout and drop-path are identities there): it computes the frozen
+    target's head. The block's own modules are registered here, not the block itself, so that the
+    head's parameters appear once; :attr:`block` still returns it.
+
     Args:
         block: The block (its modules are shared, not copied).
         prefix: Leading tokens to compute (class, distillation, register tokens).
@@ -185,12 +190,22 @@ class ReadoutBlock(nn.Module):
 
     def __init__(self, block: nn.Module, prefix: int, sequence_first: bool) -> None:
         super().__init__()
-        self.block, self.prefix, self.sequence_first = block, prefix, sequence_first
+        self.prefix, self.sequence_first = prefix, sequence_first
         self.norm1, self.attend, self.norm2, self.mlp, self.ls1, self.ls2 = _parts(block, sequence_first)
+        object.__setattr__(self, "_block", block)  # not a submodule: its parameters are the parts'
+        self.train(block.training)
+
+    @property
+    def block(self) -> nn.Module:
+        """The full block this one reads out."""
+        return self._block
 
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        if args or kwargs:
+        # open_clip calls its blocks with attn_mask=None: defaults are fine, a real mask is not.
+        if any(a is not None for a in args) or any(v not in (None, False) for v in kwargs.values()):
             raise RuntimeError("ReadoutBlock: the last block takes no attention mask or other arguments here")
+        if self.training:
+            raise RuntimeError("ReadoutBlock: computes the frozen target's head in eval mode only")
         dim = 0 if self.sequence_first else 1
         patches = x.narrow(dim, self.prefix, x.shape[dim] - self.prefix)
         rows = x.narrow(dim, 0, self.prefix)
@@ -200,15 +215,27 @@ class ReadoutBlock(nn.Module):
         return torch.cat([rows, patches], dim=dim)
 
 
+def _scaled_patches(module: nn.Module, scales: torch.Tensor, prefix: int, dim: int) -> Any:
+    """A forward hook that scales the patch rows of ``module``'s output by ``scales`` (a masked grid)."""
+    def hook(mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        shape = [1] * output.dim()
+        shape[dim] = -1
+        factors = torch.cat([torch.ones(prefix).to(scales), scales]).reshape(shape)
+        return output * factors
+
+    return module.register_forward_hook(hook)
+
+
 def readout_head(head: torch.fx.GraphModule, block_name: str, prefix: int, sequence_first: bool,
                  tokens: torch.Tensor, side: tuple[torch.Tensor, ...], seed: int = 0) -> PatchNorm | None:
     """Compute ``head``'s call of ``block_name`` for the ``prefix`` tokens only, if its output stays the same.
 
     ``head`` is changed in place to take the tokens with their patch rows normalised (the returned
-    :class:`PatchNorm`, which the trunk must apply). The check runs the original head on ``tokens``
-    and on copies whose patch tokens are scaled by random non-negative masks, and the changed head on
-    the same tokens through :class:`PatchNorm`; when they differ, or the block is not supported, the
-    head is restored and ``None`` returned.
+    :class:`PatchNorm`, which the trunk must apply). Two checks against the original head: on
+    ``tokens`` themselves, and on a masked grid (the normalised patch rows scaled by random factors in
+    ``[0, 1)``, as the interpreter's maps scale them; in the original head, by a hook on the block's
+    ``norm1``). When either differs, or the block is not supported, the head is restored and ``None``
+    returned.
     """
     if prefix < 1:
         return None
@@ -221,18 +248,25 @@ def readout_head(head: torch.fx.GraphModule, block_name: str, prefix: int, seque
         logger.debug("tokens: the last block is computed in full (%s)", err)
         return None
     patch_norm = PatchNorm(readout.norm1, prefix, sequence_first)
-    generator = torch.Generator().manual_seed(seed)
     dim = 0 if sequence_first else 1
-    scales = torch.rand(tokens.shape[dim], generator=generator).to(tokens)
-    scales[:prefix] = 1.0
-    shape = [1, 1, 1]
+    patches = tokens.shape[dim] - prefix
+    scales = torch.rand(patches, generator=torch.Generator().manual_seed(seed)).to(tokens)
+    shape = [1] * tokens.dim()
     shape[dim] = -1
-    inputs = [tokens, tokens * scales.reshape(shape)]
+    masked_rows = torch.cat([torch.ones(prefix).to(scales), scales]).reshape(shape)
     try:
         with torch.no_grad():
-            expected = [head(t.clone(), *side) for t in inputs]
+            expected = head(tokens.clone(), *side)
+            handle = _scaled_patches(readout.norm1, scales, prefix, dim)
+            try:
+                expected_masked = head(tokens.clone(), *side)
+            finally:
+                handle.remove()
             setattr(parent, child, readout)
-            kept = all(outputs_match(head(patch_norm(t), *side), e) for t, e in zip(inputs, expected, strict=True))
+            normalised = patch_norm(tokens)
+            kept = (outputs_match(head(normalised, *side), expected)
+                    and outputs_match(head(normalised * masked_rows, *side), expected_masked)
+                    and not outputs_match(expected_masked, expected))  # the mask reached the output
     except Exception as err:  # noqa: BLE001 - any failure keeps the full block
         logger.debug("tokens: the read-out block failed on the probe: %s", err)
         kept = False

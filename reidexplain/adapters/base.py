@@ -310,16 +310,16 @@ class FeatureAdapter(nn.Module):
         """Component embeddings ``e_k = head(F * A_k)``: ``(B,M,D)`` from the features of ``B`` images and
         maps ``A`` ``(B,M,h,w)`` on their grid.
 
-        The masked grids go through the head in chunks of whole images, each at most
+        On a CPU the masked grids go through the head in chunks of whole images, each at most
         :attr:`masked_chunk_elements` values (at least one image): a head whose first operations are
-        element-wise (pooling, GeM's power) then works in cache, about 3x faster on a CPU than on all
-        ``B*M`` grids at once.
+        element-wise (pooling, GeM's power) then works in cache, about 3x faster than on all ``B*M``
+        grids at once. On other devices they go in one call.
         """
         b, m = maps.shape[:2]
         grid = self.to_grid(features)
         per_image = m * grid[0].numel()
         step = max(1, self.masked_chunk_elements // max(per_image, 1))
-        if step >= b:
+        if step >= b or grid.device.type != "cpu":  # a GPU wants the large call
             return self._masked_chunk(images, features, grid, maps)
         side = self._bound
         parts = []

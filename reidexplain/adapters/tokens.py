@@ -1,8 +1,9 @@
 """Token models (ViT, DeiT, TransReID-style, CLIP's visual transformer): the patch-token grid.
 
-The feature grid of a vision transformer is its patch tokens laid out on the patch grid, taken at the
-input of the last transformer block: masking tokens there still reaches the pooled embedding (the last
-block, the final norm and the pooling or class-token read-out form the head). The class, distillation
+The feature grid of a vision transformer is its patch tokens laid out on the patch grid, taken where
+they enter the last transformer block (the last block, the final norm and the pooling or class-token
+read-out form the head). For a class-token read-out they are taken after that block's first layer
+norm, where a mask reaches the embedding (see :mod:`~reidexplain.adapters._readout`). The class, distillation
 and register tokens (the *prefix*) are not on the grid: they are handed to the head unmasked, each
 image its own.
 
@@ -129,7 +130,8 @@ def _layout(target: nn.Module, probe: torch.Tensor, shape: tuple[int, ...]) -> T
 
 
 class TokenAdapter(GraphAdapter):
-    """Vision transformers: the patch tokens at the input of the last block, on their grid.
+    """Vision transformers: the patch tokens entering the last block (normalised by its first layer norm
+    for a class-token read-out), on their grid.
 
     A graph cut like :class:`~reidexplain.adapters.families.GraphAdapter`'s, at a token tensor: the
     trunk's output is the tokens, and :meth:`to_grid` / :meth:`with_grid` lay their patch part out on

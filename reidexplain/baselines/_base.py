@@ -165,6 +165,7 @@ class PairExplainer:
             self._explain_batch(a[i : i + step], b[i : i + step], _pair_rows(side, i, step, a.shape[0]))
             for i in progress_bar(starts, desc=self.method, enabled=progress and len(starts) > 1)
         ]
+        self._side = ()  # keep no tensors of this call
         result = parts[0] if len(parts) == 1 else _concatenate(parts)
         zero = result.distance <= ZERO_DISTANCE
         if zero.any():

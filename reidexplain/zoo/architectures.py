@@ -30,7 +30,8 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import ClassVar
 
 import torch
@@ -224,7 +225,7 @@ class ViTReID(_ClassifierMixin, nn.Module):
 
     #: What :func:`~reidexplain.zoo.train_reid_model` uses unless told otherwise: transformers trained
     #: from scratch learn slowly and do not learn at the CNNs' 3e-3.
-    training_defaults: ClassVar[dict[str, float]] = {"epochs": 40, "lr": 1e-3}
+    training_defaults: ClassVar[Mapping[str, float]] = MappingProxyType({"epochs": 40, "lr": 1e-3})
 
     def __init__(self, image_size: Sequence[int] = (128, 64), patch_size: int = 16, patch_stride: int = 16,
                  dim: int = 192, depth: int = 6, heads: int = 3, num_classes: int = 0) -> None:
@@ -267,7 +268,7 @@ class CLIPStyleViT(_ClassifierMixin, nn.Module):
 
     #: What :func:`~reidexplain.zoo.train_reid_model` uses unless told otherwise: transformers trained
     #: from scratch learn slowly and do not learn at the CNNs' 3e-3.
-    training_defaults: ClassVar[dict[str, float]] = {"epochs": 40, "lr": 1e-3}
+    training_defaults: ClassVar[Mapping[str, float]] = MappingProxyType({"epochs": 40, "lr": 1e-3})
 
     def __init__(self, image_size: Sequence[int] = (128, 64), patch_size: int = 16, width: int = 192,
                  layers: int = 4, heads: int = 3, output_dim: int = 128, num_classes: int = 0) -> None:

@@ -149,7 +149,7 @@ def train_reid_model(
         dataset: Map-style dataset of dicts with ``"image"`` ``(3,H,W)`` and ``"pid"`` (or tuples
             ``(image, pid, ...)``); a ``.pids`` attribute avoids reading every item to build batches.
         epochs: Passes over the identities: an epoch visits every identity once, with ``k`` images.
-            Default: the model's ``training_defaults`` (see below), else 20.
+            Default: the model's ``training_defaults`` (see ``lr``), else 20.
         p: Identities per batch.
         k: Images per identity in a batch.
         lr: Peak Adam learning rate (reached after the warm-up, then cosine decay to 0). Default: the

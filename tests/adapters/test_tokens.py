@@ -345,7 +345,46 @@ def test_rankings_read_the_side_inputs_from_ids_and_cameras(tmp_path) -> None:
     torch.testing.assert_close(again.distance, ranking.distance, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(again.contributions, ranking.contributions, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(again.match_maps, ranking.match_maps, rtol=1e-4, atol=1e-5)  # recomputed
+    # The cameras given for the whole gallery come before the batches' own (which are wrong here).
+    given = explainer.index_gallery([{"image": gallery[:3], "camid": torch.zeros(3, dtype=torch.long)},
+                                     gallery[3:]], camids=g_cams, progress=False)
+    torch.testing.assert_close(given.embeddings, index.embeddings, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(given.camids, g_cams)
     with pytest.raises(ValueError, match="cam_label"):
         explainer.explain_ranking(query, gallery, top_k=3, gallery_camids=g_cams, progress=False)
     with pytest.raises(ValueError, match="cam_label"):
         explainer.index_gallery(gallery, progress=False)
+
+
+class _MaskableBlock(_SeqFirstBlock):
+    """open_clip's ``ResidualAttentionBlock`` signature: ``forward(x, attn_mask=None)``."""
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, need_weights=False, attn_mask=attn_mask)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class OpenCLIPStyleViT(CLIPStyleViT):
+    """open_clip's layout: its transformer calls every block with ``attn_mask=None``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.resblocks = nn.ModuleList([_MaskableBlock(24) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.conv1(x).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)
+        x = self.ln_pre(torch.cat([cls, x], dim=1) + self.positional_embedding).permute(1, 0, 2)
+        for block in self.resblocks:
+            x = block(x, attn_mask=attn_mask)
+        return self.ln_post(x.permute(1, 0, 2)[:, 0]) @ self.proj
+
+
+def test_blocks_called_with_a_default_attention_mask_are_read_out_too() -> None:
+    model = OpenCLIPStyleViT().eval()
+    adapter = adapt_model(model, _probe())
+    assert adapter.layer == "resblocks.1" and "prefix only" in adapter.describe()
+    x = _probe(3, seed=11)
+    torch.testing.assert_close(adapter.embed(x)[1], model(x), rtol=1e-4, atol=1e-5)
