@@ -28,6 +28,8 @@ timm-style attention with a fused ``qkv`` projection.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -67,11 +69,23 @@ class _FusedQKVAttention(nn.Module):
         self.scale = float(getattr(attn, "scale", (self.width // heads) ** -0.5))
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        attn, width, heads = self.attn, self.width, self.heads
-        weight, bias = attn.qkv.weight, attn.qkv.bias
-        b, p, n = queries.shape[0], queries.shape[1], tokens.shape[1]
+        weight, bias, width = self.attn.qkv.weight, self.attn.qkv.bias, self.width
         q = F.linear(queries, weight[:width], None if bias is None else bias[:width])
         kv = F.linear(tokens, weight[width:], None if bias is None else bias[width:])
+        return self._attend(q, kv, queries)
+
+    def masked(self, queries: torch.Tensor, patches: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The prefix's attention output under each of ``M`` masks of the patches: ``(B*M,P,C)`` from
+        queries ``(B,P,C)``, normalised patches ``(B,N,C)`` and masks ``(B,M,N)``."""
+        weight, bias, width = self.attn.qkv.weight, self.attn.qkv.bias, self.width
+        m = masks.shape[1]
+        q = F.linear(queries, weight[:width], None if bias is None else bias[:width])
+        kv = _masked_kv(queries, patches, masks, weight[width:], None if bias is None else bias[width:])
+        return self._attend(q.repeat_interleave(m, dim=0), kv, queries.repeat_interleave(m, dim=0))
+
+    def _attend(self, q: torch.Tensor, kv: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        attn, width, heads = self.attn, self.width, self.heads
+        b, p, n = q.shape[0], q.shape[1], kv.shape[1]
         q = q.reshape(b, p, heads, width // heads).transpose(1, 2)
         k, v = kv.reshape(b, n, 2, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
         if isinstance(getattr(attn, "q_norm", None), nn.Module):
@@ -85,6 +99,17 @@ class _FusedQKVAttention(nn.Module):
         if isinstance(getattr(attn, "gate", None), nn.Module):
             out = out * attn.gate(queries).sigmoid()
         return attn.proj(out)
+
+
+def _masked_kv(queries: torch.Tensor, patches: torch.Tensor, masks: torch.Tensor, weight: torch.Tensor,
+               bias: torch.Tensor | None) -> torch.Tensor:
+    """Keys and values ``(B*M,P+N,2D)`` of every masked copy, batch-first, the prefix's (mask 1) then
+    the patches': ``(A * y) W + b = A * (y W) + b``, one projection per image instead of one per mask."""
+    b, m, _ = masks.shape
+    projected = F.linear(torch.cat([queries, patches], dim=1), weight).unsqueeze(1)  # (B,1,P+N,2D)
+    scale = torch.cat([masks.new_ones(b, m, queries.shape[1]), masks], dim=2).unsqueeze(-1)  # (B,M,P+N,1)
+    kv = scale * projected if bias is None else torch.addcmul(bias, scale, projected)
+    return kv.flatten(0, 1)
 
 
 class _MultiheadAttention(nn.Module):
@@ -116,6 +141,21 @@ class _MultiheadAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.permute(order).flatten(-2) if attn.batch_first else out.permute(2, 0, 1, 3).flatten(-2)
         return attn.out_proj(out)
+
+    def masked(self, queries: torch.Tensor, patches: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """As :meth:`_FusedQKVAttention.masked`; batch-first tensors whatever the layout."""
+        attn = self.attn
+        if not self.direct:
+            raise ValueError("masked read-out: nn.MultiheadAttention with separate projections or biases")
+        width, heads = attn.embed_dim, attn.num_heads
+        weight, bias = attn.in_proj_weight, attn.in_proj_bias
+        m = masks.shape[1]
+        q = F.linear(queries, weight[:width], None if bias is None else bias[:width]).repeat_interleave(m, dim=0)
+        kv = _masked_kv(queries, patches, masks, weight[width:], None if bias is None else bias[width:])
+        q = q.unflatten(-1, (heads, width // heads)).transpose(1, 2)
+        k, v = (t.unflatten(-1, (heads, width // heads)).transpose(1, 2) for t in kv.chunk(2, dim=-1))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return attn.out_proj(out.transpose(1, 2).flatten(-2))
 
 
 def _parts(block: nn.Module, sequence_first: bool) -> tuple[nn.Module, ...]:
@@ -194,6 +234,18 @@ class ReadoutBlock(nn.Module):
         self.norm1, self.attend, self.norm2, self.mlp, self.ls1, self.ls2 = _parts(block, sequence_first)
         object.__setattr__(self, "_block", block)  # not a submodule: its parameters are the parts'
         self.train(block.training)
+        self._masks: torch.Tensor | None = None
+
+    @contextmanager
+    def masking(self, masks: torch.Tensor) -> Iterator[None]:
+        """Within: the block takes ``B`` unmasked token tensors and returns the prefix rows of the ``B*M``
+        read-outs of the patches masked by ``masks`` ``(B,M,N)`` (image-major), without ``M``
+        projections per image."""
+        previous, self._masks = self._masks, masks
+        try:
+            yield
+        finally:
+            self._masks = previous
 
     @property
     def block(self) -> nn.Module:
@@ -206,6 +258,8 @@ class ReadoutBlock(nn.Module):
             raise RuntimeError("ReadoutBlock: the last block takes no attention mask or other arguments here")
         if self.training:
             raise RuntimeError("ReadoutBlock: computes the frozen target's head in eval mode only")
+        if self._masks is not None:
+            return self._masked(x, self._masks)
         dim = 0 if self.sequence_first else 1
         patches = x.narrow(dim, self.prefix, x.shape[dim] - self.prefix)
         rows = x.narrow(dim, 0, self.prefix)
@@ -213,6 +267,19 @@ class ReadoutBlock(nn.Module):
         rows = rows + self.ls1(self.attend(queries, torch.cat([queries, patches], dim=dim)))
         rows = rows + self.ls2(self.mlp(self.norm2(rows)))
         return torch.cat([rows, patches], dim=dim)
+
+
+    def _masked(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        if self.sequence_first:
+            x = x.transpose(0, 1)
+        b, m = masks.shape[:2]
+        rows, patches = x[:, :self.prefix], x[:, self.prefix:]
+        queries = self.norm1(rows)
+        rows = rows.repeat_interleave(m, dim=0) + self.ls1(self.attend.masked(queries, patches, masks))
+        rows = rows + self.ls2(self.mlp(self.norm2(rows)))
+        # The prefix rows only: the head does not read the others (the adapter checks this path on
+        # the probe against the masked grids before using it).
+        return rows.transpose(0, 1) if self.sequence_first else rows
 
 
 def _scaled_patches(module: nn.Module, scales: torch.Tensor, prefix: int, dim: int) -> Any:

@@ -30,7 +30,7 @@ from torch import nn
 
 from .._model import preserved_model_state
 from ._layers import feature_layers
-from ._readout import NormedTrunk, readout_head
+from ._readout import NormedTrunk, ReadoutBlock, readout_head
 from .base import FeatureAdapter, outputs_match
 from .families import GraphAdapter, cut_graph, side_count, side_probe, trace
 
@@ -146,6 +146,8 @@ class TokenAdapter(GraphAdapter):
         self.layout = layout
         #: Whether the grid is the normalised patch tokens (a class-token read-out, see ``_readout``).
         self.normalised = False
+        #: The head's read-out block, when masked grids can skip their key and value projections.
+        self.readout: ReadoutBlock | None = None
 
     @classmethod
     def build(cls, target: nn.Module, probe: torch.Tensor, layer: str | None,
@@ -194,7 +196,40 @@ class TokenAdapter(GraphAdapter):
             trunk = NormedTrunk(trunk, patch_norm)  # type: ignore[assignment]
         adapter = cls(target, trunk, head, name, layout, channels, int(reference.shape[1]), why)
         adapter.normalised = patch_norm is not None
+        if patch_norm is not None:
+            adapter.readout = head.get_submodule(name)
+            if not adapter._masked_readout_matches(probe, side):
+                adapter.readout = None
         return adapter
+
+    def _masked_readout_matches(self, probe: torch.Tensor, side: tuple[torch.Tensor, ...]) -> bool:
+        """Whether the masked read-out gives the component embeddings of the masked grids on the probe."""
+        try:
+            with torch.no_grad(), self.bind(side):
+                features = self._features(probe.clone())
+                grid = self.to_grid(features)
+                maps = torch.rand(grid.shape[0], 3, *grid.shape[-2:], generator=torch.Generator().manual_seed(1))
+                maps = maps.to(grid)
+                fast = self._masked_chunk(probe, features, grid, maps)
+                readout, self.readout = self.readout, None
+                try:
+                    full = self._masked_chunk(probe, features, grid, maps)
+                finally:
+                    self.readout = readout
+            return outputs_match(fast.flatten(0, 1), full.flatten(0, 1))
+        except Exception as err:  # noqa: BLE001 - any failure keeps the plain masked grids
+            logger.debug("tokens: the masked read-out failed on the probe: %s", err)
+            return False
+
+    def _masked_chunk(self, images: torch.Tensor, features: torch.Tensor, grid: torch.Tensor,
+                      maps: torch.Tensor) -> torch.Tensor:
+        if self.readout is None:
+            return super()._masked_chunk(images, features, grid, maps)
+        # Keys and values are linear in the normalised patches: one projection per image serves every
+        # map (ReadoutBlock.masking), and the rest of the head runs on the B*M read-outs.
+        b, m = maps.shape[:2]
+        with self.readout.masking(maps.flatten(2)), self.repeated(m):
+            return self.head(features, None).reshape(b, m, -1)
 
     def to_grid(self, features: torch.Tensor) -> torch.Tensor:
         return self.layout.to_grid(features)

@@ -388,3 +388,26 @@ def test_blocks_called_with_a_default_attention_mask_are_read_out_too() -> None:
     assert adapter.layer == "resblocks.1" and "prefix only" in adapter.describe()
     x = _probe(3, seed=11)
     torch.testing.assert_close(adapter.embed(x)[1], model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("factory", [_timm_vit, lambda: _timm_vit(qk_norm=True), _timm_deit, CLIPStyleViT,
+                                     OpenCLIPStyleViT])
+def test_masked_read_outs_project_each_image_once_and_match_the_masked_grids(factory) -> None:
+    model = factory().double().eval()  # float64: values and gradients agree to rounding
+    adapter = adapt_model(model, _probe().double())
+    assert adapter.readout is not None
+    x = _probe(3, seed=12).double()
+    feats, _ = adapter.embed(x)
+    results = []
+    for fast in (True, False):
+        readout = adapter.readout
+        if not fast:
+            adapter.readout = None  # the B*M masked grids through the read-out block, one by one
+        maps = torch.rand(3, 5, *adapter.grid_shape[1:], generator=torch.Generator().manual_seed(13),
+                          dtype=torch.float64).requires_grad_(True)
+        comps = adapter.masked_embeddings(x, feats, maps)
+        comps.square().sum().backward()
+        results.append((comps.detach(), maps.grad))
+        adapter.readout = readout
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-9, atol=1e-10)
