@@ -118,7 +118,9 @@ def _linear_section(data: dict[str, Any]) -> list[str]:
             ("causal_agreement_aligned", "causal agr. aligned"), ("pointing_used", "pointing used %")]
     note = ("Reference model, one fit seed, 48 pairs; the same run fits both recipes. 'Differing attributes' "
             "part': over pairs of different people, the part of the distance given to attributes that the "
-            "attributes whose labels differ carry. Unexplained: d minus the attributes' contributions, over d.")
+            "attributes whose labels differ carry. Unexplained: d minus the attributes' contributions, over d. "
+            "'absent xN': amd-linear with absent_weight=N, a term on the area of the maps of the attributes "
+            "an image lacks (label 0).")
     return [note, "", _records_table(data.get("variants", []), cols), ""]
 
 
