@@ -139,8 +139,8 @@ def diagnostics(results: dict[str, Any]) -> list[str]:
     before, after = rw.get("test_before", {}), rw.get("test_after", {})
     if val and _finite(before.get("rank1")):
         notes.append(f"Re-weighting: validation Rank-1 {_f(min(val), 1)} to {_f(max(val), 1)} over the alphas "
-                     f"(the validation identities are training identities of the target model, so it ranks "
-                     f"them almost perfectly and the choice of alpha has little signal) against a test Rank-1 "
+                     f"(fresh validation identities, neither training nor test identities of the target model; "
+                     f"alpha chosen there by mAP, then Rank-1) against a test Rank-1 "
                      f"of {_f(before.get('rank1'), 1)}; chosen alpha {rw.get('alpha')}, test Rank-1 "
                      f"{_f(before.get('rank1'), 2)} -> {_f(after.get('rank1'), 2)}, mAP "
                      f"{_f(before.get('mAP'), 2)} -> {_f(after.get('mAP'), 2)}.")
