@@ -17,7 +17,13 @@ the attention's keys and values are linear in them, so a mask scales what each p
 prefix rows only: their queries against every token's keys and values, then the per-token rest
 (residual, ``norm2``, MLP, layer scales). The patch rows pass through unchanged so that the tensor
 keeps its shape; the head must not read them, and :func:`readout_head` keeps the substitution only when
-the head's output is the same as the full block's, on the probe and on randomly masked copies of it.
+the head's output is the same as the full block's, on the probe and on a randomly masked grid.
+
+Because the keys and values are linear in the normalised patches, ``(A * y) W + b = A * (y W) + b``, the
+``M`` masked grids of an image need one projection, not ``M``: under :meth:`ReadoutBlock.masking` the
+block takes the ``B`` unmasked token tensors and returns the prefix rows of the ``B*M`` read-outs
+(:class:`~reidexplain.adapters.tokens.TokenAdapter` checks this path against the masked grids on the
+probe before it uses it).
 
 Supported blocks are pre-norm residual blocks with ``norm1``/``ln_1``, ``attn``, ``norm2``/``ln_2``,
 ``mlp`` and optional layer scales ``ls1``/``ls_1``, ``ls2``/``ls_2`` (timm's ``Block``, open_clip's
@@ -267,7 +273,6 @@ class ReadoutBlock(nn.Module):
         rows = rows + self.ls1(self.attend(queries, torch.cat([queries, patches], dim=dim)))
         rows = rows + self.ls2(self.mlp(self.norm2(rows)))
         return torch.cat([rows, patches], dim=dim)
-
 
     def _masked(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         if self.sequence_first:

@@ -13,8 +13,9 @@ sequence-first ``(T,B,C)`` (CLIP's blocks). The patch grid ``(gh,gw)`` is the im
 patch embedding; the ``T - gh*gw`` tokens before the patches are the prefix. The model's traced graph
 is then cut at the last block's input (:func:`~reidexplain.adapters.families.cut_graph`), so the head
 runs alone, as for a CNN. When the head reads only the prefix (a class-token read-out), its last block
-is computed for the prefix rows only (:class:`~reidexplain.adapters._readout.ReadoutBlock`): the
-head on ``M`` masked grids then costs about a sixth of a block each instead of a whole one.
+is computed for the prefix rows only (:class:`~reidexplain.adapters._readout.ReadoutBlock`), and the
+``M`` masked grids of an image share one key and value projection: the head on them costs a small
+part of one block instead of ``M`` whole blocks.
 """
 
 from __future__ import annotations
