@@ -42,6 +42,7 @@ __all__ = ["plot_attribution", "compare", "method_label"]
 _LABELS = {
     "amd": "AMD",
     "amd+": "AMD+",
+    "amd-linear": "AMD (linear)",
     "layer_grad_cam": "Grad-CAM",
     "lrp": "LRP",
 }
@@ -118,17 +119,27 @@ def _draw_bars(ax: Axes, attribution: PairAttribution, pair: int, top_k: int, n_
     labels = attribution.attribute_labels or tuple(str(i) for i in range(shares.numel()))
     order = torch.argsort(shares, descending=True).tolist()
     shown = order[:n_bars]
+    names = [labels[i] for i in shown]
     values = [100.0 * float(shares[i]) for i in shown]
-    y = np.arange(len(values))
     colours = ["#1f77b4" if i < top_k else "#9db9d3" for i in range(len(values))]
+    unexplained = attribution.unexplained_share
+    if unexplained is not None:  # the part no attribute accounts for, as a bar of its own
+        names.append("unexplained")
+        values.append(100.0 * float(unexplained[pair]))
+        colours.append("#8c8c8c")
+    y = np.arange(len(values))
     ax.barh(y, values, color=colours)
     ax.set_yticks(y)
-    ax.set_yticklabels([labels[i] for i in shown], fontsize=fontsize)
+    ax.set_yticklabels(names, fontsize=fontsize)
     ax.invert_yaxis()
-    ax.set_xlim(0, max(values) * 1.35 if values else 1)
+    low, high = min([0.0, *values]), max([0.0, *values])
+    ax.set_xlim(low * 1.35, high * 1.35 if high > 0 else 1)
+    if low < 0:
+        ax.axvline(0, color="black", linewidth=0.6)
     for yi, v in zip(y, values, strict=True):
-        ax.text(v, yi, " " + _percent(v / 100.0), va="center", fontsize=fontsize * 0.9)
-    xlabel = "share of d_hat (%)"
+        # A negative share's label goes right of zero, clear of the attribute names.
+        ax.text(max(v, 0.0), yi, " " + _percent(v / 100.0), va="center", fontsize=fontsize * 0.9)
+    xlabel = "share of d_hat (%)" if unexplained is None else "share of d (%)"
     rest = order[n_bars:]
     if rest:
         # The remainder as text, not as a bar: a long bar would squash the bars that matter.
@@ -139,7 +150,9 @@ def _draw_bars(ax: Axes, attribution: PairAttribution, pair: int, top_k: int, n_
         ax.spines[side].set_visible(False)
     d = float(attribution.distance[pair])
     d_hat = float(attribution.reconstructed[pair]) if attribution.reconstructed is not None else float("nan")
-    ax.set_title(f"d = {d:.3g}, d_hat = {d_hat:.3g}", fontsize=fontsize)
+    # The explanation in words above the chart: "mostly X (41 %) and Y (18 %); 22 % unexplained".
+    words = "\n".join(textwrap.fill(part, 44) for part in attribution.summary(pair).split("; "))
+    ax.set_title(f"d = {d:.3g}, d_hat = {d_hat:.3g}\n{words}", fontsize=fontsize)
 
 
 def _sign_for(attribution: PairAttribution, pair: int, sign: str | None) -> str:

@@ -82,7 +82,7 @@ def test_amd_plot_has_attribute_maps_and_bar_chart():
     # Shares: 0.9 / 2.0 = 45 %, 0.5 / 2.0 = 25 %.
     assert titles[4:8] == ["a: hat\n45%", "a: upred\n25%", "b: hat\n45%", "b: upred\n25%"]
     bars = axes[-1]
-    assert bars.get_title() == "d = 2.1, d_hat = 2"
+    assert bars.get_title() == "d = 2.1, d_hat = 2\nmostly hat (45 %) and upred (25 %)"
     assert [t.get_text() for t in bars.get_yticklabels()] == list(
         ("hat", "upred", "downblack", "downwhite", "backpack", "upblue")
     )
@@ -99,6 +99,24 @@ def test_bar_chart_sums_the_smallest_attributes_in_the_label():
     assert len(axes[-1].patches) == 3
     assert axes[-1].get_xlabel().splitlines()[1] == "3 others: 15% together"
     assert axes[-1].get_xlim()[1] == pytest.approx(45 * 1.35)
+
+
+def test_the_chart_shows_the_unexplained_part_and_negative_contributions_in_words_and_bars():
+    amd = _amd()
+    contributions = torch.tensor([[0.9, -0.2, 0.5, 0.05, 0.3, 0.15]] * 2)  # signed (amd-linear)
+    linear = PairAttribution(method="amd-linear", images=amd.images, distance=amd.distance, maps=amd.maps,
+                             attribute_names=NAMES, reconstructed=amd.distance, contributions=contributions,
+                             unexplained=amd.distance - contributions.sum(1))
+    fig, axes = linear.plot(top_k=2)
+    bars = axes[-1]
+    names = [t.get_text() for t in bars.get_yticklabels()]
+    assert names[-1] == "unexplained" and names[:2] == ["hat", "upred"]
+    widths = [p.get_width() for p in bars.patches]
+    # Of d = 2.1: the attributes' shares, then the unexplained 0.4 / 2.1, with backpack below zero.
+    np.testing.assert_allclose(widths[-1], 100 * 0.4 / 2.1, rtol=1e-4)
+    assert min(widths) == pytest.approx(-100 * 0.2 / 2.1, rel=1e-4) and bars.get_xlim()[0] < min(widths)
+    assert bars.get_xlabel().startswith("share of d (%)")
+    assert bars.get_title().splitlines()[1:] == ["mostly hat (43 %) and upred (24 %)", "19 % unexplained"]
 
 
 def test_compare_one_row_per_method():
