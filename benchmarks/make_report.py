@@ -116,7 +116,8 @@ def _linear_section(data: dict[str, Any]) -> list[str]:
             ("top_share_percent", "top attribute %"), ("unexplained_different_percent", "unexplained, different %"),
             ("unexplained_same_percent", "unexplained, same person %"), ("attribute_agreement", "attribute agr."),
             ("causal_agreement_aligned", "causal agr. aligned"), ("pointing_used", "pointing used %")]
-    note = ("Reference model, one fit seed, 48 pairs; the same run fits both recipes. 'Differing attributes' "
+    target = str(data.get("target", "reference model"))
+    note = (f"Target: {target}; one fit seed, 48 pairs; the same run fits every row. 'Differing attributes' "
             "part': over pairs of different people, the part of the distance given to attributes that the "
             "attributes whose labels differ carry. Unexplained: d minus the attributes' contributions, over d. "
             "'absent xN': amd-linear with absent_weight=N, a term on the area of the maps of the attributes "
@@ -229,6 +230,8 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
      _arch_quality_section),
     ("truthful", "AMD+ ablation: explanations true to the model (issue 8)", "bench_truthful.py",
      _truthful_section),
+    ("linear_bot_resnet18", "The linear decomposition on a second architecture, BoT ResNet-18 (issue 15)",
+     "bench_truthful.py", _linear_section),
     ("linear", "The linear decomposition against the paper's recipe (issue 15)", "bench_truthful.py",
      _linear_section),
     ("ranking", "Ranked lists at gallery scale (issue 16)", "bench_ranking.py", _ranking_section),
