@@ -17,6 +17,9 @@ Run (three seeds side by side on 2 cores took 31 minutes; then merge them)::
     .venv/bin/python benchmarks/bench_truthful.py --merge benchmarks/results/seeds/truthful_seed*.json
 
 ``--custom NAME METHOD JSON`` adds a variant (e.g. ``--custom dw10 amd+ '{"distillation_weight": 10}'``).
+``--architecture NAME`` explains a zoo model (e.g. ``bot_resnet18``) trained first on the persons the
+interpreters are fitted on, instead of the reference model (a second architecture; the JSON names it
+under ``"target"``).
 """
 
 from __future__ import annotations
