@@ -128,7 +128,8 @@ def _merge(runs: list[dict], out: Path, sources: list[str] | None = None) -> Non
                 row[key] = [_mean([float(g[key][k]) for g in group if g[key][k] is not None])
                             for k in range(len(value))]
         for key in ("x_map_e", "x_map_e_used", "adre", "causal_agreement", "causal_agreement_aligned", "pointing_used",
-                    "share_exclusive_unused_percent", "attribute_agreement"):
+                    "share_exclusive_unused_percent", "attribute_agreement", "differing_share_percent",
+                    "top_share_percent", "unexplained_different_percent", "unexplained_same_percent"):
             values = [g[key] for g in group if isinstance(g.get(key), (int, float))]
             row[key + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
         row["seeds"] = len(group)

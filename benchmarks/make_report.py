@@ -125,6 +125,25 @@ def _linear_section(data: dict[str, Any]) -> list[str]:
     return [note, "", _records_table(data.get("variants", []), cols), ""]
 
 
+def _seeds_section(data: dict[str, Any]) -> list[str]:
+    figures = [("x_map_e", "X-mAP_e"), ("adre", "ADRE %"), ("differing_share_percent", "differing attributes' part %"),
+               ("attribute_agreement", "attribute agr."), ("pointing_used", "pointing used %"),
+               ("unexplained_different_percent", "unexplained, different %"),
+               ("unexplained_same_percent", "unexplained, same person %")]
+    rows = []
+    for row in data.get("variants", []):
+        cells = {"variant": row.get("variant"), "seeds": row.get("seeds")}
+        for key, _ in figures:
+            mean, std = row.get(key), row.get(f"{key}_std")
+            cells[key] = "-" if not isinstance(mean, (int, float)) else (
+                f"{mean:.2f}" + (f" ± {std:.2f}" if isinstance(std, (int, float)) and std == std else ""))
+        rows.append(cells)
+    cols = [("variant", "variant"), ("seeds", "fit seeds"), *figures]
+    note = (f"Target: {data.get('target', 'reference model')}; mean ± standard deviation over the fit seeds "
+            f"{data.get('seeds')}, the same data and {data.get('pairs', '?')} pairs (columns as in the section above).")
+    return [note, "", _records_table(rows, cols), ""]
+
+
 def _arch_quality_section(data: dict[str, Any]) -> list[str]:
     cols = [("architecture", "architecture"), ("adapter", "adapter"), ("train_epochs", "target epochs"),
             ("rank1_target", "R1 target"), ("map_target", "mAP target"), ("fit_steps", "AMD steps"),
@@ -232,6 +251,8 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
      _truthful_section),
     ("linear_bot_resnet18", "The linear decomposition on a second architecture, BoT ResNet-18 (issue 15)",
      "bench_truthful.py", _linear_section),
+    ("linear_seeds", "amd-linear and its absent-attribute lever over 3 fit seeds (issue 15)", "bench_truthful.py",
+     _seeds_section),
     ("linear", "The linear decomposition against the paper's recipe (issue 15)", "bench_truthful.py",
      _linear_section),
     ("ranking", "Ranked lists at gallery scale (issue 16)", "bench_ranking.py", _ranking_section),
