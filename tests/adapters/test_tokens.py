@@ -411,3 +411,20 @@ def test_masked_read_outs_project_each_image_once_and_match_the_masked_grids(fac
         adapter.readout = readout
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-9, atol=1e-10)
+
+
+def test_an_interpreter_fitted_on_raw_vit_tokens_is_refused_with_a_reason(tmp_path) -> None:
+    from reidexplain import Explainer
+
+    model = _timm_vit()
+    g = torch.Generator().manual_seed(2)
+    batches = [{"image": _probe(8, seed=s), "attributes": torch.randint(0, 2, (8, 4), generator=g)} for s in range(2)]
+    explainer = Explainer(model).fit(batches, epochs=1, progress=False)
+    path = tmp_path / "vit.pt"
+    explainer.save(path)
+    assert Explainer.load(path, model).adapter.config()["tokens"] == "normalised"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["adapter"]["tokens"]  # as written before the grid was normalised
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="fit the explainer again"):
+        Explainer.load(path, model)
