@@ -134,7 +134,7 @@ class _MultiheadAttention(nn.Module):
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         attn = self.attn
-        if not self.direct or attn.training:
+        if not self.direct:  # (ReadoutBlock runs in eval mode only: no dropout to honour here)
             return attn(queries, tokens, tokens, need_weights=False)[0]
         width, heads = attn.embed_dim, attn.num_heads
         weight, bias = attn.in_proj_weight, attn.in_proj_bias
