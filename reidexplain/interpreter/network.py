@@ -111,7 +111,9 @@ class AttributeDecomposition(nn.Module):
             paper's head, one free map per attribute.
         partition: ``M + 1`` maps that sum to 1 at every cell (a softmax over the attributes and a last
             map for the rest of the image: background, pose, light), for the linear decomposition of
-            :class:`~reidexplain.interpreter.recipes.LinearAMD` (AMD-SPEC section 11). Not with ``slots``.
+            :class:`~reidexplain.interpreter.recipes.LinearAMD` (AMD-SPEC section 11). With ``slots``
+            the attributes' logits are the shared maps' ``z_k`` and the rest has a spatial logit map of
+            its own.
 
     Examples:
         >>> import torch
@@ -124,13 +126,15 @@ class AttributeDecomposition(nn.Module):
         >>> rest = AttributeDecomposition(4, 3, hidden=16, partition=True)(torch.rand(1, 4, 5, 5))
         >>> rest.shape, bool(torch.allclose(rest.sum(dim=1), torch.ones(1, 5, 5)))
         (torch.Size([1, 4, 5, 5]), True)
+        >>> both = AttributeDecomposition(4, 3, hidden=16, slots=[0, 0, 1], partition=True)
+        >>> maps = both(torch.rand(1, 4, 5, 5), images=torch.rand(1, 3, 20, 20))
+        >>> maps.shape, bool(torch.allclose(maps, torch.full_like(maps, 0.25)))  # starts uniform
+        (torch.Size([1, 4, 5, 5]), True)
     """
 
     def __init__(self, in_channels: int, num_attributes: int, hidden: int = 256,
                  slots: Sequence[int] | None = None, partition: bool = False) -> None:
         super().__init__()
-        if partition and slots is not None:
-            raise ValueError("partition: maps that sum to 1 are not available with shared maps (slots)")
         self.partition = bool(partition)
         self.conv = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="linear")
@@ -141,10 +145,12 @@ class AttributeDecomposition(nn.Module):
             index = torch.as_tensor(list(slots), dtype=torch.long)
             if index.shape != (num_attributes,) or (index.numel() and index.min() < 0):
                 raise ValueError(f"slots: expected {num_attributes} non-negative region indices, got {list(slots)}")
-            outputs = int(index.max()) + 1 if index.numel() else 0
-            if index.numel() and sorted(set(index.tolist())) != list(range(outputs)):
+            regions = int(index.max()) + 1 if index.numel() else 0
+            if index.numel() and sorted(set(index.tolist())) != list(range(regions)):
                 raise ValueError(f"slots: regions must be numbered 0..R-1 without gaps, got {list(slots)}")
             self.register_buffer("slots", index)
+            # With a partition, one more spatial logit map: the rest of the image's (no gate, no region).
+            outputs = regions + int(self.partition)
             # One weight row per attribute, applied to the pooled features of its region.
             self.gate_weight = nn.Parameter(torch.zeros(num_attributes, hidden))
             self.gate_bias = nn.Parameter(torch.zeros(num_attributes))
@@ -188,6 +194,9 @@ class AttributeDecomposition(nn.Module):
             raise ValueError("images: shared maps read each cell's pixels; pass the images with the features")
         local = self.local_features(images, z.shape[-2:])
         z = z + self.local_where(local)
+        rest = None
+        if self.partition:  # the rest's logit map stays as it is: the softmax of activate() sets its part
+            z, rest = z[:, :-1], z[:, -1:]
         flat = z.flatten(2)
         weights = flat.softmax(dim=2)
         attention = weights[:, self.slots]  # (B,M,hw)
@@ -200,7 +209,8 @@ class AttributeDecomposition(nn.Module):
         recognised = torch.stack([evidence, read_out], dim=1)
         z = _soft_floor(z - flat.amax(dim=2)[:, :, None, None], GATE_FLOOR)
         beta = F.softplus(self.sharpness)[None, :, None, None]
-        return beta * z[:, self.slots] + gates[:, :, None, None], recognised
+        z = beta * z[:, self.slots] + gates[:, :, None, None]
+        return (z if rest is None else torch.cat([z, rest], dim=1)), recognised
 
     def local_features(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``(B,LOCAL_WIDTH,h,w)`` features of each cell of an ``h x w`` grid, from that cell's pixels only."""

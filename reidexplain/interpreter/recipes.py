@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .._batch import Batch
     from .model import AMDModel, Components
 
-__all__ = ["Recipe", "PaperAMD", "AMDPlus", "LinearAMD", "RECIPES", "create_recipe", "TargetPass",
+__all__ = ["Recipe", "PaperAMD", "AMDPlus", "LinearAMD", "LocatedByRecognition", "RECIPES", "create_recipe", "TargetPass",
            "GRAY_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DIM", "TRUNKS"]
 
 GRAY_BOX_DISTILLATION_WEIGHT = 5.0
@@ -245,8 +245,80 @@ class PaperAMD(Recipe):
     label: ClassVar[str] = "AMD (paper)"
 
 
+class LocatedByRecognition:
+    """Shared maps located by attribute recognition: the warm-up and the loss that :class:`AMDPlus` and
+    :class:`LinearAMD` share (their fields ``shared_maps``, ``recognition_weight``,
+    ``recognition_warmup`` and ``recognition_lr`` configure it)."""
+
+    shared_maps: bool
+    recognition_weight: float
+    recognition_warmup: int
+    recognition_lr: float
+
+    def slots(self, schema: AttributeSchema) -> list[int] | None:
+        return region_slots(schema) if self.shared_maps else None
+
+    @staticmethod
+    def one_hot_groups(schema: AttributeSchema) -> list[list[int]]:
+        """Indices of the schema's one-hot groups (saved with the model as ``prepared``)."""
+        return [[schema.names.index(n) for n in schema.groups[g]] for g in schema.one_hot_groups]
+
+    def not_distributable(self) -> str | None:
+        if self.shared_maps and self.recognition_weight > 0 and self.recognition_warmup > 0:
+            return ("the recognition warm-up runs on each process's batches alone; pass "
+                    "recognition_warmup=0 to fit across processes")
+        return None
+
+    def recognition_term(self, model: AMDModel, out: Components, attributes: torch.Tensor,
+                         known: torch.Tensor | None, losses: dict[str, torch.Tensor]) -> None:
+        """Add the recognition loss on the shared maps to ``losses`` (in place), if it is on."""
+        if self.recognition_weight > 0 and out.recognised is not None:
+            term = self._recognition(out.recognised, attributes, model, known)
+            losses["loss"] = losses["loss"] + self.recognition_weight * term
+            losses["recognition"] = term.detach()
+
+    def _recognition(self, recognised: torch.Tensor, attributes: torch.Tensor,
+                     model: AMDModel, known: torch.Tensor | None = None) -> torch.Tensor:
+        groups = [tuple(g) for g in model.prepared.get("one_hot_groups", [])]
+        return sum(recognition_loss(logits, attributes, groups, known) for logits in recognised.unbind(1))
+
+    def warmup(self, model: AMDModel, batches: Callable[[], Iterable[Batch]], lr: float,
+               augment: Callable[[torch.Tensor], torch.Tensor], progress: bool,
+               deadline: float | None) -> None:
+        """Train the shared maps' head on attribute recognition alone, so that the maps know where the
+        attributes are before they must split the distance. Counts in the fit's time limit."""
+        head = model.network.decomposition
+        if not head.shared or self.recognition_weight <= 0 or self.recognition_warmup <= 0:
+            return
+        optimizer = torch.optim.Adam(head.parameters(), lr=self.recognition_lr)
+        steps = 0
+        with progress_bar(total=self.recognition_warmup, enabled=progress, desc="maps warm-up",
+                          unit="batch", dynamic_ncols=True) as bar:
+            while steps < self.recognition_warmup:
+                seen = steps
+                for batch in batches():
+                    images = augment(batch.images.to(model.device))
+                    with torch.no_grad(), model.adapter.bind(model.side_from_batch(batch)):
+                        trunk = model.network.trunk
+                        feats = trunk(images) if trunk is not None else model.adapter.grid(images)
+                    _, recognised = head.decompose(feats, images)
+                    known = None if batch.known is None else batch.known.to(model.device)
+                    loss = self._recognition(recognised, batch.attributes.to(model.device), model, known)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    steps += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                    if steps >= self.recognition_warmup or (deadline is not None
+                                                             and time.perf_counter() > deadline):
+                        return
+                if steps == seen:  # an empty loader: nothing to warm up on
+                    return
+
+
 @dataclass(frozen=True)
-class AMDPlus(Recipe):
+class AMDPlus(LocatedByRecognition, Recipe):
     """AMD+: explanations true to the model as well as to the labels (``docs/truthful-amd.md``).
 
     Attributes:
@@ -280,13 +352,9 @@ class AMDPlus(Recipe):
     def needs_target_pass(self) -> bool:  # type: ignore[override]
         return self.model_aware_prior and self.usage_weights is None
 
-    def slots(self, schema: AttributeSchema) -> list[int] | None:
-        return region_slots(schema) if self.shared_maps else None
-
     def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
         schema = model.schema
-        groups = tuple(tuple(schema.names.index(n) for n in schema.groups[g]) for g in schema.one_hot_groups)
-        prepared: dict[str, Any] = {"one_hot_groups": [list(g) for g in groups]}
+        prepared: dict[str, Any] = {"one_hot_groups": self.one_hot_groups(schema)}
         if self.model_aware_prior:
             if self.usage_weights is not None:
                 usage = [float(w) for w in self.usage_weights]
@@ -299,51 +367,6 @@ class AMDPlus(Recipe):
                 raise ValueError(f"usage_weights: expected {len(schema)} weights, got {len(usage)}")
             prepared["usage_weights"] = usage
         return prepared
-
-    def not_distributable(self) -> str | None:
-        if self.shared_maps and self.recognition_weight > 0 and self.recognition_warmup > 0:
-            return ("AMD+'s recognition warm-up runs on each process's batches alone; pass "
-                    "recognition_warmup=0 to fit across processes")
-        return None
-
-    def _recognition(self, recognised: torch.Tensor, attributes: torch.Tensor,
-                     model: AMDModel, known: torch.Tensor | None = None) -> torch.Tensor:
-        groups = [tuple(g) for g in model.prepared.get("one_hot_groups", [])]
-        return sum(recognition_loss(logits, attributes, groups, known) for logits in recognised.unbind(1))
-
-    def warmup(self, model: AMDModel, batches: Callable[[], Iterable[Batch]], lr: float,
-               augment: Callable[[torch.Tensor], torch.Tensor], progress: bool,
-               deadline: float | None) -> None:
-        """Train the shared maps' head on attribute recognition alone, so that the maps know where the
-        attributes are before they must split the distance. Counts in the fit's time limit."""
-        head = model.network.decomposition
-        if not head.shared or self.recognition_weight <= 0 or self.recognition_warmup <= 0:
-            return
-        optimizer = torch.optim.Adam(head.parameters(), lr=self.recognition_lr)
-        steps = 0
-        with progress_bar(total=self.recognition_warmup, enabled=progress, desc="AMD+ maps warm-up",
-                          unit="batch", dynamic_ncols=True) as bar:
-            while steps < self.recognition_warmup:
-                seen = steps
-                for batch in batches():
-                    images = augment(batch.images.to(model.device))
-                    with torch.no_grad(), model.adapter.bind(model.side_from_batch(batch)):
-                        trunk = model.network.trunk
-                        feats = trunk(images) if trunk is not None else model.adapter.grid(images)
-                    _, recognised = head.decompose(feats, images)
-                    known = None if batch.known is None else batch.known.to(model.device)
-                    loss = self._recognition(recognised, batch.attributes.to(model.device), model, known)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    steps += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-                    if steps >= self.recognition_warmup or (deadline is not None
-                                                             and time.perf_counter() > deadline):
-                        return
-                if steps == seen:  # an empty loader: nothing to warm up on
-                    return
 
     def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
                context: dict[str, Any], known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -365,10 +388,7 @@ class AMDPlus(Recipe):
             term = probe_loss(context["probes"](out.components), attributes, known)
             losses["loss"] = losses["loss"] + self.probe_weight * term
             losses["probe"] = term.detach()
-        if self.recognition_weight > 0 and out.recognised is not None:
-            term = self._recognition(out.recognised, attributes, model, known)
-            losses["loss"] = losses["loss"] + self.recognition_weight * term
-            losses["recognition"] = term.detach()
+        self.recognition_term(model, out, attributes, known, losses)
         if self.entropy_weight > 0:
             term = map_entropy_loss(out.maps)
             losses["loss"] = losses["loss"] + self.entropy_weight * term
@@ -377,7 +397,7 @@ class AMDPlus(Recipe):
 
 
 @dataclass(frozen=True)
-class LinearAMD(Recipe):
+class LinearAMD(LocatedByRecognition, Recipe):
     """The linear decomposition (AMD-SPEC section 11): the target's own distance, split exactly.
 
     The network gives ``M + 1`` maps that sum to 1 at every cell (the last one: the rest of the image).
@@ -402,6 +422,12 @@ class LinearAMD(Recipe):
         absent_weight: Weight of the mean area of the maps of attributes an image does not have
             (label 0, where known): the map of an attribute then shows where the image has it, and
             an attribute both images lack has no part of either (0: off).
+        shared_maps: The attributes' maps are AMD+'s gated maps that share one spatial map per region
+            (:func:`~reidexplain.interpreter.network.region_slots`), located by attribute recognition;
+            the rest of the image keeps a map of its own, and the ``M + 1`` maps still sum to 1.
+        recognition_weight: With ``shared_maps``: weight of the recognition loss (0: off).
+        recognition_warmup: With ``shared_maps``: steps of recognition alone before the prior starts.
+        recognition_lr: Learning rate of that warm-up.
 
     Examples:
         >>> LinearAMD().name, LinearAMD().step
@@ -416,6 +442,10 @@ class LinearAMD(Recipe):
     rest_weight: float = 0.0
     same_person_cap: float = 0.25
     absent_weight: float = 0.0
+    shared_maps: bool = False
+    recognition_weight: float = 1.0
+    recognition_warmup: int = 300
+    recognition_lr: float = 3e-3
 
     def build_network(self, adapter: FeatureAdapter, schema: AttributeSchema) -> AMDInterpreter:
         if not adapter.gray_box:
@@ -423,8 +453,12 @@ class LinearAMD(Recipe):
                              "(a gray-box split); this target has no feature layer")
         own = adapter.make_trunk() if self.trunk == "copy" else None
         assert adapter.grid_shape is not None
-        network = AMDInterpreter(own, adapter.grid_shape[0], len(schema), self.hidden, partition=True)
+        network = AMDInterpreter(own, adapter.grid_shape[0], len(schema), self.hidden,
+                                 slots=self.slots(schema), partition=True)
         return network.to(adapter.device)
+
+    def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
+        return {"one_hot_groups": self.one_hot_groups(model.schema)} if self.shared_maps else {}
 
     def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
                context: dict[str, Any], known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -458,7 +492,9 @@ class LinearAMD(Recipe):
             term = (area * absent).sum() / absent.sum().clamp_min(1)
             loss = loss + self.absent_weight * term
             logged["absent"] = term.detach()
-        return {"loss": loss, **logged}
+        losses = {"loss": loss, **logged}
+        self.recognition_term(model, out, attributes, known, losses)
+        return losses
 
 
 RECIPES: Registry[type[Recipe]] = Registry("recipe")

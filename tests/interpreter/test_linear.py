@@ -138,3 +138,32 @@ def test_the_absent_term_is_the_area_of_the_maps_of_attributes_an_image_lacks() 
     masked = LinearAMD(absent_weight=1.0).losses(explainer.amd, out, labels, {}, known=known)
     kept = absent & known
     assert abs(float(masked["absent"]) - float((area * kept).sum() / kept.sum())) < 1e-6
+
+
+def test_shared_maps_keep_the_split_exact_and_learn_from_recognition(tmp_path: Path) -> None:
+    from reidexplain.interpreter import LinearAMD
+
+    explainer = Explainer(LinearHeadNet().eval(), recipe=LinearAMD(shared_maps=True, recognition_warmup=2))
+    explainer.fit(amd_batches(), epochs=1, progress=False)
+    head = explainer.network.decomposition
+    assert head.shared and head.partition
+    with torch.no_grad():  # away from the uniform start: the split must hold for any maps
+        head.classifier.weight.normal_(0, 0.5)
+        head.gate_weight.normal_(0, 0.5)
+    batch = amd_batches()[0]
+    out = explainer.amd(batch["image"])
+    assert out.maps.shape[1] == 5 and out.recognised is not None
+    losses = LinearAMD(shared_maps=True).losses(explainer.amd, out, batch["attributes"], {})
+    plain = LinearAMD(shared_maps=True, recognition_weight=0.0).losses(explainer.amd, out, batch["attributes"], {})
+    assert "recognition" not in plain and float(losses["recognition"]) > 0.0
+    torch.testing.assert_close(losses["loss"], plain["loss"] + losses["recognition"])
+    images = batch["image"]
+    att = explainer.explain((images[:4], images[4:8]))
+    torch.testing.assert_close(att.contributions.sum(1) + att.unexplained, att.distance, rtol=1e-4, atol=1e-5)
+    # The M + 1 maps (the rest's included) still sum to 1 at every cell.
+    full = explainer.network.decompose(images, explainer.amd.adapter.to_grid(explainer.amd.adapter.embed(images)[0]))[0]
+    torch.testing.assert_close(full.sum(1), torch.ones_like(full[:, 0]))
+    explainer.save(tmp_path / "linear_shared.pt")
+    loaded = Explainer.load(tmp_path / "linear_shared.pt", explainer.model)
+    again = loaded.explain((images[:4], images[4:8]))
+    torch.testing.assert_close(again.contributions, att.contributions)
