@@ -245,6 +245,19 @@ class PaperAMD(Recipe):
     label: ClassVar[str] = "AMD (paper)"
 
 
+def measured_usage(given: tuple[float, ...] | None, model: AMDModel, data: TargetPass | None) -> list[float]:
+    """Usage weights ``w_k``: ``given``, else measured on the target pass (see :func:`attribute_usage`)."""
+    if given is not None:
+        usage = [float(w) for w in given]
+    else:
+        assert data is not None
+        weights = attribute_usage(data.embeddings, data.attributes, model.metric, data.pids, known=data.known)
+        usage = [round(float(w), 4) for w in weights]
+    if len(usage) != len(model.schema):
+        raise ValueError(f"usage_weights: expected {len(model.schema)} weights, got {len(usage)}")
+    return usage
+
+
 class LocatedByRecognition:
     """Shared maps located by attribute recognition: the warm-up and the loss that :class:`AMDPlus` and
     :class:`LinearAMD` share (their fields ``shared_maps``, ``recognition_weight``,
@@ -356,16 +369,7 @@ class AMDPlus(LocatedByRecognition, Recipe):
         schema = model.schema
         prepared: dict[str, Any] = {"one_hot_groups": self.one_hot_groups(schema)}
         if self.model_aware_prior:
-            if self.usage_weights is not None:
-                usage = [float(w) for w in self.usage_weights]
-            else:
-                assert data is not None
-                weights = attribute_usage(data.embeddings, data.attributes, model.metric, data.pids,
-                                          known=data.known)
-                usage = [round(float(w), 4) for w in weights]
-            if len(usage) != len(schema):
-                raise ValueError(f"usage_weights: expected {len(schema)} weights, got {len(usage)}")
-            prepared["usage_weights"] = usage
+            prepared["usage_weights"] = measured_usage(self.usage_weights, model, data)
         return prepared
 
     def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
@@ -428,6 +432,13 @@ class LinearAMD(LocatedByRecognition, Recipe):
         recognition_weight: With ``shared_maps``: weight of the recognition loss (0: off).
         recognition_warmup: With ``shared_maps``: steps of recognition alone before the prior starts.
         recognition_lr: Learning rate of that warm-up.
+        model_aware_prior: The prior counts attribute ``k`` as exclusive to the degree ``w_k`` of its
+            measured use by the model (as :class:`AMDPlus` does); ``False``: the paper's prior.
+        usage_weights: Given ``w_k`` (skips the pass of the target that measures them).
+        concentration: With ``concentration_weight``: the least part of the attributes' contributions
+            that the attributes whose labels differ should carry together, per pair of different labels.
+        concentration_weight: Weight of ``ReLU(concentration * sum_k p_k - sum_{k differs} p_k)`` over
+            those pairs, ``p_k = c_k / d`` (0: off).
 
     Examples:
         >>> LinearAMD().name, LinearAMD().step
@@ -446,6 +457,19 @@ class LinearAMD(LocatedByRecognition, Recipe):
     recognition_weight: float = 1.0
     recognition_warmup: int = 300
     recognition_lr: float = 3e-3
+    model_aware_prior: bool = False
+    usage_weights: tuple[float, ...] | None = None
+    concentration: float = 0.6
+    concentration_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= float(self.concentration) <= 1.0:
+            raise ValueError(f"concentration: expected a part in [0, 1], got {self.concentration}")
+
+    @property
+    def needs_target_pass(self) -> bool:  # type: ignore[override]
+        return self.model_aware_prior and self.usage_weights is None
 
     def build_network(self, adapter: FeatureAdapter, schema: AttributeSchema) -> AMDInterpreter:
         if not adapter.gray_box:
@@ -458,7 +482,10 @@ class LinearAMD(LocatedByRecognition, Recipe):
         return network.to(adapter.device)
 
     def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
-        return {"one_hot_groups": self.one_hot_groups(model.schema)} if self.shared_maps else {}
+        prepared: dict[str, Any] = {"one_hot_groups": self.one_hot_groups(model.schema)} if self.shared_maps else {}
+        if self.model_aware_prior:
+            prepared["usage_weights"] = measured_usage(self.usage_weights, model, data)
+        return prepared
 
     def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
                context: dict[str, Any], known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -472,7 +499,11 @@ class LinearAMD(LocatedByRecognition, Recipe):
         shares = parts.contributions / d.clamp_min(1e-12).unsqueeze(-1)
         exclusive = attributes[i] != attributes[j]
         pair_known = None if known is None else (known[i], known[j])
-        prior = attribute_prior_loss(shares, exclusive, known=pair_known)
+        usage = model.prepared.get("usage_weights") if self.model_aware_prior else None
+        if usage is None:
+            prior = attribute_prior_loss(shares, exclusive, known=pair_known)
+        else:
+            prior = model_aware_prior_loss(shares, exclusive, torch.as_tensor(usage).to(shares), known=pair_known)
         offset = parts.offset.abs().mean() / d.mean().clamp_min(1e-12)
         loss = self.prior_weight * prior + self.offset_weight * offset
         logged = {"distillation": offset.detach(), "prior": prior.detach(), "distance": d,
@@ -492,6 +523,13 @@ class LinearAMD(LocatedByRecognition, Recipe):
             term = (area * absent).sum() / absent.sum().clamp_min(1)
             loss = loss + self.absent_weight * term
             logged["absent"] = term.detach()
+        if self.concentration_weight > 0:
+            differs = exclusive if known is None else exclusive & known[i] & known[j]
+            some = differs.any(dim=-1)
+            short = torch.relu(self.concentration * shares.sum(dim=-1) - (shares * differs).sum(dim=-1))
+            term = (short * some).sum() / some.sum().clamp_min(1)
+            loss = loss + self.concentration_weight * term
+            logged["concentration"] = term.detach()
         losses = {"loss": loss, **logged}
         self.recognition_term(model, out, attributes, known, losses)
         return losses

@@ -9,31 +9,15 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import amd_batches  # noqa: E402
+from helpers import AMDLinearHeadNet, amd_batches  # noqa: E402
 
 from reidexplain import Explainer  # noqa: E402
 from reidexplain.decomposition import linear_matrix_decomposition, linear_pair_decomposition  # noqa: E402
 from reidexplain.zoo import create_model  # noqa: E402
 
-
-class LinearHeadNet(nn.Module):
-    """A CNN whose head is affine after the grid: GAP, BNNeck, a linear projection."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-                                  nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU())
-        self.neck = nn.BatchNorm1d(12)
-        self.neck.running_mean.normal_(0, 0.01)
-        self.neck.running_var.uniform_(0.5, 2.0)
-        self.proj = nn.Linear(12, 6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.neck(self.body(x).mean(dim=(2, 3))))
+LinearHeadNet = AMDLinearHeadNet  # a CNN whose head is affine after the grid (tests/helpers.py)
 
 
 def _randomise_maps(explainer: Explainer) -> None:
@@ -167,3 +151,50 @@ def test_shared_maps_keep_the_split_exact_and_learn_from_recognition(tmp_path: P
     loaded = Explainer.load(tmp_path / "linear_shared.pt", explainer.model)
     again = loaded.explain((images[:4], images[4:8]))
     torch.testing.assert_close(again.contributions, att.contributions)
+
+
+def test_the_concentration_term_asks_the_differing_attributes_for_their_part() -> None:
+    from reidexplain.interpreter import LinearAMD
+
+    explainer = Explainer(LinearHeadNet().eval(), recipe="amd-linear").fit(amd_batches(), epochs=1, progress=False)
+    _randomise_maps(explainer)
+    batch = amd_batches()[0]
+    out = explainer.amd(batch["image"])
+    labels = batch["attributes"]
+    plain = LinearAMD().losses(explainer.amd, out, labels, {})
+    got = LinearAMD(concentration_weight=2.0, concentration=0.9).losses(explainer.amd, out, labels, {})
+    torch.testing.assert_close(got["loss"], plain["loss"] + 2.0 * got["concentration"])
+    # The same figure from the decomposition of each pair i < j.
+    from reidexplain.decomposition import linear_pair_decomposition
+
+    i, j = torch.triu_indices(8, 8, offset=1)
+    parts = linear_pair_decomposition(out.embeddings[i], out.components[i], out.rest[i], out.embeddings[j],
+                                      out.components[j], out.rest[j], "euclidean")
+    p = parts.contributions / parts.distance.unsqueeze(-1)
+    differs = labels[i] != labels[j]
+    some = differs.any(-1)
+    short = torch.relu(0.9 * p.sum(-1) - (p * differs).sum(-1))
+    assert abs(float(got["concentration"]) - float(short[some].mean())) < 1e-5
+    # Asking for no part: only differing attributes that push the pair together (c_k < 0) cost.
+    none = LinearAMD(concentration_weight=2.0, concentration=0.0).losses(explainer.amd, out, labels, {})
+    assert abs(float(none["concentration"]) - float(torch.relu(-(p * differs).sum(-1))[some].mean())) < 1e-5
+    with pytest.raises(ValueError, match="concentration"):
+        LinearAMD(concentration=1.5)
+
+
+def test_the_model_aware_prior_of_the_linear_recipe_uses_the_measured_usage() -> None:
+    from reidexplain.interpreter import LinearAMD
+
+    explainer = Explainer(LinearHeadNet().eval(), recipe=LinearAMD(model_aware_prior=True))
+    explainer.fit(amd_batches(), epochs=1, progress=False)
+    usage = explainer.amd.prepared["usage_weights"]
+    assert len(usage) == 5 and all(0.0 <= w <= 1.0 for w in usage)
+    _randomise_maps(explainer)
+    batch = amd_batches()[0]
+    out = explainer.amd(batch["image"])
+    aware = LinearAMD(model_aware_prior=True).losses(explainer.amd, out, batch["attributes"], {})
+    explainer.amd.prepared["usage_weights"] = [1.0] * 5  # every attribute fully used: the paper's prior
+    full = LinearAMD(model_aware_prior=True).losses(explainer.amd, out, batch["attributes"], {})
+    paper = LinearAMD().losses(explainer.amd, out, batch["attributes"], {})
+    torch.testing.assert_close(full["prior"], paper["prior"], rtol=1e-5, atol=1e-6)
+    assert float(aware["prior"]) >= 0.0
