@@ -604,6 +604,9 @@ class Explainer:
 
         Returns:
             The index, on the explainer's device; :meth:`~reidexplain.ranking.GalleryIndex.save` writes it.
+            For an interpreter that decomposes distances linearly (``recipe="amd-linear"``) it holds the
+            images' rest-of-image parts too (:attr:`~reidexplain.ranking.GalleryIndex.rest`), which the
+            rankings' linear rule needs.
 
         Raises:
             NotFittedError: before :meth:`fit`.
@@ -669,6 +672,8 @@ class Explainer:
         emb = torch.cat([p.embeddings for p in parts])
         comps = torch.cat([p.components for p in parts])
         maps = torch.cat([p.maps for p in parts]) if store_maps else None
+        # The linear decomposition needs the rest-of-image part of every gallery embedding.
+        rest = torch.cat([p.rest for p in parts]) if parts[0].rest is not None else None
         if world > 1 and offset is None:  # batches: where this shard starts, from every shard's size
             sizes = _all_gather(torch.tensor([emb.shape[0]], dtype=torch.long))[:, 0].tolist()
             offset, total = sum(sizes[:rank]), sum(sizes)
@@ -684,7 +689,7 @@ class Explainer:
             return None
 
         return GalleryIndex(emb, comps, maps, joined(ids, batch_ids, "ids"), joined(camids, batch_cams, "camids"),
-                            self._schema.names, amd.metric, model_fingerprint(amd), size, **where)
+                            self._schema.names, amd.metric, model_fingerprint(amd), size, rest=rest, **where)
 
     def explain_ranking(self, query: torch.Tensor, gallery: torch.Tensor | GalleryIndex | Iterable, top_k: int = 10,
                         *, query_ids: Any = None, gallery_ids: Any = None, query_camids: Any = None,
@@ -692,6 +697,12 @@ class Explainer:
                         n_attributes: int = 3, exclude_same_camera: bool = True, max_memory_mb: float | None = None,
                         batch_size: int = 64, progress: bool = True, shard: bool = False) -> RankingExplanation:
         """Each query's top-k gallery matches, ranked by the target's distance, each explained by AMD.
+
+        The matches are decomposed with the rule :meth:`explain` uses: AMD's, or, for an interpreter that
+        decomposes distances linearly (``recipe="amd-linear"``), the linear rule, whose signed
+        contributions leave an unexplained part (:attr:`RankingExplanation.unexplained
+        <reidexplain.ranking.RankingExplanation.unexplained>`); a match's contributions and unexplained
+        part are those :meth:`explain` gives for the pair (query, match).
 
         Per-image components are computed once (the gallery's come from ``gallery`` if it is a
         :class:`~reidexplain.ranking.GalleryIndex`); the ``Q x G`` distances are computed in blocks and
@@ -739,8 +750,9 @@ class Explainer:
 
         Raises:
             NotFittedError: before :meth:`fit`.
-            ValueError: ``top_k`` larger than the gallery, a gallery index of another model or schema,
-                ids of the wrong length, shards that do not fit together (on every process alike).
+            ValueError: ``top_k`` larger than the gallery, a gallery index of another model or schema
+                (or, for ``recipe="amd-linear"``, one without the rest-of-image parts), ids of the wrong
+                length, shards that do not fit together (on every process alike).
 
         Examples:
             >>> import torch
@@ -781,11 +793,12 @@ class Explainer:
         clock = time.perf_counter()
         if index.is_shard:
             idx, parts, match_ids = explain_topk_sharded(
-                q.embeddings, q.components, index, top_k, query_ids=q_ids, query_camids=q_cams,
-                exclude_same_camera=exclude_same_camera, max_memory_mb=max_memory_mb, progress=progress)
+                q.embeddings, q.components, index, top_k, query_rest=q.rest, query_ids=q_ids,
+                query_camids=q_cams, exclude_same_camera=exclude_same_camera, max_memory_mb=max_memory_mb,
+                progress=progress)
             match_ids = None if match_ids is None else match_ids.cpu()
         else:
-            idx, parts = explain_topk(q.embeddings, q.components, index, top_k, query_ids=q_ids,
+            idx, parts = explain_topk(q.embeddings, q.components, index, top_k, query_rest=q.rest, query_ids=q_ids,
                                       query_camids=q_cams, exclude_same_camera=exclude_same_camera,
                                       max_memory_mb=max_memory_mb, progress=progress)
             match_ids = None if g_ids is None else torch.where(idx.cpu() >= 0, g_ids[idx.clamp_min(0).cpu()], -1)
@@ -820,12 +833,14 @@ class Explainer:
             extras["shard"] = {"rank": rank, "world": world, "offset": index.offset, "size": len(index),
                                "total": index.total}
         size = tuple(query.shape[-2:])
+        # An empty slot's distance is inf: its unexplained part is 0, as its contributions are.
+        unexplained = None if parts.unexplained is None else parts.unexplained.masked_fill(~valid, 0.0)
         return RankingExplanation(
             idx, parts.distance, parts.reconstructed, parts.contributions, self._schema.names,
             self._schema.labels, query_ids=q_ids, gallery_ids=match_ids, correct=correct, query_maps=q.maps,
             match_maps=match_maps, match_slots=slots, image_size=size, query_images=query,
             gallery_images=gallery_images, n_attributes=n_attributes, upsample=amd.maps_to_image,
-            extras=extras)
+            extras=extras, unexplained=unexplained)
 
     def _gallery_maps(self, amd: AMDModel, images: torch.Tensor, index: GalleryIndex, rows: torch.Tensor,
                       batch_size: int) -> torch.Tensor:

@@ -105,6 +105,38 @@ def amd_sequential_net(seed: int = 0, dim: int = 12) -> nn.Sequential:
     return net
 
 
+class AMDLinearHeadNet(nn.Module):
+    """A CNN ``(B,3,32,16) -> (B,6)`` whose head is affine after the grid: GAP, BNNeck, a linear
+    projection (the linear decomposition, ``recipe="amd-linear"``, is exact for it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU())
+        self.neck = nn.BatchNorm1d(12)
+        self.neck.running_mean.normal_(0, 0.01)
+        self.neck.running_var.uniform_(0.5, 2.0)
+        self.proj = nn.Linear(12, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.neck(self.body(x).mean(dim=(2, 3))))
+
+
+def amd_linear_head_net(centre_on: torch.Tensor | None = None) -> AMDLinearHeadNet:
+    """:class:`AMDLinearHeadNet` in eval mode; with ``centre_on`` images, its BNNeck standardises their
+    pooled features and the projection has no bias, so that their embeddings are centred and their
+    distances (euclidean and cosine) are of order 1, not the ``1e-6`` cosine of the bias-dominated net."""
+    net = AMDLinearHeadNet().eval()
+    if centre_on is not None:
+        with torch.no_grad():
+            pooled = net.body(centre_on).mean(dim=(2, 3))
+            net.neck.running_mean.copy_(pooled.mean(0))
+            net.neck.running_var.copy_(pooled.var(0) + 1e-6)
+            net.proj.bias.zero_()
+    return net
+
+
 class AMDTimmToy(nn.Module):
     """timm-style toy: ``forward_features`` (B,16,h,w) and ``forward_head`` (pool + BN-neck)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import amd_batches, amd_sequential_net  # noqa: E402
+from helpers import amd_batches, amd_linear_head_net, amd_sequential_net  # noqa: E402
 
 from reidexplain import GalleryIndex, RankingExplanation  # noqa: E402
 from reidexplain.decomposition import matrix_decomposition  # noqa: E402
@@ -25,8 +26,10 @@ from reidexplain.ranking import (  # noqa: E402
     explain_topk,
     model_fingerprint,
     pair_component_distances,
+    topk_linear_decomposition,
     topk_matches,
 )
+from reidexplain.ranking import _topk as topk_module  # noqa: E402
 
 M = 5
 
@@ -213,6 +216,10 @@ def test_to_dict_is_json_and_complete(fitted, data, tmp_path):
     assert match["correct"] == bool(ranking.correct[2, 1]) and len(match["top_attributes"]) == 2
     top = match["top_attributes"][0]
     assert (top["label"], top["contribution"], top["share"]) == pytest.approx(ranking.top_attributes(2, 1)[0])
+    # AMD's rule has no unexplained part: none is reported, and the shares of d_hat sum to 1.
+    assert ranking.unexplained is None and ranking.unexplained_share is None and "unexplained" not in match
+    assert "unexplained" not in ranking.summary(2, 1) and ranking.why(2, 0, 1).unexplained_gap is None
+    torch.testing.assert_close(ranking.shares.sum(-1), torch.ones(3, 4))
 
 
 def test_gallery_index_round_trip_and_ranking_without_images(fitted, data, tmp_path):
@@ -226,6 +233,11 @@ def test_gallery_index_round_trip_and_ranking_without_images(fitted, data, tmp_p
     again = GalleryIndex.load(path, fitted)
     torch.testing.assert_close(again.components, index.components)
     assert torch.equal(again.ids, pids)
+    assert index.rest is None and again.rest is None and raw["rest"] is None  # AMD's rule needs no rest
+    # A file written before indexes had a rest still loads, for AMD's rule.
+    del raw["rest"]
+    torch.save(raw, tmp_path / "old.pt")
+    assert GalleryIndex.load(tmp_path / "old.pt", fitted).rest is None
     direct = fitted.explain_ranking(images[:4], images, top_k=3, query_ids=pids[:4], query_camids=camids[:4],
                                     gallery_ids=pids, gallery_camids=camids, progress=False)
     reloaded = fitted.explain_ranking(images[:4], again, top_k=3, query_ids=pids[:4], query_camids=camids[:4],
@@ -333,3 +345,162 @@ def test_topk_matches_keeps_the_lowest_gallery_index_of_tied_entries(memory):
     values, indices = topk_matches(torch.tensor([[1.0, 0.1], [0.9, 0.0]]), g, k=3, max_memory_mb=memory)
     assert indices.tolist() == [[1, 2, 4], [1, 2, 4]]
     torch.testing.assert_close(values[:, 0], values[:, 2])
+
+
+# ---------------------------------------------------------------------------------------- the linear rule
+@pytest.fixture(scope="module", params=["euclidean", "cosine"])
+def linear(request, data) -> Explainer:
+    """An ``amd-linear`` explainer of a head that pools linearly, with maps far from uniform."""
+    images = data[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        explainer = Explainer(amd_linear_head_net(centre_on=images), metric=request.param, recipe="amd-linear")
+        explainer.fit(amd_batches(), epochs=1, progress=False)
+    with torch.no_grad():  # distinct contributions, so that a wrong pairing or rule shows
+        explainer.network.decomposition.classifier.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    return explainer
+
+
+def _assert_matches_explain(explainer: Explainer, ranking: RankingExplanation, query: torch.Tensor,
+                            gallery: torch.Tensor) -> None:
+    """Every match's distance, contributions and unexplained part are explain()'s of (query, match).
+
+    The parts u_k are forward differences of the head (step 1e-2), which turn the float error of
+    embedding the images in other batches into relative errors of ~1e-4 in the contributions.
+    """
+    q, k = ranking.indices.shape
+    assert bool(ranking.valid.all())
+    pair = explainer.explain((query.repeat_interleave(k, dim=0), gallery[ranking.indices.reshape(-1)]))
+    assert pair.unexplained is not None and ranking.unexplained is not None
+    torch.testing.assert_close(ranking.distance.reshape(-1), pair.distance, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ranking.contributions.reshape(-1, M), pair.contributions, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(ranking.unexplained.reshape(-1), pair.unexplained, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(ranking.reconstructed.reshape(-1), pair.reconstructed, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(ranking.shares.reshape(-1, M), pair.shares, rtol=1e-3, atol=1e-4)
+    # Signed shares of d, summing to 1 with the unexplained share.
+    torch.testing.assert_close(ranking.shares.sum(-1) + ranking.unexplained_share, torch.ones(q, k),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["images", "index", "no maps", "saved", "blocks"])
+def test_linear_ranking_equals_explain_of_each_match(linear, data, tmp_path, monkeypatch, how):
+    images, pids, camids = data
+    query, gallery = images[:4], images[4:]
+    index = linear.index_gallery(gallery, store_maps=how != "no maps", progress=False)
+    assert index.rest is not None and index.rest.shape == index.embeddings.shape
+    assert index.nbytes == sum(t.numel() * t.element_size() for t in (index.embeddings, index.components,
+                                                                      index.maps, index.rest) if t is not None)
+    if how == "saved":
+        index.save(tmp_path / "gallery.pt")
+        index = GalleryIndex.load(tmp_path / "gallery.pt", linear)
+        assert index.rest is not None
+    blocks = []
+    if how == "blocks":  # a bound of ~100 bytes: one pair per block of the linear decomposition
+        rule = topk_module.linear_pair_decomposition
+        monkeypatch.setattr(topk_module, "linear_pair_decomposition",
+                            lambda *args: blocks.append(args[0].shape[0]) or rule(*args))
+    ranking = linear.explain_ranking(query, gallery if how in ("images", "blocks") else index, top_k=5,
+                                     max_memory_mb=1e-4 if how == "blocks" else None, progress=False)
+    if how == "blocks":
+        assert len(blocks) > 1 and sum(blocks) == 4 * 5
+    assert ranking.has_maps == (how != "no maps")
+    _assert_matches_explain(linear, ranking, query, gallery)
+    # Sorted by the target's distance, as with AMD's rule.
+    assert bool((ranking.distance[:, 1:] >= ranking.distance[:, :-1]).all())
+
+
+def test_linear_ranking_shows_the_unexplained_part(linear, data, tmp_path):
+    images, pids, _ = data
+    ranking = linear.explain_ranking(images[:2], images[2:], top_k=4, query_ids=pids[:2], gallery_ids=pids[2:],
+                                     progress=False)
+    share = float(ranking.unexplained_share[1, 2])
+    assert ranking.summary(1, 2).endswith(f"; {100 * share:.0f} % unexplained")
+    assert ranking.summary(1, 2).startswith(("mostly", "no attribute"))
+    path = tmp_path / "ranking.json"
+    ranking.save_json(path)
+    match = json.loads(path.read_text())["queries"][1]["matches"][2]
+    assert match["unexplained"] == pytest.approx(float(ranking.unexplained[1, 2]), rel=1e-6)
+    assert match["unexplained_share"] == pytest.approx(share, rel=1e-6)
+    top = match["top_attributes"][0]
+    assert top["share"] == pytest.approx(float(top["contribution"]) / match["distance"], rel=1e-5)
+    # why(): the attributes' differences and the unexplained gap make up the distance gap.
+    why = ranking.why(0, 3, query_index=1)
+    assert why.unexplained_gap == pytest.approx(float(ranking.unexplained[1, 3] - ranking.unexplained[1, 0]))
+    assert float(why.differences.sum()) + why.unexplained_gap == pytest.approx(
+        why.distance_j - why.distance_i, rel=1e-4, abs=1e-6)
+    assert "unexplained gap" in str(why) and "unexplained_gap" in why.to_dict()
+    fig, axes = ranking.plot(query_index=1)
+    assert f"{100 * share:.0f}% unexplained" in axes[3].get_title()
+
+
+def test_linear_ranking_empty_slots_have_nothing_unexplained(linear, data):
+    images, _, _ = data
+    ids, cams = torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    ids[3] = 1  # gallery: three images of the query's identity and camera, one other
+    ranking = linear.explain_ranking(images[:1], images[4:8], top_k=3, query_ids=[0], query_camids=[0],
+                                     gallery_ids=ids, gallery_camids=cams, progress=False)
+    assert ranking.indices.tolist() == [[3, -1, -1]]
+    assert (ranking.unexplained[0, 1:] == 0).all() and (ranking.unexplained_share[0, 1:] == 0).all()
+    assert (ranking.contributions[0, 1:] == 0).all() and (ranking.reconstructed[0, 1:] == 0).all()
+    assert ranking.summary(0, 1) == "no match" and len(ranking.to_dict()["queries"][0]["matches"]) == 1
+    pair = linear.explain((images[:1], images[7:8]))  # the one match left
+    torch.testing.assert_close(ranking.contributions[0, :1], pair.contributions, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(ranking.unexplained[0, :1], pair.unexplained, rtol=1e-3, atol=1e-5)
+
+
+def test_linear_rule_needs_the_rest_on_both_sides(linear, fitted, data, tmp_path):
+    images, _, _ = data
+    index = linear.index_gallery(images[4:], progress=False)
+    q = linear.embed(images[:2])
+    without = dataclasses.replace(index, rest=None)
+    with pytest.raises(ValueError, match="gallery index has none"):
+        explain_topk(q.embeddings, q.components, without, 3, query_rest=q.rest)
+    with pytest.raises(ValueError, match="pass the queries'"):
+        explain_topk(q.embeddings, q.components, index, 3)
+    with pytest.raises(ValueError, match="no rest-of-image parts"):
+        linear.explain_ranking(images[:2], without, top_k=3, progress=False)
+    # An index with a rest is refused for an explainer of AMD's rule.
+    amd_index = fitted.index_gallery(images[4:], progress=False)
+    with pytest.raises(ValueError, match="AMD's rule"):
+        dataclasses.replace(amd_index, rest=torch.zeros_like(amd_index.embeddings)).check_compatible(fitted)
+    # An amd-linear index written before indexes had a rest loads, and is refused for ranking.
+    index.save(tmp_path / "gallery.pt")
+    raw = torch.load(tmp_path / "gallery.pt", weights_only=True)
+    del raw["rest"]
+    torch.save(raw, tmp_path / "old.pt")
+    assert GalleryIndex.load(tmp_path / "old.pt").rest is None
+    with pytest.raises(ValueError, match="rebuild it"):
+        GalleryIndex.load(tmp_path / "old.pt", linear)
+    # The rest travels with the index's other tensors, and must fit them.
+    part = index.shard(1, 2)
+    assert torch.equal(part.rest, index.rest[6:]) and torch.equal(index.to("cpu").rest, index.rest)
+    with pytest.raises(ValueError, match="rest of shape"):
+        dataclasses.replace(index, rest=index.rest[:3])
+
+
+@settings(max_examples=20, deadline=None)
+@given(q=st.integers(1, 4), g=st.integers(1, 10), m=st.integers(1, 4), d=st.integers(1, 5),
+       metric=st.sampled_from(["euclidean", "cosine"]), memory=st.sampled_from([1e-5, 1.0]),
+       seed=st.integers(0, 2**16))
+def test_topk_linear_decomposition_equals_the_pair_rule(q, g, m, d, metric, memory, seed):
+    from reidexplain.decomposition import linear_pair_decomposition
+
+    gen = torch.Generator().manual_seed(seed)
+    qc, gc = torch.randn(q, m, d, generator=gen), torch.randn(g, m, d, generator=gen)
+    qr, gr = torch.randn(q, d, generator=gen), torch.randn(g, d, generator=gen)
+    qe = qc.sum(1) + qr + torch.randn(q, d, generator=gen)  # any head: an offset
+    ge = gc.sum(1) + gr + torch.randn(g, d, generator=gen)
+    k = min(3, g)
+    indices = torch.randint(0, g, (q, k), generator=gen)
+    indices[0, -1] = -1
+    out = topk_linear_decomposition(qe, qc, qr, ge, gc, gr, indices, metric, max_memory_mb=memory)
+    rows = torch.arange(q).repeat_interleave(k)
+    flat = indices.reshape(-1).clamp_min(0)
+    expected = linear_pair_decomposition(qe[rows], qc[rows], qr[rows], ge[flat], gc[flat], gr[flat], metric)
+    valid = (indices >= 0).reshape(-1)
+    torch.testing.assert_close(out.contributions.reshape(-1, m)[valid], expected.contributions[valid])
+    torch.testing.assert_close(out.rest.reshape(-1)[valid], expected.rest[valid])
+    torch.testing.assert_close(out.offset.reshape(-1)[valid], expected.offset[valid])
+    torch.testing.assert_close(out.distance.reshape(-1)[valid], expected.distance[valid])
+    assert math.isinf(float(out.distance[0, -1])) and (out.contributions[0, -1] == 0).all()
+    assert float(out.rest[0, -1]) == 0.0 and float(out.offset[0, -1]) == 0.0

@@ -3,6 +3,7 @@ merge their top-k into exactly the ranking one process gives on the whole galler
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import sys
@@ -14,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import amd_batches, amd_sequential_net  # noqa: E402
+from helpers import amd_batches, amd_linear_head_net, amd_sequential_net  # noqa: E402
 
 from reidexplain import GalleryIndex  # noqa: E402
 from reidexplain.explainer import Explainer  # noqa: E402
@@ -92,6 +93,62 @@ def test_two_processes_merge_tensor_shards_into_the_single_process_top_k(tmp_pat
         torch.testing.assert_close(got["distance"], parts.distance, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(got["component_distances"], parts.component_distances, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(got["contributions"], parts.contributions, rtol=1e-6, atol=1e-6)
+
+
+def _linear_tensor_gallery() -> tuple[GalleryIndex, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                       torch.Tensor]:
+    """:func:`_tensor_gallery` with the parts of a linear decomposition: ``(G,M,D)`` components and a rest."""
+    index, queries, _, q_ids, q_cams = _tensor_gallery()
+    gen = torch.Generator().manual_seed(6)
+    comps, rest = torch.randn(11, M, 3, generator=gen), torch.randn(11, 3, generator=gen)
+    comps[7], rest[7] = comps[2], rest[2]  # the duplicates stay duplicates
+    comps[9], rest[9] = comps[1], rest[1]
+    index = dataclasses.replace(index, components=comps, rest=rest)
+    q_comps, q_rest = torch.randn(4, M, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    return index, queries, q_comps, q_rest, q_ids, q_cams
+
+
+def _linear_tensor_worker(rank: int, out: str, top_k: int, exclude: bool) -> dict:
+    index, queries, q_comps, q_rest, q_ids, q_cams = _linear_tensor_gallery()
+    part = index.shard()
+    idx, parts, _ = explain_topk_sharded(queries, q_comps, part, top_k, query_rest=q_rest, query_ids=q_ids,
+                                         query_camids=q_cams, exclude_same_camera=exclude, max_memory_mb=1e-5)
+    return {"has_rest": part.rest is not None, "indices": idx, "parts": parts}
+
+
+@pytest.mark.parametrize(("top_k", "exclude"), [(3, False), (8, True)])
+def test_two_processes_merge_the_linear_rule_as_one_process(tmp_path, top_k, exclude):
+    index, queries, q_comps, q_rest, q_ids, q_cams = _linear_tensor_gallery()
+    idx, parts = explain_topk(queries, q_comps, index, top_k, query_rest=q_rest, query_ids=q_ids,
+                              query_camids=q_cams, exclude_same_camera=exclude)
+    for got in _run(_linear_tensor_worker, tmp_path, top_k, exclude):
+        assert got["has_rest"] and torch.equal(got["indices"], idx)
+        merged = got["parts"]
+        assert merged.component_distances is None and merged.rest is not None
+        valid = idx >= 0
+        assert torch.equal(torch.isinf(merged.distance), ~valid)
+        for name in ("distance", "contributions", "rest", "offset", "reconstructed"):
+            torch.testing.assert_close(getattr(merged, name), getattr(parts, name), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(merged.unexplained[valid], parts.unexplained[valid], rtol=1e-6, atol=1e-6)
+
+
+def _refusing_linear_worker(rank: int, out: str) -> dict:
+    index, queries, q_comps, q_rest, _, _ = _linear_tensor_gallery()
+    errors = {}
+    part = index.shard()
+    for name, shard, rest in (("mixed", part if rank == 0 else dataclasses.replace(part, rest=None), q_rest),
+                              ("no query rest", part, None)):
+        try:
+            explain_topk_sharded(queries, q_comps, shard, 3, query_rest=rest)
+        except ValueError as err:
+            errors[name] = str(err)
+    return errors
+
+
+def test_linear_shards_without_their_rest_are_refused_on_every_process(tmp_path):
+    for errors in _run(_refusing_linear_worker, tmp_path):
+        assert "rest-of-image parts" in errors["mixed"] and "some shards" in errors["mixed"]
+        assert "pass the queries'" in errors["no query rest"]
 
 
 def _refusing_worker(rank: int, out: str) -> dict:
@@ -201,3 +258,36 @@ def test_two_processes_rank_a_sharded_gallery_as_one_process(fitted, tmp_path, t
             torch.testing.assert_close(run["distance"], expected["distance"], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(run["contributions"], expected["contributions"], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(run["match_maps"], expected["match_maps"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def linear() -> Explainer:
+    images = _gallery()[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        explainer = Explainer(amd_linear_head_net(centre_on=images), recipe="amd-linear")
+        explainer.fit(amd_batches(), epochs=1, progress=False)
+    with torch.no_grad():  # maps far from uniform
+        explainer.network.decomposition.classifier.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    return explainer
+
+
+def _linear_worker(rank: int, out: str, explainer: Explainer, top_k: int) -> dict:
+    images, pids, camids = _gallery()
+    index = explainer.index_gallery(images, ids=pids, camids=camids, store_maps=False, shard=True, progress=False)
+    ranking = _rank(explainer, index, top_k)
+    return {"index": (index.offset, len(index), index.rest is not None), "unexplained": ranking.unexplained,
+            **_summary(ranking)}
+
+
+@pytest.mark.parametrize("top_k", [4, 15])
+def test_two_processes_rank_a_sharded_gallery_with_the_linear_rule(linear, tmp_path, top_k):
+    expected = _rank(linear, _gallery()[0], top_k)
+    assert expected.unexplained is not None
+    for got in _run(_linear_worker, tmp_path, linear, top_k):
+        assert got["index"][2] and got["index"][:2] in ((0, 8), (8, 8))
+        assert torch.equal(got["indices"], expected.indices) and torch.equal(got["correct"], expected.correct)
+        assert torch.equal(torch.isinf(got["distance"]), torch.isinf(expected.distance))
+        torch.testing.assert_close(got["distance"], expected.distance, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got["contributions"], expected.contributions, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(got["unexplained"], expected.unexplained, rtol=1e-3, atol=1e-5)

@@ -1,20 +1,23 @@
 """The ranking arithmetic, as pure functions on tensors: top-k matches in blocks within a memory bound,
-the component distances of the top-k pairs only, and their decomposition (:func:`explain_topk`).
+the component distances (AMD's rule) or the linear decomposition (``recipe="amd-linear"``) of the top-k
+pairs only, and their decomposition (:func:`explain_topk`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
 from .._progress import progress_bar
-from ..decomposition import Decomposition, decompose
+from ..decomposition import Decomposition, decompose, linear_pair_decomposition
 from ..distance import check_metric, distance_matrix, pair_distance
 from .index import GalleryIndex
 
-__all__ = ["DEFAULT_MAX_MEMORY_MB", "chunk_rows", "topk_matches", "pair_component_distances", "explain_topk"]
+__all__ = ["DEFAULT_MAX_MEMORY_MB", "chunk_rows", "topk_matches", "pair_component_distances",
+           "topk_linear_decomposition", "explain_topk"]
 
 DEFAULT_MAX_MEMORY_MB = 256.0
 """Default bound, in MiB, on the temporaries of the ranking arithmetic (distances and contributions)."""
@@ -26,6 +29,10 @@ _DISTANCE_COPIES = 4
 # Live (pairs x M x D') float tensors while one block of component distances is computed:
 # the gathered query and gallery components, their difference and its square.
 _COMPONENT_COPIES = 4
+# Live (pairs x (M+2) x D) float tensors while one block of the linear decomposition is computed: the
+# gathered parts of both sides, each side's parts with its rest and offset appended (for cosine, divided
+# by the embedding's norm, one more copy), and their difference.
+_LINEAR_COPIES = 6
 
 # ---------------------------------------------------------------------------------------- arithmetic
 def chunk_rows(bytes_per_row: int, max_memory_mb: float | None = None, total: int | None = None) -> int:
@@ -234,21 +241,110 @@ def pair_component_distances(query_components: torch.Tensor, gallery_components:
     return out.reshape(q, k, m)
 
 
+def topk_linear_decomposition(query_embeddings: torch.Tensor, query_components: torch.Tensor,
+                              query_rest: torch.Tensor, gallery_embeddings: torch.Tensor,
+                              gallery_components: torch.Tensor, gallery_rest: torch.Tensor,
+                              indices: torch.Tensor, metric: str = "euclidean",
+                              max_memory_mb: float | None = None, progress: bool = False) -> Decomposition:
+    """The linear decomposition of the pairs ``(query q, gallery indices[q, j])`` only.
+
+    :func:`~reidexplain.decomposition.linear_pair_decomposition` (the rule
+    :meth:`~reidexplain.Explainer.explain` uses for ``recipe="amd-linear"``) on the gathered pairs, a
+    block of pairs at a time, the blocks sized so that their temporaries fit ``max_memory_mb``.
+
+    Args:
+        query_embeddings: ``(Q,D)``.
+        query_components: ``(Q,M,D)`` the queries' attribute parts ``u_k``.
+        query_rest: ``(Q,D)`` the queries' rest-of-image parts.
+        gallery_embeddings: ``(G,D)``.
+        gallery_components: ``(G,M,D)``.
+        gallery_rest: ``(G,D)``.
+        indices: ``(Q,K)`` gallery indices; ``-1`` marks an empty slot (distance ``inf``, everything else 0).
+        metric: ``"euclidean"`` or ``"cosine"``.
+        max_memory_mb: Bound on the temporaries (default :data:`DEFAULT_MAX_MEMORY_MB`).
+        progress: Show a progress bar over the blocks of pairs.
+
+    Returns:
+        A :class:`~reidexplain.decomposition.Decomposition` of ``(Q,K)`` distances, rests and offsets and
+        ``(Q,K,M)`` signed contributions; ``contributions + rest + offset`` sums to the distance.
+
+    Raises:
+        ValueError: parts whose shapes do not fit the embeddings, a bad metric.
+
+    Examples:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> u, r = torch.rand(4, 2, 3, generator=g), torch.rand(4, 3, generator=g)
+        >>> parts = topk_linear_decomposition(u[:1].sum(1) + r[:1], u[:1], r[:1], u.sum(1) + r, u, r,
+        ...                                   torch.tensor([[2, -1]]))
+        >>> torch.allclose(parts.contributions[0, 0].sum() + parts.rest[0, 0], parts.distance[0, 0])
+        True
+        >>> parts.distance[0, 1], parts.contributions[0, 1].tolist()
+        (tensor(inf), [0.0, 0.0])
+    """
+    check_metric(metric)
+    q, k = indices.shape
+    m, width = query_components.shape[1], query_components.shape[2]
+    for name, t, shape in (("query_components", query_components, (q, m, query_embeddings.shape[1])),
+                           ("query_rest", query_rest, tuple(query_embeddings.shape)),
+                           ("gallery_components", gallery_components, (gallery_embeddings.shape[0], m, width)),
+                           ("gallery_rest", gallery_rest, tuple(gallery_embeddings.shape))):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name}: expected shape {shape} (parts of the embeddings), got {tuple(t.shape)}")
+    flat = indices.reshape(-1)
+    queries = torch.arange(q, device=indices.device).repeat_interleave(k)
+    device = query_components.device
+    distance = torch.full((q * k,), math.inf, device=device)
+    values = torch.zeros(q * k, m + 2, device=device)  # the contributions, the rest and the offset
+    pairs = chunk_rows(_LINEAR_COPIES * _BYTES * (m + 2) * width, max_memory_mb, max(1, q * k))
+    for start in progress_bar(range(0, q * k, pairs), desc="contributions", enabled=progress, unit="block"):
+        idx = flat[start:start + pairs]
+        valid = idx >= 0
+        a, b = queries[start:start + pairs], idx.clamp_min(0)
+        parts = linear_pair_decomposition(query_embeddings[a], query_components[a], query_rest[a],
+                                          gallery_embeddings[b], gallery_components[b], gallery_rest[b], metric)
+        distance[start:start + pairs] = parts.distance.masked_fill(~valid, math.inf)
+        block = torch.cat([parts.contributions, parts.rest[:, None], parts.offset[:, None]], dim=1)
+        values[start:start + pairs] = block * valid[:, None]
+    values = values.reshape(q, k, m + 2)
+    contributions, rest, offset = values[..., :m], values[..., m], values[..., m + 1]
+    return Decomposition(distance.reshape(q, k), None, contributions.sum(dim=-1) + rest, contributions, rest,
+                         offset)
+
+
+def _check_rest(query_rest: torch.Tensor | None, index: GalleryIndex) -> None:
+    """Raise ``ValueError`` unless the queries and the index both have a rest (linear rule) or neither."""
+    if query_rest is not None and index.rest is None:
+        raise ValueError("query_rest: the queries come with the rest-of-image parts of the linear decomposition "
+                         "(recipe 'amd-linear'), and the gallery index has none (an index built by another "
+                         "recipe, or before reidexplain kept them): rebuild it with index_gallery")
+    if query_rest is None and index.rest is not None:
+        raise ValueError("query_rest: the gallery index holds the rest-of-image parts of the linear "
+                         "decomposition (recipe 'amd-linear'); pass the queries' (Components.rest) as "
+                         "query_rest, or their decomposition would be AMD's rule on the parts u_k")
+
+
 # ---------------------------------------------------------------------------------------- assembly
 def explain_topk(query_embeddings: torch.Tensor, query_components: torch.Tensor, index: GalleryIndex, top_k: int,
-                 *, query_ids: torch.Tensor | None = None, query_camids: torch.Tensor | None = None,
-                 exclude_same_camera: bool = True, max_memory_mb: float | None = None,
-                 progress: bool = False) -> tuple[torch.Tensor, Decomposition]:
+                 *, query_rest: torch.Tensor | None = None, query_ids: torch.Tensor | None = None,
+                 query_camids: torch.Tensor | None = None, exclude_same_camera: bool = True,
+                 max_memory_mb: float | None = None, progress: bool = False) -> tuple[torch.Tensor, Decomposition]:
     """Top-k matches of every query against ``index`` and their decomposition (pure tensor arithmetic).
 
-    :func:`topk_matches` on the embeddings, then :func:`pair_component_distances` for the ``Q x K``
-    survivors only, then :func:`~reidexplain.decomposition.decompose`.
+    :func:`topk_matches` on the embeddings, then, for the ``Q x K`` survivors only, either AMD's rule
+    (:func:`pair_component_distances`, then :func:`~reidexplain.decomposition.decompose`) or, when the
+    queries and the index have the rest-of-image parts of a linear decomposition
+    (``recipe="amd-linear"``), the linear rule (:func:`topk_linear_decomposition`), whose contributions
+    are signed and leave an unexplained part.
 
     Args:
         query_embeddings: ``(Q,D)``.
         query_components: ``(Q,M,D')``.
         index: The gallery.
         top_k: Matches per query.
+        query_rest: ``(Q,D)`` the queries' rest-of-image parts (:class:`~reidexplain.interpreter.Components`
+            ``.rest``): the linear rule; the index must then have its :attr:`~GalleryIndex.rest` too.
+            ``None``: AMD's rule, for an index without one.
         query_ids: ``(Q,)`` identities of the queries.
         query_camids: ``(Q,)`` cameras of the queries; with the query ids, the index's ids and camids
             and ``exclude_same_camera``, gallery entries of the query's identity and camera are excluded
@@ -260,7 +356,13 @@ def explain_topk(query_embeddings: torch.Tensor, query_components: torch.Tensor,
     Returns:
         ``(indices, decomposition)``: ``(Q,K)`` gallery indices (``-1``: empty slot) and a
         :class:`~reidexplain.decomposition.Decomposition` of ``(Q,K)`` and ``(Q,K,M)`` tensors (zero
-        contributions in empty slots).
+        contributions in empty slots). Its ``distance`` is the ranking's (what :func:`topk_matches`
+        sorted by); under the linear rule it has ``rest`` and ``offset``, and ``unexplained`` is
+        ``distance - sum_k c_k`` (``inf`` in empty slots).
+
+    Raises:
+        ValueError: a ``query_rest`` without the index's rest, or the other way round (the two rules
+            cannot be mixed); and as :func:`topk_matches`.
 
     Examples:
         >>> import torch
@@ -270,6 +372,7 @@ def explain_topk(query_embeddings: torch.Tensor, query_components: torch.Tensor,
         >>> idx.tolist(), tuple(parts.contributions.shape)
         ([[0, 1]], (1, 2, 2))
     """
+    _check_rest(query_rest, index)
     exclude = exclude_same_camera and all(t is not None for t in (query_ids, query_camids, index.ids, index.camids))
     dist, idx = topk_matches(query_embeddings, index.embeddings, top_k, index.metric,
                              query_ids=query_ids if exclude else None,
@@ -277,6 +380,12 @@ def explain_topk(query_embeddings: torch.Tensor, query_components: torch.Tensor,
                              gallery_ids=index.ids if exclude else None,
                              gallery_camids=index.camids if exclude else None,
                              max_memory_mb=max_memory_mb, progress=progress)
+    if query_rest is not None:
+        parts = topk_linear_decomposition(query_embeddings, query_components, query_rest, index.embeddings,
+                                          index.components, index.rest, idx, index.metric, max_memory_mb,
+                                          progress)
+        # The ranking's distances (what the matches are sorted by), not the rule's recomputation of them.
+        return idx, dataclasses.replace(parts, distance=dist)
     dk = pair_component_distances(query_components, index.components, idx, index.metric, max_memory_mb, progress)
     return idx, decompose(dist, dk)
 

@@ -15,7 +15,7 @@ import torch
 
 from ..decomposition import Decomposition, decompose
 from ._collectives import _all_gather, _all_sum, _process_group, shard_bounds
-from ._topk import explain_topk
+from ._topk import _check_rest, explain_topk
 from .index import GalleryIndex
 
 __all__ = ["shard_bounds", "merge_candidates", "explain_topk_sharded", "shard_match_maps"]
@@ -51,7 +51,7 @@ def merge_candidates(distances: torch.Tensor, indices: torch.Tensor, k: int) -> 
 def _check_shards(meta: torch.Tensor) -> None:
     """Raise ``ValueError`` (the same on every process) unless the gathered shard descriptions fit.
 
-    ``meta``: ``(W, 8)`` rows ``(offset, size, total, queries, top_k, maps, ids, camids)``.
+    ``meta``: ``(W, 9)`` rows ``(offset, size, total, queries, top_k, maps, ids, camids, rest)``.
     """
     rows = meta.tolist()
     expected = 0
@@ -63,7 +63,8 @@ def _check_shards(meta: torch.Tensor) -> None:
         expected += size
     for column, what in ((2, "gallery sizes"), (3, "numbers of queries"), (4, "top_k"),
                          (5, "stored maps (some shards have them, some not)"), (6, "gallery ids (some shards have them)"),
-                         (7, "gallery camids (some shards have them)")):
+                         (7, "gallery camids (some shards have them)"),
+                         (8, "rest-of-image parts of the linear decomposition (some shards have them)")):
         if len({row[column] for row in rows}) > 1:
             raise ValueError(f"explain_ranking on a sharded gallery: the processes differ in their {what}: "
                              f"{[row[column] for row in rows]}")
@@ -72,26 +73,28 @@ def _check_shards(meta: torch.Tensor) -> None:
 
 
 def explain_topk_sharded(query_embeddings: torch.Tensor, query_components: torch.Tensor, index: GalleryIndex,
-                         top_k: int, *, query_ids: torch.Tensor | None = None,
-                         query_camids: torch.Tensor | None = None, exclude_same_camera: bool = True,
-                         max_memory_mb: float | None = None,
+                         top_k: int, *, query_rest: torch.Tensor | None = None,
+                         query_ids: torch.Tensor | None = None, query_camids: torch.Tensor | None = None,
+                         exclude_same_camera: bool = True, max_memory_mb: float | None = None,
                          progress: bool = False) -> tuple[torch.Tensor, Decomposition, torch.Tensor | None]:
     """:func:`explain_topk` against a gallery cut into shards, one per process: the whole gallery's top-k.
 
     A collective: every process of the default process group calls it with the same queries and its own
     shard (:meth:`GalleryIndex.shard`); a whole index (not a shard) is ranked in this process alone. Each process ranks the queries against its shard
     (:func:`explain_topk`, ``min(top_k, shard size)`` matches), the processes exchange their ``(Q,k)``
-    distances, global gallery indices, ``(Q,k,M)`` component distances and matched ids
-    (``all_gather``), and every process keeps the ``top_k`` best of the ``world x k`` candidates by
-    :func:`merge_candidates`: by distance, ties by global gallery index, the order
-    :func:`topk_matches` gives on the whole gallery, so every process gets that same ranking. The
-    component distances of a pair are computed by the process that holds the gallery image, with the
-    same arithmetic as in one process.
+    distances, global gallery indices, ``(Q,k,M)`` component distances (under the linear rule: the
+    ``(Q,k,M)`` contributions and the ``(Q,k)`` rests and offsets) and matched ids (``all_gather``), and
+    every process keeps the ``top_k`` best of the ``world x k`` candidates by :func:`merge_candidates`:
+    by distance, ties by global gallery index, the order :func:`topk_matches` gives on the whole
+    gallery, so every process gets that same ranking. The decomposition of a pair is computed by the
+    process that holds the gallery image, with the same arithmetic as in one process.
 
     Args:
         query_embeddings: ``(Q,D)``, the same on every process.
         query_components: ``(Q,M,D')``, the same on every process.
         index: This process's shard, or a whole index.
+        query_rest: ``(Q,D)`` the queries' rest-of-image parts, for the linear rule (as for
+            :func:`explain_topk`; every shard must then have its rest), the same on every process.
         top_k: Matches per query (at most the whole gallery's size).
         query_ids: ``(Q,)`` identities of the queries (as for :func:`explain_topk`).
         query_camids: ``(Q,)`` cameras of the queries; with the ids, the Market-1501 exclusion.
@@ -107,7 +110,8 @@ def explain_topk_sharded(query_embeddings: torch.Tensor, query_components: torch
     Raises:
         ValueError: on every process alike: shards that are not contiguous parts of one gallery in rank
             order, processes with different numbers of queries or ``top_k``, ``top_k`` larger than the
-            gallery.
+            gallery, shards of which some have a rest and some not, a ``query_rest`` without the shards'
+            rest or the other way round.
 
     Examples:
         >>> import torch
@@ -120,9 +124,10 @@ def explain_topk_sharded(query_embeddings: torch.Tensor, query_components: torch
     """
     world, _ = _process_group()
     if not index.is_shard:
-        idx, parts = explain_topk(query_embeddings, query_components, index, top_k, query_ids=query_ids,
-                                  query_camids=query_camids, exclude_same_camera=exclude_same_camera,
-                                  max_memory_mb=max_memory_mb, progress=progress)
+        idx, parts = explain_topk(query_embeddings, query_components, index, top_k, query_rest=query_rest,
+                                  query_ids=query_ids, query_camids=query_camids,
+                                  exclude_same_camera=exclude_same_camera, max_memory_mb=max_memory_mb,
+                                  progress=progress)
         ids = None if index.ids is None else torch.where(idx.cpu() >= 0, index.ids[idx.clamp_min(0).cpu()], -1)
         return idx, parts, ids
     if world == 1:
@@ -132,33 +137,50 @@ def explain_topk_sharded(query_embeddings: torch.Tensor, query_components: torch
     device = query_embeddings.device
     q, m = query_embeddings.shape[0], query_components.shape[1]
     meta = torch.tensor([index.offset, len(index), index.total, q, top_k, index.maps is not None,
-                         index.ids is not None, index.camids is not None], dtype=torch.long)
+                         index.ids is not None, index.camids is not None, index.rest is not None],
+                        dtype=torch.long)
     _check_shards(_all_gather(meta))
+    _check_rest(query_rest, index)  # after the shards agree on their rest: the same answer on every process
     if not 1 <= top_k <= index.total:
         raise ValueError(f"top_k: expected 1 <= top_k <= {index.total} (the gallery's size), got {top_k}")
-    dist = torch.full((q, top_k), math.inf, device=device)
-    dk = torch.zeros(q, top_k, m, device=device)
+    linear = query_rest is not None
+    # Per candidate: its distance, then AMD's M component distances, or the linear rule's M
+    # contributions, its rest and its offset.
+    width = 1 + m + (2 if linear else 0)
+    floats = torch.zeros(q, top_k, width, device=device)
+    floats[..., 0] = math.inf
     gidx = torch.full((q, top_k), -1, dtype=torch.long, device=device)
     mids = torch.full((q, top_k), -1, dtype=torch.long, device=device)
     local_k = min(top_k, len(index))
     if local_k > 0:
-        idx, parts = explain_topk(query_embeddings, query_components, index, local_k, query_ids=query_ids,
-                                  query_camids=query_camids, exclude_same_camera=exclude_same_camera,
-                                  max_memory_mb=max_memory_mb, progress=progress)
+        idx, parts = explain_topk(query_embeddings, query_components, index, local_k, query_rest=query_rest,
+                                  query_ids=query_ids, query_camids=query_camids,
+                                  exclude_same_camera=exclude_same_camera, max_memory_mb=max_memory_mb,
+                                  progress=progress)
         valid = idx >= 0
-        dist[:, :local_k] = parts.distance
-        dk[:, :local_k] = parts.component_distances
+        floats[:, :local_k, 0] = parts.distance
+        if linear:
+            floats[:, :local_k, 1:m + 1] = parts.contributions
+            floats[:, :local_k, m + 1] = parts.rest
+            floats[:, :local_k, m + 2] = parts.offset
+        else:
+            floats[:, :local_k, 1:] = parts.component_distances
         gidx[:, :local_k] = torch.where(valid, idx + index.offset, -1)
         if index.ids is not None:
             mids[:, :local_k] = torch.where(valid, index.ids.to(device)[idx.clamp_min(0)], -1)
     # (W,Q,K,...) -> (Q, W*K, ...): every process's candidates of each query, rank after rank.
-    floats = _all_gather(torch.cat([dist[..., None], dk], dim=-1)).permute(1, 0, 2, 3).reshape(q, -1, m + 1)
+    floats = _all_gather(floats).permute(1, 0, 2, 3).reshape(q, -1, width)
     longs = _all_gather(torch.stack([gidx, mids], dim=-1)).permute(1, 0, 2, 3).reshape(q, -1, 2)
     pos = merge_candidates(floats[..., 0], longs[..., 0], top_k)
-    floats = floats.gather(1, pos[..., None].expand(-1, -1, m + 1))
+    floats = floats.gather(1, pos[..., None].expand(-1, -1, width))
     longs = longs.gather(1, pos[..., None].expand(-1, -1, 2))
-    return longs[..., 0], decompose(floats[..., 0], floats[..., 1:]), (longs[..., 1] if index.ids is not None
-                                                                       else None)
+    if linear:
+        contributions, rest = floats[..., 1:m + 1], floats[..., m + 1]
+        parts = Decomposition(floats[..., 0], None, contributions.sum(dim=-1) + rest, contributions, rest,
+                              floats[..., m + 2])
+    else:
+        parts = decompose(floats[..., 0], floats[..., 1:])
+    return longs[..., 0], parts, (longs[..., 1] if index.ids is not None else None)
 
 
 def shard_match_maps(index: GalleryIndex, used: torch.Tensor, shape: tuple[int, ...],

@@ -84,6 +84,10 @@ class GalleryIndex:
             contiguous part of a gallery, see :meth:`shard`) the position of its first image in the
             whole gallery. Rankings name gallery images by ``offset + local row``.
         total: Size of the whole gallery (default ``offset + len(self)``).
+        rest: ``(G,D)`` the rest-of-image parts of the embeddings, for an interpreter that decomposes
+            distances linearly (``recipe="amd-linear"``: ``components`` are then the attributes' parts
+            ``u_k``, see :class:`~reidexplain.interpreter.Components`), else ``None``. With it, rankings
+            use the linear rule (:func:`~reidexplain.decomposition.linear_pair_decomposition`), not AMD's.
 
     Examples:
         >>> import torch
@@ -104,6 +108,7 @@ class GalleryIndex:
     image_size: tuple[int, int]
     offset: int = 0
     total: int | None = None
+    rest: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         g = self.embeddings.shape[0]
@@ -117,6 +122,13 @@ class GalleryIndex:
         if self.maps is not None and tuple(self.maps.shape[:2]) != tuple(self.components.shape[:2]):
             raise ValueError(f"GalleryIndex: maps of shape {tuple(self.maps.shape)} for {g} images x "
                              f"{self.components.shape[1]} attributes")
+        # The linear rule adds parts of the embedding: the rest and the u_k live in its (G,D) space.
+        if self.rest is not None and (tuple(self.rest.shape) != tuple(self.embeddings.shape)
+                                      or self.components.shape[2] != self.embeddings.shape[1]):
+            raise ValueError(f"GalleryIndex: a rest of shape {tuple(self.rest.shape)} and components of shape "
+                             f"{tuple(self.components.shape)} for embeddings of shape "
+                             f"{tuple(self.embeddings.shape)} (the linear decomposition's parts are (G,D) "
+                             "and (G,M,D))")
         self.ids = _as_ids(self.ids, "ids", g)
         self.camids = _as_ids(self.camids, "camids", g)
         self.metric = check_metric(self.metric)
@@ -134,6 +146,11 @@ class GalleryIndex:
     def has_maps(self) -> bool:
         """Whether the low-resolution maps are stored."""
         return self.maps is not None
+
+    @property
+    def linear(self) -> bool:
+        """Whether the index holds the rest-of-image parts the linear decomposition needs."""
+        return self.rest is not None
 
     @property
     def is_shard(self) -> bool:
@@ -179,20 +196,20 @@ class GalleryIndex:
         cut = (lambda t: None if t is None else t[start:stop])  # noqa: E731
         return GalleryIndex(cut(self.embeddings), cut(self.components), cut(self.maps), cut(self.ids),
                             cut(self.camids), self.attribute_names, self.metric, self.fingerprint,
-                            self.image_size, offset=start, total=len(self))
+                            self.image_size, offset=start, total=len(self), rest=cut(self.rest))
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the index's tensors."""
         return sum(t.numel() * t.element_size() for t in (self.embeddings, self.components, self.maps,
-                                                           self.ids, self.camids) if t is not None)
+                                                           self.ids, self.camids, self.rest) if t is not None)
 
     def to(self, device: torch.device | str) -> GalleryIndex:
         """A copy on ``device``."""
         move = (lambda t: None if t is None else t.to(device))  # noqa: E731
         return GalleryIndex(move(self.embeddings), move(self.components), move(self.maps), self.ids,
                             self.camids, self.attribute_names, self.metric, self.fingerprint, self.image_size,
-                            offset=self.offset, total=self.total)
+                            offset=self.offset, total=self.total, rest=move(self.rest))
 
     def save(self, path: str | Path) -> None:
         """Write the index to one file: ``torch.save`` of plain tensors, loadable with ``weights_only=True``.
@@ -200,7 +217,8 @@ class GalleryIndex:
         A whole gallery is written as format version :data:`INDEX_FORMAT_VERSION`; a shard as
         :data:`SHARD_FORMAT_VERSION`, with its offset and the gallery's size. Every process writes what it
         holds: under ``torchrun``, give each rank its own path (``f"gallery.{rank}.pt"``) and load each
-        shard on its own rank.
+        shard on its own rank. The rest-of-image parts of a linear index are written under ``"rest"``
+        (``None`` otherwise); files written before there was a rest still load, without one.
 
         Examples:
             >>> import tempfile, torch
@@ -218,7 +236,7 @@ class GalleryIndex:
             "attribute_names": list(self.attribute_names), "metric": self.metric,
             "fingerprint": self.fingerprint, "image_size": list(self.image_size),
             "embeddings": cpu(self.embeddings), "components": cpu(self.components), "maps": cpu(self.maps),
-            "ids": cpu(self.ids), "camids": cpu(self.camids),
+            "ids": cpu(self.ids), "camids": cpu(self.camids), "rest": cpu(self.rest),
         }
         if self.is_shard:
             data.update(format_version=SHARD_FORMAT_VERSION, offset=self.offset, total=self.total)
@@ -237,7 +255,8 @@ class GalleryIndex:
         Raises:
             FileNotFoundError: no such file.
             ValueError: not a gallery index file, another format version, or another schema or model
-                than ``explainer``'s.
+                than ``explainer``'s, or an index without the rest-of-image parts for an explainer that
+                decomposes linearly (see :meth:`check_compatible`).
         """
         path = Path(path)
         if not path.is_file():
@@ -256,13 +275,18 @@ class GalleryIndex:
         shard = {"offset": data["offset"], "total": data["total"]} if version == SHARD_FORMAT_VERSION else {}
         index = cls(data["embeddings"], data["components"], data["maps"], data["ids"], data["camids"],
                     tuple(data["attribute_names"]), data["metric"], data["fingerprint"], tuple(data["image_size"]),
-                    **shard)
+                    rest=data.get("rest"), **shard)  # older files have no "rest"
         if explainer is not None:
             index.check_compatible(explainer)
         return index
 
     def check_compatible(self, explainer: Any) -> None:
-        """Raise ``ValueError`` unless ``explainer`` (fitted) computed this index (same schema and model)."""
+        """Raise ``ValueError`` unless ``explainer`` (fitted) computed this index (same schema and model).
+
+        An explainer that decomposes distances linearly (``recipe="amd-linear"``) also needs the index's
+        :attr:`rest`: an index of its model written without it (before reidexplain kept it) would be
+        ranked with AMD's rule on the parts ``u_k``, which is wrong for them.
+        """
         amd = explainer._require_fitted("explain_ranking")
         if tuple(amd.schema.names) != self.attribute_names:
             raise ValueError(f"gallery index: its schema ({len(self.attribute_names)} attributes: "
@@ -275,6 +299,15 @@ class GalleryIndex:
             raise ValueError(f"gallery index: model fingerprint {self.fingerprint[:12]} differs from the "
                              f"explainer's {fingerprint[:12]}: the index was computed by another target model "
                              "or interpreter; rebuild it with explainer.index_gallery(images)")
+        linear = bool(amd.linear)
+        if linear and not self.linear:
+            raise ValueError("gallery index: it holds no rest-of-image parts, which the explainer's linear "
+                             "decomposition (recipe 'amd-linear') needs (an index written before reidexplain "
+                             "kept them); rebuild it with explainer.index_gallery(images)")
+        if self.linear and not linear:
+            raise ValueError("gallery index: it holds the rest-of-image parts of a linear decomposition "
+                             "(recipe 'amd-linear'), and the explainer decomposes with AMD's rule; rebuild it "
+                             "with explainer.index_gallery(images)")
 
 
 def _iter_images(gallery: Any) -> Iterable[tuple[torch.Tensor, Any, Any]]:

@@ -21,8 +21,10 @@ def plot_ranking(ranking: RankingExplanation, query_index: int = 0, *, query_ima
 
     The query is drawn first (with the map of the attribute that leads its best match); every match
     shows its rank, distance, leading attribute and share, with that attribute's map blended over it
-    (Captum's blended heat map, as :func:`reidexplain.visualization.compare` draws AMD maps). With
-    identities, a green frame marks a correct match and a red one a wrong match.
+    (Captum's blended heat map, as :func:`reidexplain.visualization.compare` draws AMD maps). A ranking
+    with an unexplained part (``recipe="amd-linear"``) also gives each match's unexplained share of the
+    distance ("22% unexplained"), as the pair chart's grey bar does. With identities, a green frame marks
+    a correct match and a red one a wrong match.
 
     Args:
         ranking: The ranking.
@@ -88,8 +90,10 @@ def plot_ranking(ranking: RankingExplanation, query_index: int = 0, *, query_ima
         gi = int(ranking.indices[query_index, r])
         label, _, share = ranking.top_attributes(query_index, r, 1)[0]
         draw(ax, g_images[gi], g_maps[r, 0] if have_maps else None)
+        unexplained = ranking.unexplained_share
+        left = "" if unexplained is None else f"\n{100 * float(unexplained[query_index, r]):.0f}% unexplained"
         ax.set_title(f"#{r + 1} d={float(ranking.distance[query_index, r]):.3g}\n"
-                     f"{textwrap.shorten(label, 14, placeholder='.')}\n{100 * share:.0f}%", fontsize=fontsize)
+                     f"{textwrap.shorten(label, 14, placeholder='.')}\n{100 * share:.0f}%{left}", fontsize=fontsize)
         if ranking.correct is not None:
             colour = "#2ca02c" if bool(ranking.correct[query_index, r]) else "#d62728"
             for spine in ax.spines.values():

@@ -26,7 +26,8 @@ class RankComparison:
 
     ``differences[k] = c_k(query, match j) - c_k(query, match i)``: positive where attribute ``k`` puts
     match ``j`` farther from the query than match ``i`` (it supports the order), negative where it works
-    against it. The differences sum to ``d_hat_j - d_hat_i``.
+    against it. With AMD's rule the differences sum to ``d_hat_j - d_hat_i``; with the linear rule
+    (``recipe="amd-linear"``) they sum, with :attr:`unexplained_gap`, to ``d_j - d_i``.
 
     Attributes:
         query: The query's index.
@@ -35,6 +36,8 @@ class RankComparison:
         reconstructed_gap: ``d_hat_j - d_hat_i``.
         attribute_names, attribute_labels: The ``M`` names and labels.
         differences: ``(M,)`` per-attribute differences.
+        unexplained_gap: ``u_j - u_i``, the difference of the two matches' unexplained parts (the part of
+            the gap no attribute accounts for), for a ranking that has them; else ``None``.
 
     Examples:
         >>> import torch
@@ -52,6 +55,7 @@ class RankComparison:
     attribute_names: tuple[str, ...]
     attribute_labels: tuple[str, ...]
     differences: torch.Tensor
+    unexplained_gap: float | None = None
 
     def ranked(self, n: int | None = None) -> list[tuple[str, float]]:
         """``(label, difference)`` sorted by difference, largest (most in favour of the order) first."""
@@ -61,14 +65,18 @@ class RankComparison:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the ranks, distances and the sorted per-attribute differences."""
         order = torch.argsort(self.differences, descending=True, stable=True).tolist()
-        return {"query": self.query, "i": self.i, "j": self.j, "distance_i": self.distance_i,
-                "distance_j": self.distance_j, "reconstructed_gap": self.reconstructed_gap,
-                "attributes": [{"name": self.attribute_names[k], "label": self.attribute_labels[k],
-                                "difference": float(self.differences[k])} for k in order]}
+        out = {"query": self.query, "i": self.i, "j": self.j, "distance_i": self.distance_i,
+               "distance_j": self.distance_j, "reconstructed_gap": self.reconstructed_gap,
+               "attributes": [{"name": self.attribute_names[k], "label": self.attribute_labels[k],
+                               "difference": float(self.differences[k])} for k in order]}
+        if self.unexplained_gap is not None:
+            out["unexplained_gap"] = self.unexplained_gap
+        return out
 
     def __str__(self) -> str:
+        unexplained = "" if self.unexplained_gap is None else f", unexplained gap {self.unexplained_gap:+.4g}"
         lines = [f"query {self.query}: match {self.i} (d = {self.distance_i:.4g}) above match {self.j} "
-                 f"(d = {self.distance_j:.4g}); d_hat gap {self.reconstructed_gap:+.4g}"]
+                 f"(d = {self.distance_j:.4g}); d_hat gap {self.reconstructed_gap:+.4g}{unexplained}"]
         lines += [f"  {label}: {value:+.4g}" for label, value in self.ranked(5)]
         return "\n".join(lines)
 
@@ -86,7 +94,9 @@ class RankingExplanation:
             :func:`topk_matches`).
         distance: ``(Q,K)`` target distances (``inf`` for an empty slot).
         reconstructed: ``(Q,K)`` interpreter distances ``d_hat``.
-        contributions: ``(Q,K,M)`` per-attribute contributions (sum: ``d_hat``).
+        contributions: ``(Q,K,M)`` per-attribute contributions: with AMD's rule non-negative, summing to
+            ``d_hat``; with the linear rule (``recipe="amd-linear"``) signed, summing with
+            :attr:`unexplained` to ``distance``.
         attribute_names, attribute_labels: The ``M`` names and readable labels.
         query_ids: ``(Q,)`` identities of the queries, or ``None``.
         gallery_ids: ``(Q,K)`` identities of the matches (``-1`` for an empty slot), or ``None``.
@@ -101,6 +111,9 @@ class RankingExplanation:
         upsample: ``(maps (B,K,h,w), (H,W)) -> (B,K,H,W)``: the adapter's geometry (bilinear by default).
         extras: Anything else; :meth:`~reidexplain.Explainer.explain_ranking` records its wall-clock
             seconds there (``"seconds"``: ``embed_gallery``, ``embed_queries``, ``ranking``, ``maps``).
+        unexplained: ``(Q,K)`` the part of each match's distance no attribute accounts for
+            (``distance - contributions.sum(-1)``, 0 for an empty slot) under the linear rule; ``None``
+            for AMD's rule, which has no such part.
 
     Examples:
         >>> import torch
@@ -110,6 +123,11 @@ class RankingExplanation:
         (1, 2, [('bag', 0.6000000238418579, 0.75), ('hat', 0.20000000298023224, 0.25)])
         >>> r.why(0, 1).ranked(1)[0][0]
         'bag'
+        >>> linear = RankingExplanation(torch.tensor([[2]]), torch.tensor([[2.0]]), torch.tensor([[1.8]]),
+        ...                             torch.tensor([[[0.8, 0.4]]]), ("upper red", "backpack"),
+        ...                             unexplained=torch.tensor([[0.8]]))
+        >>> linear.summary(0, 0)
+        'mostly upper red (40 %) and backpack (20 %); 40 % unexplained'
     """
 
     indices: torch.Tensor
@@ -131,14 +149,16 @@ class RankingExplanation:
     upsample: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] = field(
         default=_default_upsample, repr=False, compare=False)
     extras: dict[str, Any] = field(default_factory=dict)
+    unexplained: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         q, k = self.indices.shape
         m = len(self.attribute_names)
         self.attribute_names = tuple(self.attribute_names)
         self.attribute_labels = tuple(self.attribute_labels) if self.attribute_labels else self.attribute_names
-        for name, shape in (("distance", (q, k)), ("reconstructed", (q, k)), ("contributions", (q, k, m))):
-            if tuple(getattr(self, name).shape) != shape:
+        for name, shape in (("distance", (q, k)), ("reconstructed", (q, k)), ("contributions", (q, k, m)),
+                            ("unexplained", (q, k))):
+            if getattr(self, name) is not None and tuple(getattr(self, name).shape) != shape:
                 raise ValueError(f"{name}: expected shape {shape}, got {tuple(getattr(self, name).shape)}")
         if self.match_maps is not None and (self.match_slots is None or tuple(self.match_slots.shape) != (q, k)):
             raise ValueError(f"match_slots: expected shape {(q, k)} with match_maps")
@@ -156,8 +176,21 @@ class RankingExplanation:
 
     @property
     def shares(self) -> torch.Tensor:
-        """``(Q,K,M)`` shares of ``d_hat``; they sum to 1 over ``M`` (0 for an empty slot)."""
-        return shares_of(self.contributions)
+        """``(Q,K,M)`` shares per attribute (0 for an empty slot): of ``d_hat``, summing to 1 over ``M``
+        (AMD's rule), or, with an unexplained part, ``contributions / distance``: signed, summing to 1
+        with :attr:`unexplained_share`."""
+        if self.unexplained is None:
+            return shares_of(self.contributions)
+        return self.contributions / self.distance.clamp_min(1e-12).unsqueeze(-1)
+
+    @property
+    def unexplained_share(self) -> torch.Tensor | None:
+        """``(Q,K)`` :attr:`unexplained` over the distance (0 for an empty slot; ``None`` without an
+        unexplained part)."""
+        if self.unexplained is None:
+            return None
+        return torch.where(self.valid, self.unexplained / self.distance.clamp_min(1e-12),
+                           torch.zeros_like(self.unexplained))
 
     @property
     def valid(self) -> torch.Tensor:
@@ -178,6 +211,9 @@ class RankingExplanation:
     def top_attributes(self, query: int, rank: int, n: int | None = None) -> list[tuple[str, float, float]]:
         """``(label, contribution, share)`` of the ``n`` (default :attr:`n_attributes`) leading attributes.
 
+        The share is of :attr:`shares`: of ``d_hat`` (AMD's rule) or, signed, of the distance (linear
+        rule; the rest is :attr:`unexplained_share`).
+
         Args:
             query: The query's index.
             rank: The match's rank (0: the best match).
@@ -189,12 +225,37 @@ class RankingExplanation:
         order = torch.argsort(c, descending=True, stable=True)[: self.n_attributes if n is None else n].tolist()
         return [(self.attribute_labels[k], float(c[k]), float(s[k])) for k in order]
 
+    def summary(self, query_index: int = 0, rank: int = 0, k: int = 2) -> str:
+        """One line in words for a match: its leading attributes and their shares, and the unexplained part.
+
+        Worded as :meth:`reidexplain.attribution.PairAttribution.summary`: "mostly upper red (41 %) and
+        backpack (18 %)", followed by "; 22 % unexplained" when the ranking has an unexplained part.
+
+        Args:
+            query_index: The query's index.
+            rank: The match's rank (0: the best match).
+            k: How many leading attributes (only those with a positive share are named).
+
+        Raises:
+            IndexError: a rank or query out of range.
+        """
+        self._check(query_index, rank)
+        if not self.valid[query_index, rank]:
+            return "no match"
+        leading = [(label, share) for label, _, share in self.top_attributes(query_index, rank, k) if share > 0]
+        words = " and ".join(f"{label} ({100 * share:.0f} %)" for label, share in leading)
+        text = f"mostly {words}" if words else "no attribute adds to the distance"
+        if self.unexplained is not None:
+            text += f"; {100 * float(self.unexplained_share[query_index, rank]):.0f} % unexplained"
+        return text
+
     def why(self, i: int, j: int, query_index: int = 0) -> RankComparison:
         """Why match ``i`` is ranked above match ``j`` (ranks, 0-based) for query ``query_index``.
 
         Returns:
             A :class:`RankComparison`: per attribute ``c_k(j) - c_k(i)``, positive where the attribute
-            supports the order; they sum to ``d_hat_j - d_hat_i``.
+            supports the order; they sum to ``d_hat_j - d_hat_i`` (AMD's rule), or, with the comparison's
+            ``unexplained_gap`` ``u_j - u_i``, to ``d_j - d_i`` (linear rule).
 
         Raises:
             IndexError: a rank or query out of range.
@@ -205,10 +266,12 @@ class RankingExplanation:
         if not (self.valid[query_index, i] and self.valid[query_index, j]):
             raise ValueError(f"why: query {query_index} has no match at rank {i if not self.valid[query_index, i] else j}")
         diff = self.contributions[query_index, j] - self.contributions[query_index, i]
+        gap = None if self.unexplained is None else \
+            float(self.unexplained[query_index, j] - self.unexplained[query_index, i])
         return RankComparison(query_index, i, j, float(self.distance[query_index, i]),
                               float(self.distance[query_index, j]),
                               float(self.reconstructed[query_index, j] - self.reconstructed[query_index, i]),
-                              self.attribute_names, self.attribute_labels, diff.detach().cpu())
+                              self.attribute_names, self.attribute_labels, diff.detach().cpu(), gap)
 
     def maps(self, query_index: int = 0, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The maps of each match's ``n`` leading attributes, at image size, for one query.
@@ -239,6 +302,9 @@ class RankingExplanation:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: per query, its matches (rank, gallery index, distances, correct, top attributes).
 
+        With an unexplained part (linear rule), every match also has ``"unexplained"`` and
+        ``"unexplained_share"``, and its attributes' shares are signed shares of the distance.
+
         Examples:
             >>> import json, torch
             >>> r = RankingExplanation(torch.tensor([[1]]), torch.tensor([[0.5]]), torch.tensor([[0.5]]),
@@ -251,7 +317,7 @@ class RankingExplanation:
             v = float(x)
             return v if math.isfinite(v) else None
 
-        shares = self.shares
+        shares, unexplained_share = self.shares, self.unexplained_share
         queries = []
         for qi in range(self.num_queries):
             matches = []
@@ -260,7 +326,7 @@ class RankingExplanation:
                     continue
                 c = self.contributions[qi, r]
                 order = torch.argsort(c, descending=True, stable=True)[: self.n_attributes].tolist()
-                matches.append({
+                match = {
                     "rank": r + 1, "gallery_index": int(self.indices[qi, r]),
                     "distance": num(self.distance[qi, r]), "reconstructed": num(self.reconstructed[qi, r]),
                     "gallery_id": None if self.gallery_ids is None else int(self.gallery_ids[qi, r]),
@@ -268,7 +334,11 @@ class RankingExplanation:
                     "top_attributes": [{"name": self.attribute_names[k], "label": self.attribute_labels[k],
                                         "contribution": float(c[k]), "share": float(shares[qi, r, k])}
                                        for k in order],
-                })
+                }
+                if self.unexplained is not None:
+                    match.update(unexplained=num(self.unexplained[qi, r]),
+                                 unexplained_share=num(unexplained_share[qi, r]))
+                matches.append(match)
             queries.append({"query": qi, "query_id": None if self.query_ids is None else int(self.query_ids[qi]),
                             "matches": matches})
         return {"format": "reidexplain.RankingExplanation", "format_version": 1, "top_k": self.top_k,
