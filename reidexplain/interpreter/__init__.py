@@ -37,10 +37,12 @@ from .recipes import (
     LinearAMD,
     PaperAMD,
     Recipe,
+    SubspaceAMD,
     TargetPass,
     create_recipe,
     pair_losses,
 )
+from .subspace import AttributeSubspaces, fit_subspaces
 from .training import TrainingConfig, default_epochs, fit, target_pass
 
 __all__ = [
@@ -61,6 +63,9 @@ __all__ = [
     "PaperAMD",
     "AMDPlus",
     "LinearAMD",
+    "SubspaceAMD",
+    "AttributeSubspaces",
+    "fit_subspaces",
     "RECIPES",
     "create_recipe",
     "TargetPass",

@@ -150,6 +150,10 @@ class AMDModel(nn.Module):
         # Under torchrun the fit puts a DistributedDataParallel wrapper of the network here.
         decompose = self.__dict__.get("_decomposer") or self.network.decompose
         maps, own, recognised = decompose(images, grid)
+        subspaces = getattr(self.network, "subspaces", None)
+        if subspaces is not None:  # the split is in the embedding space; the maps only locate
+            parts, rest = subspaces(emb)
+            return Components(emb, parts, maps, recognised, rest)
         if self.linear:
             parts = self._linear_parts(images, feats, grid, emb, maps)
             m = self.num_attributes
@@ -168,7 +172,8 @@ class AMDModel(nn.Module):
     @property
     def linear(self) -> bool:
         """Whether the network's maps sum to 1 and distances are decomposed linearly (AMD-SPEC 11)."""
-        return bool(getattr(self.network.decomposition, "partition", False))
+        return (bool(getattr(self.network.decomposition, "partition", False))
+                or getattr(self.network, "subspaces", None) is not None)
 
     def _linear_parts(self, images: torch.Tensor, feats: torch.Tensor, grid: torch.Tensor, emb: torch.Tensor,
                       maps: torch.Tensor) -> torch.Tensor:

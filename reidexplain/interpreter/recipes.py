@@ -15,7 +15,7 @@ and loss weights), fixed at construction; the optimiser's hyper-parameters live 
 
 Examples:
     >>> RECIPES.names()
-    ['amd', 'amd+', 'amd-linear']
+    ['amd', 'amd+', 'amd-linear', 'amd-subspace']
     >>> recipe = create_recipe("amd+", probe_weight=0.5)
     >>> recipe.name, recipe.probe_weight, recipe.shared_maps
     ('amd+', 0.5, True)
@@ -47,12 +47,13 @@ from .model_aware import (
     recognition_loss,
 )
 from .network import AMDInterpreter, EmbeddingHead, SmallTrunk, region_slots
+from .subspace import AttributeSubspaces, fit_subspaces
 
 if TYPE_CHECKING:
     from .._batch import Batch
     from .model import AMDModel, Components
 
-__all__ = ["Recipe", "PaperAMD", "AMDPlus", "LinearAMD", "LocatedByRecognition", "RECIPES", "create_recipe", "TargetPass",
+__all__ = ["Recipe", "PaperAMD", "AMDPlus", "LinearAMD", "LocatedByRecognition", "SubspaceAMD", "RECIPES", "create_recipe", "TargetPass",
            "GRAY_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DIM", "TRUNKS"]
 
 GRAY_BOX_DISTILLATION_WEIGHT = 5.0
@@ -535,11 +536,126 @@ class LinearAMD(LocatedByRecognition, Recipe):
         return losses
 
 
+@dataclass(frozen=True)
+class SubspaceAMD(LocatedByRecognition, Recipe):
+    """Attribute subspaces: the target's distance split exactly along its embedding's directions.
+
+    How much each attribute contributes comes from :class:`~reidexplain.interpreter.subspace.AttributeSubspaces`,
+    fitted in seconds on the target's embeddings of the training images
+    (:func:`~reidexplain.interpreter.subspace.fit_subspaces`): ``c_k = delta^T P_k delta / d >= 0`` and
+    the rest's part add up to the target's own distance for any model, so ADRE is 0 up to float error,
+    also in black-box mode. *Where* each attribute is comes from AMD+'s shared maps, trained on attribute
+    recognition alone from each cell's own pixels (see
+    :class:`~reidexplain.interpreter.AttributeDecomposition`): the maps locate the attributes; they do not
+    split the distance over the pixels.
+
+    Attributes:
+        rank: Directions of the basis (default :data:`~reidexplain.interpreter.subspace.DEFAULT_RANK`, at
+            most ``D``); the others go to the rest.
+        subspace_steps: Optimiser steps of the subspace fit.
+        subspace_lr: Its learning rate.
+        concentration: The part of the attributes' contributions that the differing attributes should
+            carry, on pairs whose labels differ.
+        concentration_weight: Weight of that term (0: off).
+        same_person_cap: The most the attributes may carry on pairs whose labels all agree.
+        same_person_weight: Weight of that term (0: off).
+        model_aware_prior: The prior counts attribute ``k`` as exclusive to the degree of its measured use.
+        usage_weights: Given usage weights (else measured when ``model_aware_prior``).
+        recognition_weight: Weight of the recognition loss that trains the maps (must be positive).
+        recognition_warmup: Steps of recognition before the main loop (the main loop trains on it too).
+        recognition_lr: Learning rate of that warm-up.
+
+    Examples:
+        >>> SubspaceAMD().name, SubspaceAMD().needs_target_pass
+        ('amd-subspace', True)
+    """
+
+    name: ClassVar[str] = "amd-subspace"
+    label: ClassVar[str] = "AMD, attribute subspaces"
+    needs_target_pass: ClassVar[bool] = True
+    shared_maps: ClassVar[bool] = True  # the maps are located by recognition, which needs shared maps
+
+    rank: int | None = None
+    subspace_steps: int = 1500
+    subspace_lr: float = 1e-2
+    concentration: float = 0.6
+    concentration_weight: float = 5.0
+    same_person_cap: float = 0.25
+    same_person_weight: float = 2.0
+    model_aware_prior: bool = False
+    usage_weights: tuple[float, ...] | None = None
+    recognition_weight: float = 1.0
+    recognition_warmup: int = 0
+    recognition_lr: float = 3e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= float(self.concentration) <= 1.0:
+            raise ValueError(f"concentration: expected a part in [0, 1], got {self.concentration}")
+        if not 0.0 <= float(self.same_person_cap) <= 1.0:
+            raise ValueError(f"same_person_cap: expected a part in [0, 1], got {self.same_person_cap}")
+        if float(self.recognition_weight) <= 0:
+            raise ValueError("recognition_weight: the maps of 'amd-subspace' learn only from recognition; "
+                             f"expected a positive weight, got {self.recognition_weight}")
+        if int(self.subspace_steps) < 0 or (self.rank is not None and int(self.rank) < 1):
+            raise ValueError(f"subspace_steps >= 0 and rank >= 1 expected, got {self.subspace_steps}, {self.rank}")
+
+    def build_network(self, adapter: FeatureAdapter, schema: AttributeSchema) -> AMDInterpreter:
+        slots = self.slots(schema)
+        if adapter.gray_box:
+            assert adapter.grid_shape is not None
+            own = adapter.make_trunk() if self.trunk == "copy" else None
+            network = AMDInterpreter(own, adapter.grid_shape[0], len(schema), self.hidden, slots=slots)
+        else:
+            small = SmallTrunk()
+            network = AMDInterpreter(small, small.out_channels, len(schema), self.hidden, slots=slots)
+        network.subspaces = AttributeSubspaces(adapter.embedding_dim, len(schema), self.rank)
+        return network.to(adapter.device)
+
+    def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
+        assert data is not None
+        prepared: dict[str, Any] = {"one_hot_groups": self.one_hot_groups(model.schema)}
+        usage = None
+        if self.model_aware_prior:
+            prepared["usage_weights"] = measured_usage(self.usage_weights, model, data)
+            usage = torch.as_tensor(prepared["usage_weights"])
+        spaces = model.network.subspaces
+        fitted = AttributeSubspaces(spaces.basis.shape[1], spaces.num_attributes, spaces.basis.shape[0])
+        stats = fit_subspaces(fitted, data.embeddings, data.attributes, model.metric, pids=data.pids,
+                              known=data.known, usage=usage, steps=self.subspace_steps, lr=self.subspace_lr,
+                              prior_weight=self.prior_weight, concentration=self.concentration,
+                              concentration_weight=self.concentration_weight, same_cap=self.same_person_cap,
+                              same_weight=self.same_person_weight)
+        spaces.load_state_dict(fitted.state_dict())
+        prepared["subspace_fit"] = {key: round(value, 6) for key, value in stats.items()}
+        return prepared
+
+    def not_distributable(self) -> str | None:
+        return ("'amd-subspace' fits its subspaces on one process's target pass; fit it in one process "
+                "(the fit trains only the maps, on attribute recognition)")
+
+    def losses(self, model: AMDModel, out: Components, attributes: torch.Tensor,
+               context: dict[str, Any], known: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        from ..decomposition import linear_pair_decomposition
+
+        b = out.embeddings.shape[0]
+        i, j = torch.triu_indices(b, b, offset=1, device=out.embeddings.device)
+        with torch.no_grad():  # logged only: the split is fixed, exact and has nothing to learn here
+            parts = linear_pair_decomposition(out.embeddings[i], out.components[i], out.rest[i],
+                                              out.embeddings[j], out.components[j], out.rest[j], model.metric)
+        zero = out.embeddings.new_zeros(())
+        losses = {"loss": zero, "distillation": zero, "prior": zero, "distance": parts.distance,
+                  "reconstructed": parts.reconstructed}
+        self.recognition_term(model, out, attributes, known, losses)
+        return losses
+
+
 RECIPES: Registry[type[Recipe]] = Registry("recipe")
 """Training recipes by name."""
 RECIPES.register(PaperAMD.name, PaperAMD, label=PaperAMD.label)
 RECIPES.register(AMDPlus.name, AMDPlus, label=AMDPlus.label)
 RECIPES.register(LinearAMD.name, LinearAMD, label=LinearAMD.label)
+RECIPES.register(SubspaceAMD.name, SubspaceAMD, label=SubspaceAMD.label)
 
 
 def create_recipe(recipe: str | Recipe, **options: Any) -> Recipe:

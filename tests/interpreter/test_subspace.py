@@ -1,0 +1,127 @@
+"""Attribute subspaces (recipe ``amd-subspace``): the target's distance split exactly in its embedding space."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import AMDLinearHeadNet, amd_batches  # noqa: E402
+
+from reidexplain import Explainer  # noqa: E402
+from reidexplain.decomposition import linear_pair_decomposition  # noqa: E402
+from reidexplain.interpreter import AttributeSubspaces, SubspaceAMD, fit_subspaces  # noqa: E402
+
+
+def _random_spaces(dim: int, m: int, rank: int, seed: int) -> AttributeSubspaces:
+    g = torch.Generator().manual_seed(seed)
+    spaces = AttributeSubspaces(dim, m, rank)
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=g))[0][:rank]
+    spaces.basis.copy_(basis)
+    spaces.assignment.copy_(torch.rand(rank, m + 1, generator=g).softmax(dim=-1))
+    return spaces
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 5), st.integers(1, 8), st.sampled_from(["euclidean", "cosine"]),
+       st.integers(0, 2**16))
+def test_any_basis_and_assignment_split_the_distance_exactly_into_non_negative_parts(
+        dim: int, m: int, rank: int, metric: str, seed: int) -> None:
+    rank = min(rank, dim)
+    spaces = _random_spaces(dim, m, rank, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    e_a, e_b = torch.randn(4, dim, generator=g), torch.randn(4, dim, generator=g)
+    pa, ra = spaces(e_a)
+    pb, rb = spaces(e_b)
+    torch.testing.assert_close(pa.sum(1) + ra, e_a, rtol=1e-5, atol=1e-5)
+    out = linear_pair_decomposition(e_a, pa, ra, e_b, pb, rb, metric)
+    total = out.contributions.sum(-1) + out.rest
+    torch.testing.assert_close(total, out.distance, rtol=1e-4, atol=1e-5)
+    assert float(out.offset.abs().max()) < 1e-4 * (1 + float(out.distance.max()))
+    # Every part is a squared length along some directions: never negative.
+    assert float(out.contributions.min()) > -1e-5 and float(out.rest.min()) > -1e-5
+    # And it is the quadratic form delta^T P_k delta / d (euclidean).
+    if metric == "euclidean":
+        shares = spaces.shares(e_a - e_b)
+        torch.testing.assert_close(shares[:, :m] * out.distance[:, None], out.contributions, rtol=1e-4, atol=1e-5)
+
+
+def test_the_fit_puts_each_attribute_where_it_moves_the_embeddings() -> None:
+    # Attribute k moves the embedding along direction k; the other directions are noise (pose, light).
+    g = torch.Generator().manual_seed(0)
+    n, m, dim = 240, 3, 8
+    labels = (torch.rand(n // 4, m, generator=g) < 0.5).float().repeat_interleave(4, dim=0)
+    pids = torch.arange(n // 4).repeat_interleave(4)
+    emb = torch.zeros(n, dim)
+    emb[:, :m] = 3.0 * labels
+    emb[:, m:] = 0.5 * torch.randn(n, dim - m, generator=g)
+    spaces = AttributeSubspaces(dim, m)
+    fit_subspaces(spaces, emb, labels, pids=pids, steps=300, seed=0)
+    test = torch.Generator().manual_seed(1)
+    la = (torch.rand(200, m, generator=test) < 0.5).float()
+    lb = (torch.rand(200, m, generator=test) < 0.5).float()
+    ea = torch.cat([3.0 * la, 0.5 * torch.randn(200, dim - m, generator=test)], dim=1)
+    eb = torch.cat([3.0 * lb, 0.5 * torch.randn(200, dim - m, generator=test)], dim=1)
+    shares = spaces.shares(ea - eb)[:, :m]
+    differs = la != lb
+    some = differs.any(-1)
+    part = ((shares * differs).sum(-1) / shares.sum(-1).clamp_min(1e-12))[some]
+    assert float(part.mean()) > 0.8  # before the fit: 1/3 on average
+    assert float(shares[differs].mean()) > 3 * float(shares[~differs].mean())
+    # On pairs whose labels agree (only noise differs), the rest carries most of the distance.
+    rest = spaces.shares(ea - eb)[:, -1]
+    assert float(rest[~some].mean()) > 0.5 > float(rest[some].mean())
+
+
+def test_fit_subspaces_refuses_mismatched_inputs() -> None:
+    spaces = AttributeSubspaces(4, 2)
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_subspaces(spaces, torch.rand(1, 4), torch.ones(1, 2))
+    with pytest.raises(ValueError, match="expected"):
+        fit_subspaces(spaces, torch.rand(5, 3), torch.ones(5, 2))
+
+
+@pytest.mark.parametrize("feature_layer", ["auto", None])
+def test_the_recipe_explains_exactly_gray_or_black_box(feature_layer: str | None, tmp_path: Path) -> None:
+    explainer = Explainer(AMDLinearHeadNet().eval(), recipe=SubspaceAMD(subspace_steps=50),
+                          feature_layer=feature_layer)
+    explainer.fit(amd_batches(), epochs=1, progress=False)
+    assert set(explainer.amd.prepared["subspace_fit"]) == {"loss", "prior", "concentration", "same"}
+    images = amd_batches()[0]["image"]
+    att = explainer.explain((images[:4], images[4:8]))
+    torch.testing.assert_close(att.contributions.sum(1) + att.unexplained, att.distance, rtol=1e-4, atol=1e-6)
+    assert float(att.contributions.min()) > -1e-6 and float(att.unexplained.min()) > -1e-6
+    assert att.maps[0].shape == (4, 5, *images.shape[-2:])
+    # The matrix and the ranked list give the same contributions.
+    matrix = explainer.explain_matrix(images[:4], images[4:8])
+    torch.testing.assert_close(torch.diagonal(matrix.contributions).T, att.contributions, rtol=1e-3, atol=1e-5)
+    ranking = explainer.explain_ranking(images[:2], images[4:], top_k=3, progress=False)
+    pair = explainer.explain((images[:2], images[4:][ranking.indices[:, 0]]))
+    torch.testing.assert_close(ranking.contributions[:, 0], pair.contributions, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(ranking.unexplained[:, 0], pair.unexplained, rtol=1e-3, atol=1e-5)
+    explainer.save(tmp_path / "subspace.pt")
+    loaded = Explainer.load(tmp_path / "subspace.pt", explainer.model)
+    torch.testing.assert_close(loaded.explain((images[:4], images[4:8])).contributions, att.contributions)
+
+
+def test_the_maps_learn_from_recognition() -> None:
+    explainer = Explainer(AMDLinearHeadNet().eval(), recipe=SubspaceAMD(subspace_steps=10))
+    explainer.fit(amd_batches(), epochs=8, lr=1e-3, progress=False)
+    # The loss is the recognition loss alone (the split has nothing to learn in the main loop).
+    assert explainer.history[-1]["loss"] < 0.9 * explainer.history[0]["loss"]
+    assert abs(explainer.history[-1]["prior"]) < 1e-12
+    head = explainer.network.decomposition
+    assert head.shared and not head.partition
+
+
+def test_the_recipe_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="recognition"):
+        SubspaceAMD(recognition_weight=0.0)
+    with pytest.raises(ValueError, match="concentration"):
+        SubspaceAMD(concentration=2.0)
+    assert "one process" in SubspaceAMD().not_distributable()
