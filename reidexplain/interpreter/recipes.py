@@ -554,6 +554,8 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
             most ``D``); the others go to the rest.
         subspace_steps: Optimiser steps of the subspace fit.
         subspace_lr: Its learning rate.
+        prior_weights: Weights of the prior's group, floor and cap terms in that fit (the paper's:
+            ``(2, 10, 10)``; see :func:`~reidexplain.interpreter.subspace.fit_subspaces`).
         concentration: The part of the attributes' contributions that the differing attributes should
             carry, on pairs whose labels differ.
         concentration_weight: Weight of that term (0: off).
@@ -562,7 +564,8 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         model_aware_prior: The prior counts attribute ``k`` as exclusive to the degree of its measured use.
         usage_weights: Given usage weights (else measured when ``model_aware_prior``).
         recognition_weight: Weight of the recognition loss that trains the maps (must be positive).
-        recognition_warmup: Steps of recognition before the main loop (the main loop trains on it too).
+        recognition_warmup: Steps of recognition of the maps' head alone, at ``recognition_lr``, before
+            the main loop (which goes on with it, trunk included).
         recognition_lr: Learning rate of that warm-up.
 
     Examples:
@@ -578,6 +581,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
     rank: int | None = None
     subspace_steps: int = 1500
     subspace_lr: float = 1e-2
+    prior_weights: tuple[float, float, float] = (2.0, 1.0, 10.0)
     concentration: float = 0.6
     concentration_weight: float = 5.0
     same_person_cap: float = 0.25
@@ -585,13 +589,15 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
     model_aware_prior: bool = False
     usage_weights: tuple[float, ...] | None = None
     recognition_weight: float = 1.0
-    recognition_warmup: int = 0
+    recognition_warmup: int = 300
     recognition_lr: float = 3e-3
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= float(self.concentration) <= 1.0:
             raise ValueError(f"concentration: expected a part in [0, 1], got {self.concentration}")
+        if len(self.prior_weights) != 3 or min(self.prior_weights) < 0:
+            raise ValueError(f"prior_weights: expected 3 non-negative weights, got {self.prior_weights}")
         if not 0.0 <= float(self.same_person_cap) <= 1.0:
             raise ValueError(f"same_person_cap: expected a part in [0, 1], got {self.same_person_cap}")
         if float(self.recognition_weight) <= 0:
@@ -623,7 +629,8 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         fitted = AttributeSubspaces(spaces.basis.shape[1], spaces.num_attributes, spaces.basis.shape[0])
         stats = fit_subspaces(fitted, data.embeddings, data.attributes, model.metric, pids=data.pids,
                               known=data.known, usage=usage, steps=self.subspace_steps, lr=self.subspace_lr,
-                              prior_weight=self.prior_weight, concentration=self.concentration,
+                              prior_weight=self.prior_weight, prior_weights=tuple(self.prior_weights),
+                              concentration=self.concentration,
                               concentration_weight=self.concentration_weight, same_cap=self.same_person_cap,
                               same_weight=self.same_person_weight)
         spaces.load_state_dict(fitted.state_dict())

@@ -105,7 +105,8 @@ def _batches(n: int, pids: torch.Tensor | None, size: int, generator: torch.Gene
 def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attributes: torch.Tensor,
                   metric: str = "euclidean", pids: torch.Tensor | None = None, known: torch.Tensor | None = None,
                   usage: torch.Tensor | None = None, steps: int = 1500, lr: float = 1e-2, batch_size: int = 64,
-                  prior_weight: float = 1.0, concentration: float = 0.6, concentration_weight: float = 5.0,
+                  prior_weight: float = 1.0, prior_weights: tuple[float, float, float] = (2.0, 1.0, 10.0),
+                  concentration: float = 0.6, concentration_weight: float = 5.0,
                   same_cap: float = 0.25, same_weight: float = 2.0, seed: int = 0,
                   progress: bool = False) -> dict[str, float]:
     """Fit ``spaces`` (in place) to the target's embeddings of the training images.
@@ -133,6 +134,9 @@ def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attribut
         lr: Adam's learning rate.
         batch_size: Images per batch.
         prior_weight: Weight of the attribute prior.
+        prior_weights: Weights of its group, floor and cap terms. The paper's are ``(2, 10, 10)``; a
+            floor of 1 lets the attributes the model moves most along take more than the others (on
+            the reference model: attribute agreement 0.51 against 0.43, X-mAP_e 78.2 against 79.6).
         concentration: The part asked of the differing attributes.
         concentration_weight: Its weight (0: off).
         same_cap: The most the attributes may take on pairs whose labels all agree.
@@ -187,11 +191,11 @@ def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attribut
             differs = labels[a] != labels[b]
             pair_known = None if known_cpu is None else (known_cpu[a], known_cpu[b])
             if usage_cpu is None:
-                prior = attribute_prior_loss(p[keep], differs[keep],
+                prior = attribute_prior_loss(p[keep], differs[keep], weights=prior_weights,
                                              known=None if pair_known is None else
                                              (pair_known[0][keep], pair_known[1][keep]))
             else:
-                prior = model_aware_prior_loss(p[keep], differs[keep], usage_cpu,
+                prior = model_aware_prior_loss(p[keep], differs[keep], usage_cpu, weights=prior_weights,
                                                known=None if pair_known is None else
                                                (pair_known[0][keep], pair_known[1][keep]))
             counted = differs if known_cpu is None else differs & pair_known[0] & pair_known[1]
