@@ -15,13 +15,34 @@ import torch
 
 from .decomposition import shares_of
 
-__all__ = ["PairAttribution", "MatrixExplanation", "normalize_maps"]
+__all__ = ["PairAttribution", "MatrixExplanation", "normalize_maps", "summary_text"]
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Scale each map of a ``(B,K,H,W)`` tensor so that its maximum absolute value is 1."""
     peak = maps.abs().flatten(2).amax(dim=2).clamp_min(eps)
     return maps / peak[:, :, None, None]
+
+
+def summary_text(leading: Sequence[tuple[str, float]], unexplained_share: float | None = None) -> str:
+    """The one-line summary of an explanation from its leading ``(label, share)`` and unexplained share.
+
+    Only attributes with a positive share are named; an unexplained part of half the distance or more
+    comes first.
+
+    Examples:
+        >>> summary_text([("upper red", 0.41), ("backpack", 0.18)], 0.22)
+        'mostly upper red (41 %) and backpack (18 %); 22 % unexplained'
+        >>> summary_text([("hat", 0.05)], 0.8)
+        'mostly unexplained (80 %); then hat (5 %)'
+    """
+    words = " and ".join(f"{label} ({100 * share:.0f} %)" for label, share in leading if share > 0)
+    if unexplained_share is not None and unexplained_share >= 0.5:
+        return f"mostly unexplained ({100 * unexplained_share:.0f} %)" + (f"; then {words}" if words else "")
+    text = f"mostly {words}" if words else "no attribute adds to the distance"
+    if unexplained_share is not None:
+        text += f"; {100 * unexplained_share:.0f} % unexplained"
+    return text
 
 
 @dataclass
@@ -128,13 +149,12 @@ class PairAttribution:
             ...     contributions=torch.tensor([[0.8, 0.4]]), unexplained=torch.tensor([0.8]))
             >>> a.summary()
             'mostly upper red (40 %) and backpack (20 %); 40 % unexplained'
+
+            When the unexplained part carries half the distance or more (two photos of one person, say:
+            pose, light and camera), it comes first (see :func:`summary_text`).
         """
-        leading = [(label, share) for label, _, share in self.top(k, pair) if share > 0]
-        words = " and ".join(f"{label} ({100 * share:.0f} %)" for label, share in leading)
-        text = f"mostly {words}" if words else "no attribute adds to the distance"
-        if self.unexplained is not None:
-            text += f"; {100 * float(self.unexplained_share[pair]):.0f} % unexplained"
-        return text
+        rest = None if self.unexplained is None else float(self.unexplained_share[pair])
+        return summary_text([(label, share) for label, _, share in self.top(k, pair)], rest)
 
     @property
     def heatmaps(self) -> tuple[torch.Tensor, torch.Tensor]:

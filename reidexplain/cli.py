@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .interpreter.recipes import RECIPES
+from .interpreter.recipes import DEFAULT_RECIPE, RECIPES
 
 __all__ = ["main", "build_parser"]
 
@@ -208,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", default="interpreter.pt")
     fit.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
     fit.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
-    fit.add_argument("--recipe", "--method", dest="recipe", default="amd", choices=list(RECIPES.names()),
-                     help="the training recipe: amd, the paper's losses; amd+, explanations true to the "
-                          "model (docs: AMD+); --method is its former name")
+    fit.add_argument("--recipe", "--method", dest="recipe", default=DEFAULT_RECIPE, choices=list(RECIPES.names()),
+                     help="the training recipe: amd-subspace (default), the distance split exactly along "
+                          "attribute subspaces; amd, the paper's losses; amd+, explanations true to the model "
+                          "(docs: AMD+); amd-linear, the linear decomposition; --method is its former name")
     fit.add_argument("--epochs", type=int, default=None)
     fit.add_argument("--p", "--identities-per-batch", dest="p", type=int, default=6, help="identities per batch")
     fit.add_argument("--k", "--images-per-identity", dest="k", type=int, default=4, help="images per identity")

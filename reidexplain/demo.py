@@ -197,10 +197,13 @@ def run_demo(
         fig, _ = compare(rows, top_k=3, title=kind)
         figure = f"figures/pair{n}.png"
         fig.savefig(out / figure, dpi=110, bbox_inches="tight")
-        top = ", ".join(f"{label} {100 * share:.0f} %" for label, _, share in rows["AMD"].top(3))
+        amd = rows["AMD"]
+        top = ", ".join(f"{label} {100 * share:.0f} %" for label, _, share in amd.top(3))
+        split = ("" if amd.unexplained is not None else
+                 f", interpreter d_hat = {float(amd.reconstructed[0]):.3f}")
         sections.append(
-            f"### {kind}\n\nTarget distance d = {float(rows['AMD'].distance[0]):.3f}, interpreter "
-            f"d_hat = {float(rows['AMD'].reconstructed[0]):.3f}. Largest contributions: {top}.\n\n"
+            f"### {kind}\n\nTarget distance d = {float(amd.distance[0]):.3f}{split}: {amd.summary()}. "
+            f"Largest contributions: {top}.\n\n"
             f"![{kind}]({figure})\n"
         )
 
@@ -210,8 +213,9 @@ def run_demo(
     report = "\n".join([
         "# reidexplain demo report",
         "",
-        "Synthetic persons (128x64) re-identified by the reference ReID model; an AMD interpreter distilled "
-        "from it decomposes the model's distance between two persons into attribute contributions and "
+        "Synthetic persons (128x64) re-identified by the reference ReID model; an AMD interpreter fitted "
+        f"to it (recipe `{explainer.recipe.name}`) decomposes the model's distance between two persons into "
+        "attribute contributions (and, for the default recipe, the part no attribute accounts for) and "
         "shows where each attribute is. Every pair is also explained by Captum baselines on the same "
         "pair distance (one row per method).",
         "",

@@ -46,7 +46,7 @@ from .decomposition import Decomposition
 from .distance import check_metric
 from .interpreter._evaluate import embed_loader, retrieval_scores, score_query_gallery
 from .interpreter.model import AMDModel, Components
-from .interpreter.recipes import RECIPES, Recipe, create_recipe
+from .interpreter.recipes import DEFAULT_RECIPE, RECIPES, Recipe, create_recipe
 from .interpreter.training import TrainingConfig, fit, target_pass
 from .ranking import (
     GalleryIndex,
@@ -148,12 +148,12 @@ class Explainer:
         >>> from torch import nn
         >>> explainer = Explainer(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), attributes="market1501")
         >>> explainer.is_fitted, len(explainer.schema), explainer.recipe.name
-        (False, 26, 'amd')
+        (False, 26, 'amd-subspace')
     """
 
     def __init__(self, model: nn.Module, attributes: str | AttributeSchema | Sequence[str] | None = None,
                  metric: str = "euclidean", feature_layer: str | nn.Module | None = "auto",
-                 device: torch.device | str | None = None, recipe: str | Recipe = "amd",
+                 device: torch.device | str | None = None, recipe: str | Recipe = DEFAULT_RECIPE,
                  hidden: int | None = None, trunk: str | None = None, method: str | None = None,
                  output: int | str | Callable[[Any], torch.Tensor] | None = None,
                  side_inputs: dict[str, str] | None = None) -> None:
@@ -481,9 +481,12 @@ class Explainer:
 
         Returns:
             A :class:`~reidexplain.attribution.PairAttribution` with ``method="amd"``: ``distance`` and
-            ``reconstructed`` ``(B,)``, ``contributions`` ``(B,M)`` summing to ``reconstructed``, and maps
-            ``(B,M,H,W)`` (bilinear upsampling of the attribute maps); ``extras["maps_lowres"]`` holds
-            the ``(B,M,h,w)`` maps, ``extras["component_distances"]`` the ``d_k``.
+            ``reconstructed`` ``(B,)``, ``contributions`` ``(B,M)`` and maps ``(B,M,H,W)`` (bilinear
+            upsampling of the attribute maps); ``extras["maps_lowres"]`` holds the ``(B,M,h,w)`` maps.
+            With the default recipe (``"amd-subspace"``) and ``"amd-linear"``, ``unexplained`` ``(B,)``
+            is the part no attribute accounts for and ``contributions.sum(1) + unexplained`` is the
+            distance; with the paper's (``"amd"``, ``"amd+"``) the contributions sum to ``reconstructed``
+            (``d_hat``) and ``extras["component_distances"]`` holds the ``d_k``.
 
         Raises:
             NotFittedError: before :meth:`fit`.
@@ -497,7 +500,7 @@ class Explainer:
             >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
             >>> ex = Explainer(net).fit([(torch.rand(4, 3, 8, 4), torch.eye(4))], epochs=1, progress=False)
             >>> a = ex.explain((torch.rand(3, 8, 4), torch.rand(3, 8, 4)))
-            >>> torch.allclose(a.contributions.sum(1), a.reconstructed)
+            >>> torch.allclose(a.contributions.sum(1) + a.unexplained, a.distance, atol=1e-6)
             True
         """
         amd = self._require_fitted("explain")

@@ -29,7 +29,7 @@ M = 5
 @pytest.fixture(scope="module")
 def fitted() -> Explainer:
     torch.manual_seed(0)
-    return Explainer(amd_sequential_net()).fit(amd_batches(), epochs=4, lr=1e-3, progress=False)
+    return Explainer(amd_sequential_net(), recipe="amd").fit(amd_batches(), epochs=4, lr=1e-3, progress=False)
 
 
 def _pair(n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +105,7 @@ def test_schema_inferred_from_width(width: int, name: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["pair", "triple"])
 def test_tuple_loaders(fmt: str) -> None:
-    explainer = Explainer(AMDTimmToy(), metric="cosine").fit(amd_batches(fmt=fmt), epochs=1, progress=False)
+    explainer = Explainer(AMDTimmToy(), metric="cosine", recipe="amd").fit(amd_batches(fmt=fmt), epochs=1, progress=False)
     att = explainer.explain(_pair(2))
     torch.testing.assert_close(att.contributions.sum(1), att.reconstructed)
     assert bool((att.distance <= 2.0).all())
@@ -129,7 +129,7 @@ def test_default_fit_works() -> None:
 
 
 def test_shared_trunk(tmp_path: Path) -> None:
-    explainer = Explainer(AMDTimmToy(), trunk="shared").fit(amd_batches(), epochs=2, lr=1e-3, progress=False)
+    explainer = Explainer(AMDTimmToy(), trunk="shared", recipe="amd").fit(amd_batches(), epochs=2, lr=1e-3, progress=False)
     assert explainer.network.trunk is None
     att = explainer.explain(_pair(2))
     torch.testing.assert_close(att.contributions.sum(1), att.reconstructed)
@@ -142,7 +142,7 @@ def test_shared_trunk(tmp_path: Path) -> None:
 
 
 def test_black_box_mode() -> None:
-    explainer = Explainer(amd_sequential_net(), feature_layer=None).fit(amd_batches(), epochs=2, progress=False)
+    explainer = Explainer(amd_sequential_net(), feature_layer=None, recipe="amd").fit(amd_batches(), epochs=2, progress=False)
     assert explainer.mode == "black-box" and explainer.recipe.distillation_weight_for(gray_box=False) == 50.0
     att = explainer.explain(_pair(2))
     assert att.maps[0].shape == (2, M, 32, 16)

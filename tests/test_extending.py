@@ -103,7 +103,7 @@ def test_adapter_family_is_picked_by_adapt_model_amd_and_grad_cam() -> None:
         adapter = adapt_model(model, probe)
         assert (adapter.kind, adapter.layer, adapter.grid_shape) == ("backbone_heads", "backbone", (16, 8, 4))
 
-        explainer = Explainer(model, attributes=["a0", "a1", "a2", "a3", "a4"])
+        explainer = Explainer(model, attributes=["a0", "a1", "a2", "a3", "a4"], recipe="amd")
         explainer.fit(amd_batches(), epochs=2, progress=False)       # AMD through the new family
         assert explainer.adapter.kind == "backbone_heads"
 
@@ -139,7 +139,7 @@ def test_adapter_family_checkpoint_round_trip(tmp_path: Any) -> None:
     probe = torch.rand(2, 3, *SIZE)
     register_adapter(BackboneHeadsAdapter)
     try:
-        explainer = Explainer(model, attributes=["a0", "a1", "a2", "a3", "a4"])
+        explainer = Explainer(model, attributes=["a0", "a1", "a2", "a3", "a4"], recipe="amd")
         explainer.fit(amd_batches(), epochs=1, progress=False)
         explainer.save(tmp_path / "interp.pt")
         loaded = Explainer.load(tmp_path / "interp.pt", model)

@@ -137,7 +137,7 @@ def test_topk_matches_errors():
 def fitted() -> Explainer:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return Explainer(amd_sequential_net()).fit(amd_batches(), epochs=2, lr=1e-3, progress=False)
+        return Explainer(amd_sequential_net(), recipe="amd").fit(amd_batches(), epochs=2, lr=1e-3, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +273,7 @@ def test_gallery_index_refuses_another_model_or_schema_or_file(fitted, data, tmp
     assert index.fingerprint == model_fingerprint(fitted.amd)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        other = Explainer(amd_sequential_net(seed=1)).fit(amd_batches(), epochs=1, progress=False)
+        other = Explainer(amd_sequential_net(seed=1), recipe="amd").fit(amd_batches(), epochs=1, progress=False)
     with pytest.raises(ValueError, match="fingerprint"):
         other.explain_ranking(images[:1], index, top_k=2, progress=False)
     path = tmp_path / "gallery.pt"

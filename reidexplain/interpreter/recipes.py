@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from .._batch import Batch
     from .model import AMDModel, Components
 
-__all__ = ["Recipe", "PaperAMD", "AMDPlus", "LinearAMD", "LocatedByRecognition", "SubspaceAMD", "RECIPES", "create_recipe", "TargetPass",
+__all__ = ["Recipe", "PaperAMD", "AMDPlus", "LinearAMD", "LocatedByRecognition", "SubspaceAMD", "DEFAULT_RECIPE", "RECIPES", "create_recipe", "TargetPass",
            "GRAY_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DISTILLATION_WEIGHT", "BLACK_BOX_DIM", "TRUNKS"]
 
 GRAY_BOX_DISTILLATION_WEIGHT = 5.0
@@ -165,8 +165,8 @@ class Recipe:
 
     def warmup(self, model: AMDModel, batches: Callable[[], Iterable[Batch]], lr: float,
                augment: Callable[[torch.Tensor], torch.Tensor], progress: bool,
-               deadline: float | None) -> None:
-        """Optional training before the main loop (nothing by default)."""
+               deadline: float | None, planned: int | None = None) -> None:
+        """Optional training before the main loop (nothing by default); ``planned``: the main loop's steps."""
 
     def not_distributable(self) -> str | None:
         """Why this recipe cannot be fitted across processes as configured (``None``: it can)."""
@@ -296,19 +296,25 @@ class LocatedByRecognition:
         groups = [tuple(g) for g in model.prepared.get("one_hot_groups", [])]
         return sum(recognition_loss(logits, attributes, groups, known) for logits in recognised.unbind(1))
 
+    warmup_within_fit: ClassVar[bool] = False
+    """Whether the warm-up takes at most as many steps as the main loop (a short fit, a short warm-up)."""
+
     def warmup(self, model: AMDModel, batches: Callable[[], Iterable[Batch]], lr: float,
                augment: Callable[[torch.Tensor], torch.Tensor], progress: bool,
-               deadline: float | None) -> None:
+               deadline: float | None, planned: int | None = None) -> None:
         """Train the shared maps' head on attribute recognition alone, so that the maps know where the
         attributes are before they must split the distance. Counts in the fit's time limit."""
         head = model.network.decomposition
-        if not head.shared or self.recognition_weight <= 0 or self.recognition_warmup <= 0:
+        limit = int(self.recognition_warmup)
+        if self.warmup_within_fit and planned is not None:
+            limit = min(limit, int(planned))
+        if not head.shared or self.recognition_weight <= 0 or limit <= 0:
             return
         optimizer = torch.optim.Adam(head.parameters(), lr=self.recognition_lr)
         steps = 0
-        with progress_bar(total=self.recognition_warmup, enabled=progress, desc="maps warm-up",
+        with progress_bar(total=limit, enabled=progress, desc="maps warm-up",
                           unit="batch", dynamic_ncols=True) as bar:
-            while steps < self.recognition_warmup:
+            while steps < limit:
                 seen = steps
                 for batch in batches():
                     images = augment(batch.images.to(model.device))
@@ -324,7 +330,7 @@ class LocatedByRecognition:
                     steps += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-                    if steps >= self.recognition_warmup or (deadline is not None
+                    if steps >= limit or (deadline is not None
                                                              and time.perf_counter() > deadline):
                         return
                 if steps == seen:  # an empty loader: nothing to warm up on
@@ -552,7 +558,8 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
     Attributes:
         rank: Directions of the basis (default :data:`~reidexplain.interpreter.subspace.DEFAULT_RANK`, at
             most ``D``); the others go to the rest.
-        subspace_steps: Optimiser steps of the subspace fit.
+        subspace_steps: Optimiser steps of the subspace fit, at most; a small training set takes fewer
+            (2 per training image, at least 100).
         subspace_lr: Its learning rate.
         prior_weights: Weights of the prior's group, floor and cap terms in that fit (the paper's:
             ``(2, 10, 10)``; see :func:`~reidexplain.interpreter.subspace.fit_subspaces`).
@@ -565,7 +572,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         usage_weights: Given usage weights (else measured when ``model_aware_prior``).
         recognition_weight: Weight of the recognition loss that trains the maps (must be positive).
         recognition_warmup: Steps of recognition of the maps' head alone, at ``recognition_lr``, before
-            the main loop (which goes on with it, trunk included).
+            the main loop (which goes on with it, trunk included); at most the main loop's steps.
         recognition_lr: Learning rate of that warm-up.
 
     Examples:
@@ -577,6 +584,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
     label: ClassVar[str] = "AMD, attribute subspaces"
     needs_target_pass: ClassVar[bool] = True
     shared_maps: ClassVar[bool] = True  # the maps are located by recognition, which needs shared maps
+    warmup_within_fit: ClassVar[bool] = True
 
     rank: int | None = None
     subspace_steps: int = 1500
@@ -628,7 +636,8 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         spaces = model.network.subspaces
         fitted = AttributeSubspaces(spaces.basis.shape[1], spaces.num_attributes, spaces.basis.shape[0])
         stats = fit_subspaces(fitted, data.embeddings, data.attributes, model.metric, pids=data.pids,
-                              known=data.known, usage=usage, steps=self.subspace_steps, lr=self.subspace_lr,
+                              known=data.known, usage=usage, lr=self.subspace_lr,
+                              steps=min(int(self.subspace_steps), max(100, 2 * data.embeddings.shape[0])),
                               prior_weight=self.prior_weight, prior_weights=tuple(self.prior_weights),
                               concentration=self.concentration,
                               concentration_weight=self.concentration_weight, same_cap=self.same_person_cap,
@@ -656,6 +665,10 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         self.recognition_term(model, out, attributes, known, losses)
         return losses
 
+
+DEFAULT_RECIPE = SubspaceAMD.name
+"""The recipe :class:`~reidexplain.Explainer` fits unless told otherwise (chosen by measurement, see
+``docs/how-amd-works.md``)."""
 
 RECIPES: Registry[type[Recipe]] = Registry("recipe")
 """Training recipes by name."""

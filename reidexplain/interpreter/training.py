@@ -133,7 +133,8 @@ def target_pass(model: AMDModel, loader: Iterable) -> TargetPass:
     with torch.no_grad():
         for batch in iter_batches(loader, model.num_attributes, warn=False):
             with model.adapter.bind(model.side_from_batch(batch)):
-                embs.append(model.adapter.embed(batch.images.to(model.device))[1].detach().cpu())
+                emb = model.adapter.embed(batch.images.to(model.device))[1]
+                embs.append(check_embeddings(emb, batch.images.shape[0], "model output").detach().cpu())
             attrs.append(batch.attributes.cpu())
             pids.append(batch.pids.cpu() if batch.pids is not None else None)
             known.append(batch.known_mask().cpu())
@@ -396,7 +397,7 @@ def fit(model: AMDModel, loader: Iterable, config: TrainingConfig | None = None,
                 bar.update(steps)
             if not position["warmed_up"]:
                 recipe.warmup(model, lambda: iter_batches(loader, num_attributes, warn=False), config.lr,
-                              augment, progress, deadline)
+                              augment, progress, deadline, planned=total)
                 position["warmed_up"] = True
             model.train()
             if distributed:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..attribution import summary_text
 from ..decomposition import shares_of
 from .plot import plot_ranking
 
@@ -228,8 +229,8 @@ class RankingExplanation:
     def summary(self, query_index: int = 0, rank: int = 0, k: int = 2) -> str:
         """One line in words for a match: its leading attributes and their shares, and the unexplained part.
 
-        Worded as :meth:`reidexplain.attribution.PairAttribution.summary`: "mostly upper red (41 %) and
-        backpack (18 %)", followed by "; 22 % unexplained" when the ranking has an unexplained part.
+        Worded as :meth:`reidexplain.attribution.PairAttribution.summary` (:func:`~reidexplain.attribution.summary_text`):
+        "mostly upper red (41 %) and backpack (18 %); 22 % unexplained".
 
         Args:
             query_index: The query's index.
@@ -242,12 +243,8 @@ class RankingExplanation:
         self._check(query_index, rank)
         if not self.valid[query_index, rank]:
             return "no match"
-        leading = [(label, share) for label, _, share in self.top_attributes(query_index, rank, k) if share > 0]
-        words = " and ".join(f"{label} ({100 * share:.0f} %)" for label, share in leading)
-        text = f"mostly {words}" if words else "no attribute adds to the distance"
-        if self.unexplained is not None:
-            text += f"; {100 * float(self.unexplained_share[query_index, rank]):.0f} % unexplained"
-        return text
+        rest = None if self.unexplained is None else float(self.unexplained_share[query_index, rank])
+        return summary_text([(label, share) for label, _, share in self.top_attributes(query_index, rank, k)], rest)
 
     def why(self, i: int, j: int, query_index: int = 0) -> RankComparison:
         """Why match ``i`` is ranked above match ``j`` (ranks, 0-based) for query ``query_index``.

@@ -16,6 +16,7 @@ from reidexplain.interpreter.model_aware import (
     model_aware_prior_loss,
     probe_loss,
 )
+from reidexplain.interpreter.recipes import DEFAULT_RECIPE
 
 
 def _shares(p: int, m: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +112,8 @@ def test_explainer_recipes() -> None:
     g = torch.Generator().manual_seed(0)
     data = [{"image": torch.rand(8, 3, 16, 8, generator=g), "attributes": torch.randint(0, 2, (8, 3), generator=g),
              "pid": torch.arange(8) // 2}]
-    paper = Explainer(_net()).fit(data, epochs=2, progress=False)
+    assert Explainer(_net()).recipe.name == DEFAULT_RECIPE == "amd-subspace"
+    paper = Explainer(_net(), recipe="amd").fit(data, epochs=2, progress=False)
     assert isinstance(paper.recipe, PaperAMD) and paper.amd.prepared == {}
     plus = Explainer(_net(), recipe="amd+").fit(data, epochs=2, progress=False)
     usage = plus.amd.prepared["usage_weights"]
@@ -237,7 +239,7 @@ def test_amd_plus_uses_shared_maps_and_round_trips(tmp_path) -> None:
     again = Explainer.load(tmp_path / "plus.pt", _net())
     assert again.network.decomposition.shared and again.recipe == plus.recipe
     assert torch.allclose(again.explain(pair).contributions, before.contributions, atol=1e-6)
-    paper = Explainer(_net(), attributes=schema).fit(data, epochs=1, progress=False)
+    paper = Explainer(_net(), attributes=schema, recipe="amd").fit(data, epochs=1, progress=False)
     assert not paper.network.decomposition.shared
 
 
