@@ -240,7 +240,8 @@ def main() -> None:
         row = {
             "variant": name, "method": method, "options": options,
             "fit_seconds": fit_seconds, "steps": explainer.history[-1].get("steps"),
-            "x_map_e": scores["x_map_e"], "x_map_e_used": x_map_e_used, "adre": scores["adre"],
+            "x_map_e": scores["x_map_e"], "x_map_e_used": x_map_e_used, "x_map_c": scores.get("x_map_c"),
+            "adre": scores["adre"],
             **{key: summary["mean"] for key, summary in causal.items()},
             "causal_positive_percent": causal["causal_agreement"]["positive_percent"],
             "pointing_used": _mean([point[k] for k in range(m) if used[k]]),

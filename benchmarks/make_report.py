@@ -144,6 +144,32 @@ def _seeds_section(data: dict[str, Any]) -> list[str]:
     return [note, "", _records_table(rows, cols), ""]
 
 
+def _subspace_section(data: dict[str, Any]) -> list[str]:
+    figures = [("x_map_e", "X-mAP_e"), ("adre", "ADRE %"), ("pointing_used", "pointing used %"),
+               ("differing_share_percent", "differing attributes' part %"), ("top_share_percent", "top attribute %"),
+               ("attribute_agreement", "attribute agr."), ("share_exclusive_unused_percent", "share ignored %"),
+               ("unexplained_different_percent", "unexplained, different %"),
+               ("unexplained_same_percent", "unexplained, same person %"),
+               ("causal_agreement_aligned", "causal agr. aligned")]
+    rows = []
+    for row in data.get("variants", []):
+        cells = {"variant": row.get("variant"), "seeds": row.get("seeds", 1)}
+        for key, _ in figures:
+            mean, std = row.get(key), row.get(f"{key}_std")
+            cells[key] = "-" if not isinstance(mean, (int, float)) or mean != mean else (
+                f"{mean:.2f}" + (f" ± {std:.2f}" if isinstance(std, (int, float)) and std == std else ""))
+        rows.append(cells)
+    cols = [("variant", "variant"), ("seeds", "fit seeds"), *figures]
+    fair = data.get("variants", [{}])[0].get("fair_share_percent")
+    note = (f"Target: {data.get('target', 'reference model (reidnet_small)')}; mean ± standard deviation over the fit "
+            f"seeds (a row without ± is one seed), the same data and {data.get('pairs', '?')} pairs; every fit has "
+            "its default number of steps. 'Differing attributes' part': over pairs of different people, the part "
+            "of the distance given to attributes that the attributes whose labels differ carry; 'share ignored': "
+            "the mean share, when exclusive, of the attributes the model does not use "
+            f"(1/M = {fmt(fair)} %); unexplained: d minus the attributes' contributions, over d.")
+    return [note, "", _records_table(rows, cols), ""]
+
+
 def _arch_quality_section(data: dict[str, Any]) -> list[str]:
     cols = [("architecture", "architecture"), ("adapter", "adapter"), ("train_epochs", "target epochs"),
             ("rank1_target", "R1 target"), ("map_target", "mAP target"), ("fit_steps", "AMD steps"),
@@ -256,6 +282,10 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
     ("linear", "The linear decomposition against the paper's recipe (issue 15)", "bench_truthful.py",
      _linear_section),
     ("ranking", "Ranked lists at gallery scale (issue 16)", "bench_ranking.py", _ranking_section),
+    ("subspace_bot_resnet18", "The default recipe (amd-subspace) on a second architecture, BoT ResNet-18 "
+     "(issue 15)", "bench_truthful.py", _subspace_section),
+    ("subspace", "The default recipe (amd-subspace) and its levers against the paper's recipe (issue 15)",
+     "bench_truthful.py", _subspace_section),
 ]
 
 

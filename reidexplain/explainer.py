@@ -119,12 +119,11 @@ class Explainer:
             trunk and head).
         device: Where the copy and the interpreter run. Default: the model's device.
         recipe: The training recipe, by name or as an instance (:mod:`reidexplain.interpreter.recipes`).
-            ``"amd"`` (default): the paper's losses. ``"amd+"``: explanations true to the model as well
-            as to the labels: a model-aware prior, maps shared per one-hot group and located by label
-            recognition from each cell's own pixels, per-attribute probes (``docs/truthful-amd.md``).
-            On the reference model (means of 3 fits) its maps point inside the attribute for 91 % of
-            images (paper: 29 %) and ignored attributes take less than ``1/M``, at ADRE 4.5 %
-            (paper: 2.4 %).
+            ``"amd-subspace"`` (default): the target's own distance split exactly, for any model, into
+            non-negative parts along attribute subspaces of its embedding and an unexplained rest, with
+            maps located by attribute recognition (``docs/how-amd-works.md``). ``"amd"``: the paper's
+            losses. ``"amd+"``: a model-aware prior, shared maps and probes (``docs/truthful-amd.md``).
+            ``"amd-linear"``: the distance split over the image by maps that sum to 1.
         hidden: The recipe's decomposition-head width (AMD: 256); ``None`` keeps the recipe's.
         trunk: The recipe's trunk, ``"copy"`` (AMD: the interpreter trains its own copy of the target's
             trunk) or ``"shared"`` (it reads the target's own feature map: one trunk pass less per image
