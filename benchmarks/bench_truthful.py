@@ -122,7 +122,8 @@ def _merge(runs: list[dict], out: Path, sources: list[str] | None = None) -> Non
         row = dict(group[0])
         for key, value in group[0].items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                row[key] = _mean([float(g[key]) for g in group])
+                # A figure a run did not record (an older run) is left out of that figure's mean.
+                row[key] = _mean([float(g[key]) for g in group if isinstance(g.get(key), (int, float))])
             elif isinstance(value, list) and value and all(v is None or isinstance(v, (int, float)) for v in value):
                 # None: a NaN in the JSON (an attribute never exclusive in that run).
                 row[key] = [_mean([float(g[key][k]) for g in group if g[key][k] is not None])
