@@ -102,6 +102,8 @@ class Recipe:
     name: ClassVar[str] = "recipe"
     label: ClassVar[str] = "recipe"
     needs_target_pass: ClassVar[bool] = False
+    black_box_head: ClassVar[bool] = True
+    """Whether a black-box interpreter has its own embedding head (the components are its outputs)."""
 
     hidden: int = 256
     trunk: str = "copy"
@@ -153,8 +155,8 @@ class Recipe:
             network = AMDInterpreter(own, adapter.grid_shape[0], len(schema), self.hidden, slots=slots)
         else:
             small = SmallTrunk()
-            network = AMDInterpreter(small, small.out_channels, len(schema), self.hidden,
-                                     embedding_head=EmbeddingHead(small.out_channels, BLACK_BOX_DIM),
+            head = EmbeddingHead(small.out_channels, BLACK_BOX_DIM) if self.black_box_head else None
+            network = AMDInterpreter(small, small.out_channels, len(schema), self.hidden, embedding_head=head,
                                      slots=slots)
         return network.to(adapter.device)
 
@@ -614,15 +616,10 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         if int(self.subspace_steps) < 0 or (self.rank is not None and int(self.rank) < 1):
             raise ValueError(f"subspace_steps >= 0 and rank >= 1 expected, got {self.subspace_steps}, {self.rank}")
 
+    black_box_head: ClassVar[bool] = False  # the components come from the target's own embedding
+
     def build_network(self, adapter: FeatureAdapter, schema: AttributeSchema) -> AMDInterpreter:
-        slots = self.slots(schema)
-        if adapter.gray_box:
-            assert adapter.grid_shape is not None
-            own = adapter.make_trunk() if self.trunk == "copy" else None
-            network = AMDInterpreter(own, adapter.grid_shape[0], len(schema), self.hidden, slots=slots)
-        else:
-            small = SmallTrunk()
-            network = AMDInterpreter(small, small.out_channels, len(schema), self.hidden, slots=slots)
+        network = super().build_network(adapter, schema)
         network.subspaces = AttributeSubspaces(adapter.embedding_dim, len(schema), self.rank)
         return network.to(adapter.device)
 

@@ -25,6 +25,14 @@ def _randomise_maps(explainer: Explainer) -> None:
         explainer.network.decomposition.classifier.weight.normal_(0, 0.5)
 
 
+def _fitted_batch() -> tuple[Explainer, object, torch.Tensor]:
+    """An amd-linear explainer with maps far from uniform, its components of the first batch and their labels."""
+    explainer = Explainer(LinearHeadNet().eval(), recipe="amd-linear").fit(amd_batches(), epochs=1, progress=False)
+    _randomise_maps(explainer)
+    batch = amd_batches()[0]
+    return explainer, explainer.amd(batch["image"]), batch["attributes"]
+
+
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_exact_for_a_linear_head(metric: str) -> None:
     explainer = Explainer(LinearHeadNet().eval(), metric=metric, recipe="amd-linear")
@@ -91,12 +99,9 @@ def test_linear_recipe_needs_a_gray_box() -> None:
 def test_rest_terms_only_add_when_asked() -> None:
     from reidexplain.interpreter import LinearAMD
 
-    explainer = Explainer(LinearHeadNet().eval(), recipe="amd-linear").fit(amd_batches(), epochs=1, progress=False)
-    _randomise_maps(explainer)
-    batch = amd_batches()[0]
-    out = explainer.amd(batch["image"])
-    plain = LinearAMD().losses(explainer.amd, out, batch["attributes"], {})
-    with_rest = LinearAMD(rest_weight=2.0).losses(explainer.amd, out, batch["attributes"], {})
+    explainer, out, labels = _fitted_batch()
+    plain = LinearAMD().losses(explainer.amd, out, labels, {})
+    with_rest = LinearAMD(rest_weight=2.0).losses(explainer.amd, out, labels, {})
     assert "rest" not in plain and float(with_rest["rest"]) >= 0.0
     torch.testing.assert_close(with_rest["loss"], plain["loss"] + 2.0 * with_rest["rest"])
 
@@ -104,14 +109,10 @@ def test_rest_terms_only_add_when_asked() -> None:
 def test_the_absent_term_is_the_area_of_the_maps_of_attributes_an_image_lacks() -> None:
     from reidexplain.interpreter import LinearAMD
 
-    explainer = Explainer(LinearHeadNet().eval(), recipe="amd-linear").fit(amd_batches(), epochs=1, progress=False)
-    _randomise_maps(explainer)
-    batch = amd_batches()[0]
-    out = explainer.amd(batch["image"])
-    labels = batch["attributes"]
+    explainer, out, labels = _fitted_batch()
     plain = LinearAMD().losses(explainer.amd, out, labels, {})
     got = LinearAMD(absent_weight=3.0).losses(explainer.amd, out, labels, {})
-    area = out.maps.flatten(2).mean(dim=-1)
+    area = out.maps.flatten(2).mean(dim=-1).detach()
     absent = labels == 0
     expected = float((area * absent).sum() / absent.sum())
     assert "absent" not in plain and abs(float(got["absent"]) - expected) < 1e-6
@@ -156,11 +157,7 @@ def test_shared_maps_keep_the_split_exact_and_learn_from_recognition(tmp_path: P
 def test_the_concentration_term_asks_the_differing_attributes_for_their_part() -> None:
     from reidexplain.interpreter import LinearAMD
 
-    explainer = Explainer(LinearHeadNet().eval(), recipe="amd-linear").fit(amd_batches(), epochs=1, progress=False)
-    _randomise_maps(explainer)
-    batch = amd_batches()[0]
-    out = explainer.amd(batch["image"])
-    labels = batch["attributes"]
+    explainer, out, labels = _fitted_batch()
     plain = LinearAMD().losses(explainer.amd, out, labels, {})
     got = LinearAMD(concentration_weight=2.0, concentration=0.9).losses(explainer.amd, out, labels, {})
     torch.testing.assert_close(got["loss"], plain["loss"] + 2.0 * got["concentration"])
