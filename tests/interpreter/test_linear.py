@@ -167,7 +167,7 @@ def test_the_concentration_term_asks_the_differing_attributes_for_their_part() -
     i, j = torch.triu_indices(8, 8, offset=1)
     parts = linear_pair_decomposition(out.embeddings[i], out.components[i], out.rest[i], out.embeddings[j],
                                       out.components[j], out.rest[j], "euclidean")
-    p = parts.contributions / parts.distance.unsqueeze(-1)
+    p = (parts.contributions / parts.distance.unsqueeze(-1)).detach()
     differs = labels[i] != labels[j]
     some = differs.any(-1)
     short = torch.relu(0.9 * p.sum(-1) - (p * differs).sum(-1))
