@@ -549,7 +549,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
     """Attribute subspaces: the target's distance split exactly along its embedding's directions.
 
     How much each attribute contributes comes from :class:`~reidexplain.interpreter.subspace.AttributeSubspaces`,
-    fitted in seconds on the target's embeddings of the training images
+    fitted on the target's embeddings of the training images alone
     (:func:`~reidexplain.interpreter.subspace.fit_subspaces`): ``c_k = delta^T P_k delta / d >= 0`` and
     the rest's part add up to the target's own distance for any model, so ADRE is 0 up to float error,
     also in black-box mode. *Where* each attribute is comes from AMD+'s shared maps, trained on attribute
