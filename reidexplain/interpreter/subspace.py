@@ -169,6 +169,8 @@ def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attribut
     if principal.shape[0] < r:  # fewer images than directions: complete the basis
         extra = torch.linalg.qr(torch.cat([principal, torch.eye(dim)[: r]]).T)[0].T
         principal = extra[:r]
+    # Coordinates in the principal basis, once: each step then costs the same whatever D.
+    coords = emb @ principal.T  # (N,r)
     rotation = nn.utils.parametrizations.orthogonal(nn.Linear(r, r, bias=False))
     with torch.no_grad():
         rotation.weight = torch.eye(r)
@@ -184,11 +186,10 @@ def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attribut
             idx = next(batches)
             i, j = torch.triu_indices(len(idx), len(idx), offset=1)
             a, b = idx[i], idx[j]
-            delta = emb[a] - emb[b]
-            total = delta.pow(2).sum(-1).clamp_min(1e-24)
+            total = (emb[a] - emb[b]).pow(2).sum(-1).clamp_min(1e-24)
             keep = total > 1e-12  # a pair of identical embeddings has nothing to split
-            basis = rotation.weight @ principal
-            p = (delta @ basis.T).pow(2) @ logits.softmax(dim=-1)[:, :m] / total[:, None]
+            rotated = (coords[a] - coords[b]) @ rotation.weight.T
+            p = rotated.pow(2) @ logits.softmax(dim=-1)[:, :m] / total[:, None]
             differs = labels[a] != labels[b]
             pair_known = None if known_cpu is None else (known_cpu[a], known_cpu[b])
             if usage_cpu is None:
