@@ -279,6 +279,8 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
      "bench_truthful.py", _linear_section),
     ("linear_seeds", "amd-linear and its absent-attribute lever over 3 fit seeds (issue 15)", "bench_truthful.py",
      _seeds_section),
+    ("linear_shared", "amd-linear with AMD+'s shared maps, located by recognition (issue 15)", "bench_truthful.py",
+     _linear_section),
     ("linear", "The linear decomposition against the paper's recipe (issue 15)", "bench_truthful.py",
      _linear_section),
     ("ranking", "Ranked lists at gallery scale (issue 16)", "bench_ranking.py", _ranking_section),
