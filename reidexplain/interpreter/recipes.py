@@ -610,6 +610,9 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
             raise ValueError(f"prior_weights: expected 3 non-negative weights, got {self.prior_weights}")
         if not 0.0 <= float(self.same_person_cap) <= 1.0:
             raise ValueError(f"same_person_cap: expected a part in [0, 1], got {self.same_person_cap}")
+        if self.distillation_weight is not None:
+            raise ValueError("distillation_weight: 'amd-subspace' splits the target's own distance exactly and "
+                             "distils nothing; use recipe='amd' for the paper's distillation")
         if float(self.recognition_weight) <= 0:
             raise ValueError("recognition_weight: the maps of 'amd-subspace' learn only from recognition; "
                              f"expected a positive weight, got {self.recognition_weight}")

@@ -125,3 +125,5 @@ def test_the_recipe_refuses_what_it_cannot_do() -> None:
     with pytest.raises(ValueError, match="concentration"):
         SubspaceAMD(concentration=2.0)
     assert "one process" in SubspaceAMD().not_distributable()
+    with pytest.raises(ValueError, match="distils nothing"):
+        SubspaceAMD(distillation_weight=5.0)
