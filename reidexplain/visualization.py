@@ -151,8 +151,10 @@ def _draw_bars(ax: Axes, attribution: PairAttribution, pair: int, top_k: int, n_
     d = float(attribution.distance[pair])
     d_hat = float(attribution.reconstructed[pair]) if attribution.reconstructed is not None else float("nan")
     # The explanation in words above the chart: "mostly X (41 %) and Y (18 %); 22 % unexplained".
-    words = "\n".join(textwrap.fill(part, 44) for part in attribution.summary(pair).split("; "))
-    ax.set_title(f"d = {d:.3g}, d_hat = {d_hat:.3g}\n{words}", fontsize=fontsize)
+    words = "\n".join(textwrap.fill(part, 36) for part in attribution.summary(pair).split("; "))
+    # With an unexplained part d_hat is d itself (every part is included): say it once.
+    head = f"d = {d:.3g}" if unexplained is not None else f"d = {d:.3g}, d_hat = {d_hat:.3g}"
+    ax.set_title(f"{head}\n{words}", fontsize=fontsize)
 
 
 def _sign_for(attribution: PairAttribution, pair: int, sign: str | None) -> str:

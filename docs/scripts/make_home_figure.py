@@ -88,7 +88,7 @@ def main() -> None:
                      title=f"Why are these two persons far apart? Their labels differ in: {', '.join(labels)}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=90, bbox_inches="tight")
     print(f"wrote {out} in {time.perf_counter() - start:.0f} s")
 
 
