@@ -116,7 +116,7 @@ def test_the_chart_shows_the_unexplained_part_and_negative_contributions_in_word
     np.testing.assert_allclose(widths[-1], 100 * 0.4 / 2.1, rtol=1e-4)
     assert min(widths) == pytest.approx(-100 * 0.2 / 2.1, rel=1e-4) and bars.get_xlim()[0] < min(widths)
     assert bars.get_xlabel().startswith("share of d (%)")
-    assert bars.get_title().splitlines()[1:] == ["mostly hat (43 %) and upred (24 %)", "19 % unexplained"]
+    assert bars.get_title().splitlines() == ["d = 2.1", "mostly hat (43 %) and upred (24 %)", "19 % unexplained"]
 
 
 def test_compare_one_row_per_method():
