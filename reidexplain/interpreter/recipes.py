@@ -587,6 +587,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
     needs_target_pass: ClassVar[bool] = True
     shared_maps: ClassVar[bool] = True  # the maps are located by recognition, which needs shared maps
     warmup_within_fit: ClassVar[bool] = True
+    black_box_head: ClassVar[bool] = False  # the components come from the target's own embedding
 
     rank: int | None = None
     subspace_steps: int = 1500
@@ -618,8 +619,6 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
                              f"expected a positive weight, got {self.recognition_weight}")
         if int(self.subspace_steps) < 0 or (self.rank is not None and int(self.rank) < 1):
             raise ValueError(f"subspace_steps >= 0 and rank >= 1 expected, got {self.subspace_steps}, {self.rank}")
-
-    black_box_head: ClassVar[bool] = False  # the components come from the target's own embedding
 
     def build_network(self, adapter: FeatureAdapter, schema: AttributeSchema) -> AMDInterpreter:
         network = super().build_network(adapter, schema)
