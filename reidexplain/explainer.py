@@ -606,7 +606,7 @@ class Explainer:
 
         Returns:
             The index, on the explainer's device; :meth:`~reidexplain.ranking.GalleryIndex.save` writes it.
-            For an interpreter that decomposes distances linearly (``recipe="amd-linear"``) it holds the
+            For an interpreter that decomposes distances linearly (``amd-subspace``, ``amd-linear``) it holds the
             images' rest-of-image parts too (:attr:`~reidexplain.ranking.GalleryIndex.rest`), which the
             rankings' linear rule needs.
 
@@ -701,7 +701,7 @@ class Explainer:
         """Each query's top-k gallery matches, ranked by the target's distance, each explained by AMD.
 
         The matches are decomposed with the rule :meth:`explain` uses: AMD's, or, for an interpreter that
-        decomposes distances linearly (``recipe="amd-linear"``), the linear rule, whose signed
+        decomposes distances linearly (``amd-subspace``, ``amd-linear``), the linear rule, whose signed
         contributions leave an unexplained part (:attr:`RankingExplanation.unexplained
         <reidexplain.ranking.RankingExplanation.unexplained>`); a match's contributions and unexplained
         part are those :meth:`explain` gives for the pair (query, match).
@@ -753,7 +753,7 @@ class Explainer:
         Raises:
             NotFittedError: before :meth:`fit`.
             ValueError: ``top_k`` larger than the gallery, a gallery index of another model or schema
-                (or, for ``recipe="amd-linear"``, one without the rest-of-image parts), ids of the wrong
+                (or, for ``amd-subspace``, ``amd-linear``, one without the rest-of-image parts), ids of the wrong
                 length, shards that do not fit together (on every process alike).
 
         Examples:

@@ -6,7 +6,7 @@ embeddings are computed once, and every query x match pair then costs ``M`` dist
 * the arithmetic, as pure functions on tensors: :func:`topk_matches` (the ``k`` nearest gallery entries
   of every query, in chunks, without a ``Q x G x M`` tensor), :func:`pair_component_distances` (the
   ``M`` component distances of the top-k pairs only), :func:`topk_linear_decomposition` (the linear
-  decomposition of those pairs, for ``recipe="amd-linear"``) and :func:`chunk_rows` (how many rows fit a
+  decomposition of those pairs, for ``amd-subspace``, ``amd-linear``) and :func:`chunk_rows` (how many rows fit a
   memory bound);
 * :class:`GalleryIndex`: a gallery's per-image quantities, computed once, saved to a versioned file and
   reloaded without the images;

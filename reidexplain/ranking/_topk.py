@@ -1,5 +1,5 @@
 """The ranking arithmetic, as pure functions on tensors: top-k matches in blocks within a memory bound,
-the component distances (AMD's rule) or the linear decomposition (``recipe="amd-linear"``) of the top-k
+the component distances (AMD's rule) or the linear decomposition (``amd-subspace``, ``amd-linear``) of the top-k
 pairs only, and their decomposition (:func:`explain_topk`).
 """
 
@@ -249,7 +249,7 @@ def topk_linear_decomposition(query_embeddings: torch.Tensor, query_components: 
     """The linear decomposition of the pairs ``(query q, gallery indices[q, j])`` only.
 
     :func:`~reidexplain.decomposition.linear_pair_decomposition` (the rule
-    :meth:`~reidexplain.Explainer.explain` uses for ``recipe="amd-linear"``) on the gathered pairs, a
+    :meth:`~reidexplain.Explainer.explain` uses for ``amd-subspace``, ``amd-linear``) on the gathered pairs, a
     block of pairs at a time, the blocks sized so that their temporaries fit ``max_memory_mb``.
 
     Args:
@@ -316,11 +316,11 @@ def _check_rest(query_rest: torch.Tensor | None, index: GalleryIndex) -> None:
     """Raise ``ValueError`` unless the queries and the index both have a rest (linear rule) or neither."""
     if query_rest is not None and index.rest is None:
         raise ValueError("query_rest: the queries come with the rest-of-image parts of the linear decomposition "
-                         "(recipe 'amd-linear'), and the gallery index has none (an index built by another "
+                         "(amd-subspace, amd-linear), and the gallery index has none (an index built by another "
                          "recipe, or before reidexplain kept them): rebuild it with index_gallery")
     if query_rest is None and index.rest is not None:
         raise ValueError("query_rest: the gallery index holds the rest-of-image parts of the linear "
-                         "decomposition (recipe 'amd-linear'); pass the queries' (Components.rest) as "
+                         "decomposition (amd-subspace, amd-linear); pass the queries' (Components.rest) as "
                          "query_rest, or their decomposition would be AMD's rule on the parts u_k")
 
 
@@ -334,7 +334,7 @@ def explain_topk(query_embeddings: torch.Tensor, query_components: torch.Tensor,
     :func:`topk_matches` on the embeddings, then, for the ``Q x K`` survivors only, either AMD's rule
     (:func:`pair_component_distances`, then :func:`~reidexplain.decomposition.decompose`) or, when the
     queries and the index have the rest-of-image parts of a linear decomposition
-    (``recipe="amd-linear"``), the linear rule (:func:`topk_linear_decomposition`), whose contributions
+    (``amd-subspace``, ``amd-linear``), the linear rule (:func:`topk_linear_decomposition`), whose contributions
     are signed and leave an unexplained part.
 
     Args:

@@ -85,7 +85,7 @@ class GalleryIndex:
             whole gallery. Rankings name gallery images by ``offset + local row``.
         total: Size of the whole gallery (default ``offset + len(self)``).
         rest: ``(G,D)`` the rest-of-image parts of the embeddings, for an interpreter that decomposes
-            distances linearly (``recipe="amd-linear"``: ``components`` are then the attributes' parts
+            distances linearly (``amd-subspace``, ``amd-linear``: ``components`` are then the attributes' parts
             ``u_k``, see :class:`~reidexplain.interpreter.Components`), else ``None``. With it, rankings
             use the linear rule (:func:`~reidexplain.decomposition.linear_pair_decomposition`), not AMD's.
 
@@ -283,7 +283,7 @@ class GalleryIndex:
     def check_compatible(self, explainer: Any) -> None:
         """Raise ``ValueError`` unless ``explainer`` (fitted) computed this index (same schema and model).
 
-        An explainer that decomposes distances linearly (``recipe="amd-linear"``) also needs the index's
+        An explainer that decomposes distances linearly (``amd-subspace``, ``amd-linear``) also needs the index's
         :attr:`rest`: an index of its model written without it (before reidexplain kept it) would be
         ranked with AMD's rule on the parts ``u_k``, which is wrong for them.
         """
@@ -302,11 +302,11 @@ class GalleryIndex:
         linear = bool(amd.linear)
         if linear and not self.linear:
             raise ValueError("gallery index: it holds no rest-of-image parts, which the explainer's linear "
-                             "decomposition (recipe 'amd-linear') needs (an index written before reidexplain "
+                             "decomposition (amd-subspace, amd-linear) needs (an index written before reidexplain "
                              "kept them); rebuild it with explainer.index_gallery(images)")
         if self.linear and not linear:
             raise ValueError("gallery index: it holds the rest-of-image parts of a linear decomposition "
-                             "(recipe 'amd-linear'), and the explainer decomposes with AMD's rule; rebuild it "
+                             "(amd-subspace, amd-linear), and the explainer decomposes with AMD's rule; rebuild it "
                              "with explainer.index_gallery(images)")
 
 

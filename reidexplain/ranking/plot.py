@@ -22,7 +22,7 @@ def plot_ranking(ranking: RankingExplanation, query_index: int = 0, *, query_ima
     The query is drawn first (with the map of the attribute that leads its best match); every match
     shows its rank, distance, leading attribute and share, with that attribute's map blended over it
     (Captum's blended heat map, as :func:`reidexplain.visualization.compare` draws AMD maps). A ranking
-    with an unexplained part (``recipe="amd-linear"``) also gives each match's unexplained share of the
+    with an unexplained part (``amd-subspace``, ``amd-linear``) also gives each match's unexplained share of the
     distance ("22% unexplained"), as the pair chart's grey bar does. With identities, a green frame marks
     a correct match and a red one a wrong match.
 

@@ -28,7 +28,7 @@ class RankComparison:
     ``differences[k] = c_k(query, match j) - c_k(query, match i)``: positive where attribute ``k`` puts
     match ``j`` farther from the query than match ``i`` (it supports the order), negative where it works
     against it. With AMD's rule the differences sum to ``d_hat_j - d_hat_i``; with the linear rule
-    (``recipe="amd-linear"``) they sum, with :attr:`unexplained_gap`, to ``d_j - d_i``.
+    (``amd-subspace``, ``amd-linear``) they sum, with :attr:`unexplained_gap`, to ``d_j - d_i``.
 
     Attributes:
         query: The query's index.
@@ -96,7 +96,7 @@ class RankingExplanation:
         distance: ``(Q,K)`` target distances (``inf`` for an empty slot).
         reconstructed: ``(Q,K)`` interpreter distances ``d_hat``.
         contributions: ``(Q,K,M)`` per-attribute contributions: with AMD's rule non-negative, summing to
-            ``d_hat``; with the linear rule (``recipe="amd-linear"``) signed, summing with
+            ``d_hat``; with the linear rule (``amd-subspace``, ``amd-linear``) signed, summing with
             :attr:`unexplained` to ``distance``.
         attribute_names, attribute_labels: The ``M`` names and readable labels.
         query_ids: ``(Q,)`` identities of the queries, or ``None``.
@@ -229,8 +229,9 @@ class RankingExplanation:
     def summary(self, query_index: int = 0, rank: int = 0, k: int = 2) -> str:
         """One line in words for a match: its leading attributes and their shares, and the unexplained part.
 
-        Worded as :meth:`reidexplain.attribution.PairAttribution.summary` (:func:`~reidexplain.attribution.summary_text`):
-        "mostly upper red (41 %) and backpack (18 %); 22 % unexplained".
+        Worded as :meth:`reidexplain.attribution.PairAttribution.summary`
+        (:func:`~reidexplain.attribution.summary_text`): "mostly upper red (41 %) and backpack (18 %);
+        22 % unexplained".
 
         Args:
             query_index: The query's index.
@@ -244,7 +245,8 @@ class RankingExplanation:
         if not self.valid[query_index, rank]:
             return "no match"
         rest = None if self.unexplained is None else float(self.unexplained_share[query_index, rank])
-        return summary_text([(label, share) for label, _, share in self.top_attributes(query_index, rank, k)], rest)
+        leading = self.top_attributes(query_index, rank, k)
+        return summary_text([(label, share) for label, _, share in leading], rest)
 
     def why(self, i: int, j: int, query_index: int = 0) -> RankComparison:
         """Why match ``i`` is ranked above match ``j`` (ranks, 0-based) for query ``query_index``.
