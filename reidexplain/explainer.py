@@ -382,8 +382,8 @@ class Explainer:
                 amd = self._build(probe, batch.attributes.shape[1], batch)
             # Every batch must have the first batch's size (the size the interpreter is fitted on).
             checked = CheckedLoader(loader, "loader", len(self._schema), None, self._dtype(), require_known=True)
-            data = target_pass(amd, checked) if self.recipe.needs_target_pass else None
-            amd.prepared = self.recipe.prepare(amd, data)
+            data = target_pass(amd, checked, progress=progress) if self.recipe.needs_target_pass else None
+            amd.prepared = self.recipe.prepare(amd, data, progress=progress)
             fit(amd, checked, self.config, progress=progress, seed=seed, history=history, checkpoint=checkpoint,
                 checkpoint_every=checkpoint_every)
         except Exception as err:

@@ -161,8 +161,9 @@ class Recipe:
         return network.to(adapter.device)
 
     # ------------------------------------------------------------------ training
-    def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
-        """What the recipe derives from the training data before training (saved with the model)."""
+    def prepare(self, model: AMDModel, data: TargetPass | None, progress: bool = False) -> dict[str, Any]:
+        """What the recipe derives from the training data before training (saved with the model);
+        ``progress``: show a progress bar on long work."""
         return {}
 
     def warmup(self, model: AMDModel, batches: Callable[[], Iterable[Batch]], lr: float,
@@ -374,7 +375,7 @@ class AMDPlus(LocatedByRecognition, Recipe):
     def needs_target_pass(self) -> bool:  # type: ignore[override]
         return self.model_aware_prior and self.usage_weights is None
 
-    def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
+    def prepare(self, model: AMDModel, data: TargetPass | None, progress: bool = False) -> dict[str, Any]:
         schema = model.schema
         prepared: dict[str, Any] = {"one_hot_groups": self.one_hot_groups(schema)}
         if self.model_aware_prior:
@@ -490,7 +491,7 @@ class LinearAMD(LocatedByRecognition, Recipe):
                                  slots=self.slots(schema), partition=True)
         return network.to(adapter.device)
 
-    def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
+    def prepare(self, model: AMDModel, data: TargetPass | None, progress: bool = False) -> dict[str, Any]:
         prepared: dict[str, Any] = {"one_hot_groups": self.one_hot_groups(model.schema)} if self.shared_maps else {}
         if self.model_aware_prior:
             prepared["usage_weights"] = measured_usage(self.usage_weights, model, data)
@@ -625,7 +626,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         network.subspaces = AttributeSubspaces(adapter.embedding_dim, len(schema), self.rank)
         return network.to(adapter.device)
 
-    def prepare(self, model: AMDModel, data: TargetPass | None) -> dict[str, Any]:
+    def prepare(self, model: AMDModel, data: TargetPass | None, progress: bool = False) -> dict[str, Any]:
         assert data is not None
         prepared: dict[str, Any] = {"one_hot_groups": self.one_hot_groups(model.schema)}
         usage = None
@@ -640,7 +641,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
                               prior_weight=self.prior_weight, prior_weights=tuple(self.prior_weights),
                               concentration=self.concentration,
                               concentration_weight=self.concentration_weight, same_cap=self.same_person_cap,
-                              same_weight=self.same_person_weight)
+                              same_weight=self.same_person_weight, progress=progress)
         spaces.load_state_dict(fitted.state_dict())
         prepared["subspace_fit"] = {key: round(value, 6) for key, value in stats.items()}
         return prepared

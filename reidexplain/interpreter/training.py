@@ -127,11 +127,16 @@ def default_epochs(batches_per_epoch: int | None, steps: int, max_epochs: int = 
     return int(max(1, min(max_epochs, math.ceil(steps / batches_per_epoch))))
 
 
-def target_pass(model: AMDModel, loader: Iterable) -> TargetPass:
+def target_pass(model: AMDModel, loader: Iterable, progress: bool = False) -> TargetPass:
     """Target embeddings, labels and pids of every image of ``loader`` (one pass, no gradients)."""
     embs, attrs, pids, known = [], [], [], []
-    with torch.no_grad():
+    try:
+        total: int | None = len(loader)  # type: ignore[arg-type]
+    except TypeError:  # an iterable without a length (an IterableDataset's loader, a generator)
+        total = None
+    with torch.no_grad(), progress_bar(total=total, enabled=progress, desc="target pass", unit="batch") as bar:
         for batch in iter_batches(loader, model.num_attributes, warn=False):
+            bar.update(1)
             with model.adapter.bind(model.side_from_batch(batch)):
                 emb = model.adapter.embed(batch.images.to(model.device))[1]
                 embs.append(check_embeddings(emb, batch.images.shape[0], "model output").detach().cpu())
