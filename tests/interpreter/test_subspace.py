@@ -127,3 +127,36 @@ def test_the_recipe_refuses_what_it_cannot_do() -> None:
     assert "one process" in SubspaceAMD().not_distributable()
     with pytest.raises(ValueError, match="distils nothing"):
         SubspaceAMD(distillation_weight=5.0)
+
+
+class _Interrupting:
+    """The batches of ``data``, read again on every pass, with an error at the ``after``-th batch read."""
+
+    def __init__(self, data: list, after: int) -> None:
+        self.data, self.after, self.read = data, after, 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self):
+        for batch in self.data:
+            self.read += 1
+            if self.read == self.after:
+                raise RuntimeError("disk went away")
+            yield batch
+
+
+def test_an_interrupted_default_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
+    def fitted(loader, **options) -> Explainer:
+        explainer = Explainer(AMDLinearHeadNet().eval(), recipe=SubspaceAMD(subspace_steps=30, recognition_warmup=2))
+        return explainer.fit(loader, epochs=4, lr=1e-3, progress=False, seed=1, **options)
+
+    whole = fitted(amd_batches())
+    state = tmp_path / "fit.state"
+    with pytest.raises(RuntimeError, match="disk went away"):
+        fitted(_Interrupting(amd_batches(), after=9), checkpoint=state, checkpoint_every=1)
+    assert state.is_file()
+    resumed = fitted(amd_batches(), checkpoint=state, checkpoint_every=1)
+    assert [h["steps"] for h in resumed.history] == [h["steps"] for h in whole.history]
+    for key, value in whole.network.state_dict().items():
+        torch.testing.assert_close(resumed.network.state_dict()[key], value, rtol=1e-5, atol=1e-6)
