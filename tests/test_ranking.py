@@ -22,6 +22,7 @@ from reidexplain.distance import distance_matrix  # noqa: E402
 from reidexplain.explainer import Explainer, NotFittedError  # noqa: E402
 from reidexplain.ranking import (  # noqa: E402
     INDEX_FORMAT_VERSION,
+    LINEAR_FORMAT_VERSIONS,
     chunk_rows,
     explain_topk,
     model_fingerprint,
@@ -466,11 +467,21 @@ def test_linear_rule_needs_the_rest_on_both_sides(linear, fitted, data, tmp_path
     # An amd-linear index written before indexes had a rest loads, and is refused for ranking.
     index.save(tmp_path / "gallery.pt")
     raw = torch.load(tmp_path / "gallery.pt", weights_only=True)
+    assert raw["format_version"] == LINEAR_FORMAT_VERSIONS[0]  # a reader without the rest refuses it
     del raw["rest"]
+    torch.save(raw, tmp_path / "damaged.pt")
+    with pytest.raises(ValueError, match="damaged: format version 3 needs"):
+        GalleryIndex.load(tmp_path / "damaged.pt")
+    raw["format_version"] = INDEX_FORMAT_VERSION  # as written before there was a rest
     torch.save(raw, tmp_path / "old.pt")
     assert GalleryIndex.load(tmp_path / "old.pt").rest is None
     with pytest.raises(ValueError, match="rebuild it"):
         GalleryIndex.load(tmp_path / "old.pt", linear)
+    # A shard of a linear index has its own version, and loads as a shard with its rest.
+    index.shard(1, 2).save(tmp_path / "shard.pt")
+    assert torch.load(tmp_path / "shard.pt", weights_only=True)["format_version"] == LINEAR_FORMAT_VERSIONS[1]
+    shard = GalleryIndex.load(tmp_path / "shard.pt")
+    assert shard.is_shard and torch.equal(shard.rest, index.rest[6:])
     # The rest travels with the index's other tensors, and must fit them.
     part = index.shard(1, 2)
     assert torch.equal(part.rest, index.rest[6:]) and torch.equal(index.to("cpu").rest, index.rest)

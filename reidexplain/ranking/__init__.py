@@ -53,6 +53,7 @@ from .distributed import (
 from .index import (
     INDEX_FORMAT,
     INDEX_FORMAT_VERSION,
+    LINEAR_FORMAT_VERSIONS,
     SHARD_FORMAT_VERSION,
     GalleryIndex,
     model_fingerprint,
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_MEMORY_MB",
     "INDEX_FORMAT",
     "INDEX_FORMAT_VERSION",
+    "LINEAR_FORMAT_VERSIONS",
     "SHARD_FORMAT_VERSION",
     "GalleryIndex",
     "RankComparison",

@@ -19,7 +19,8 @@ import torch
 from ..distance import check_metric
 from ._collectives import _process_group, shard_bounds
 
-__all__ = ["INDEX_FORMAT", "INDEX_FORMAT_VERSION", "SHARD_FORMAT_VERSION", "GalleryIndex", "model_fingerprint"]
+__all__ = ["INDEX_FORMAT", "INDEX_FORMAT_VERSION", "SHARD_FORMAT_VERSION", "LINEAR_FORMAT_VERSIONS",
+           "GalleryIndex", "model_fingerprint"]
 
 INDEX_FORMAT = "reidexplain.GalleryIndex"
 """The ``"format"`` tag of a :class:`GalleryIndex` file."""
@@ -29,6 +30,10 @@ SHARD_FORMAT_VERSION = 2
 """Version of the files :meth:`GalleryIndex.save` writes for a shard (version 1 plus its ``offset`` and
 the whole gallery's ``total``), so that a reader of version 1 refuses a shard instead of taking it for a
 whole gallery."""
+LINEAR_FORMAT_VERSIONS = (3, 4)
+"""Versions of a whole gallery and of a shard whose index holds the rest-of-image parts of the linear
+rule (versions 1 and 2 plus ``"rest"``), so that a reader of versions 1 and 2, which knows no rest and
+would rank with AMD's rule, refuses them."""
 
 # ---------------------------------------------------------------------------------------- fingerprints
 def model_fingerprint(amd: Any) -> str:
@@ -215,7 +220,8 @@ class GalleryIndex:
         """Write the index to one file: ``torch.save`` of plain tensors, loadable with ``weights_only=True``.
 
         A whole gallery is written as format version :data:`INDEX_FORMAT_VERSION`; a shard as
-        :data:`SHARD_FORMAT_VERSION`, with its offset and the gallery's size. Every process writes what it
+        :data:`SHARD_FORMAT_VERSION`, with its offset and the gallery's size; an index with the rest of
+        the linear rule as :data:`LINEAR_FORMAT_VERSIONS` (whole, shard). Every process writes what it
         holds: under ``torchrun``, give each rank its own path (``f"gallery.{rank}.pt"``) and load each
         shard on its own rank. The rest-of-image parts of a linear index are written under ``"rest"``
         (``None`` otherwise); files written before there was a rest still load, without one.
@@ -240,6 +246,8 @@ class GalleryIndex:
         }
         if self.is_shard:
             data.update(format_version=SHARD_FORMAT_VERSION, offset=self.offset, total=self.total)
+        if self.rest is not None:
+            data["format_version"] = LINEAR_FORMAT_VERSIONS[int(self.is_shard)]
         torch.save(data, Path(path))
 
     @classmethod
@@ -269,10 +277,15 @@ class GalleryIndex:
         if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
             raise ValueError(f"path: {str(path)!r} is not a gallery index written by GalleryIndex.save")
         version = data.get("format_version")
-        if version not in (INDEX_FORMAT_VERSION, SHARD_FORMAT_VERSION):
+        known = (INDEX_FORMAT_VERSION, SHARD_FORMAT_VERSION, *LINEAR_FORMAT_VERSIONS)
+        if version not in known:
             raise ValueError(f"path: {str(path)!r} has gallery index format version {version!r}; this "
-                             f"reidexplain reads versions {INDEX_FORMAT_VERSION} and {SHARD_FORMAT_VERSION}")
-        shard = {"offset": data["offset"], "total": data["total"]} if version == SHARD_FORMAT_VERSION else {}
+                             f"reidexplain reads versions {', '.join(map(str, known))}")
+        if (version in LINEAR_FORMAT_VERSIONS) != (data.get("rest") is not None):
+            raise ValueError(f"path: {str(path)!r} is damaged: format version {version} "
+                             f"{'needs' if version in LINEAR_FORMAT_VERSIONS else 'has no'} rest-of-image parts")
+        is_shard = version in (SHARD_FORMAT_VERSION, LINEAR_FORMAT_VERSIONS[1])
+        shard = {"offset": data["offset"], "total": data["total"]} if is_shard else {}
         index = cls(data["embeddings"], data["components"], data["maps"], data["ids"], data["camids"],
                     tuple(data["attribute_names"]), data["metric"], data["fingerprint"], tuple(data["image_size"]),
                     rest=data.get("rest"), **shard)  # older files have no "rest"
