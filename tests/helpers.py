@@ -244,3 +244,21 @@ def amd_batches(num_ids: int = 4, per_id: int = 4, num_attributes: int = 5, size
         else:
             out.append((x[sl], p[sl], y[sl]))
     return out
+
+
+class InterruptingLoader:
+    """The batches of a list, raising once after ``after`` batches (a crash mid-epoch)."""
+
+    def __init__(self, batches: list, after: int) -> None:
+        self.batches, self.after, self.read = batches, after, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            if self.read == self.after:
+                self.read += 1
+                raise RuntimeError("the disk went away")
+            self.read += 1
+            yield batch

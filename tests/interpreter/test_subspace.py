@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import AMDLinearHeadNet, amd_batches  # noqa: E402
+from helpers import AMDLinearHeadNet, InterruptingLoader, amd_batches  # noqa: E402
 
 from reidexplain import Explainer  # noqa: E402
 from reidexplain.decomposition import linear_pair_decomposition  # noqa: E402
@@ -129,23 +129,6 @@ def test_the_recipe_refuses_what_it_cannot_do() -> None:
         SubspaceAMD(distillation_weight=5.0)
 
 
-class _Interrupting:
-    """The batches of ``data``, read again on every pass, with an error at the ``after``-th batch read."""
-
-    def __init__(self, data: list, after: int) -> None:
-        self.data, self.after, self.read = data, after, 0
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __iter__(self):
-        for batch in self.data:
-            self.read += 1
-            if self.read == self.after:
-                raise RuntimeError("disk went away")
-            yield batch
-
-
 def test_an_interrupted_default_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
     def fitted(loader, **options) -> Explainer:
         explainer = Explainer(AMDLinearHeadNet().eval(), recipe=SubspaceAMD(subspace_steps=30, recognition_warmup=2))
@@ -154,7 +137,7 @@ def test_an_interrupted_default_fit_resumes_where_it_stopped(tmp_path: Path) -> 
     whole = fitted(amd_batches())
     state = tmp_path / "fit.state"
     with pytest.raises(RuntimeError, match="disk went away"):
-        fitted(_Interrupting(amd_batches(), after=9), checkpoint=state, checkpoint_every=1)
+        fitted(InterruptingLoader(amd_batches(), after=8), checkpoint=state, checkpoint_every=1)
     assert state.is_file()
     resumed = fitted(amd_batches(), checkpoint=state, checkpoint_every=1)
     assert [h["steps"] for h in resumed.history] == [h["steps"] for h in whole.history]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import AMDTimmToy, amd_batches, amd_sequential_net  # noqa: E402
+from helpers import AMDTimmToy, InterruptingLoader, amd_batches, amd_sequential_net  # noqa: E402
 
 from reidexplain.adapters import adapt_model  # noqa: E402
 from reidexplain.attributes import AttributeSchema  # noqa: E402
@@ -176,23 +176,6 @@ def test_fit_takes_nan_coded_unknown_labels() -> None:
     assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
 
 
-class _Interrupting:
-    """The batches of a list, raising once after ``after`` batches (a crash mid-epoch)."""
-
-    def __init__(self, batches: list, after: int) -> None:
-        self.batches, self.after, self.read = batches, after, 0
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        for batch in self.batches:
-            if self.read == self.after:
-                self.read += 1
-                raise RuntimeError("the disk went away")
-            self.read += 1
-            yield batch
-
 
 @pytest.mark.parametrize("recipe", ["amd", "amd+"])
 def test_an_interrupted_fit_resumes_and_ends_where_an_uninterrupted_one_would(recipe, tmp_path) -> None:
@@ -212,7 +195,7 @@ def test_an_interrupted_fit_resumes_and_ends_where_an_uninterrupted_one_would(re
     state = tmp_path / "fit.state"
     broken = build()
     with pytest.raises(RuntimeError, match="disk went away"):
-        fit(broken, _Interrupting(amd_batches(), after=3), config, progress=False, seed=1, checkpoint=state,
+        fit(broken, InterruptingLoader(amd_batches(), after=3), config, progress=False, seed=1, checkpoint=state,
             checkpoint_every=1)
     assert state.is_file()
     resumed = build()
