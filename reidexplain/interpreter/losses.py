@@ -35,6 +35,8 @@ __all__ = [
     "pair_known",
     "attribute_prior_terms",
     "attribute_prior_loss",
+    "concentration_loss",
+    "agreeing_pairs_cap_loss",
 ]
 
 KnownMask = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
@@ -315,3 +317,46 @@ def attribute_prior_loss(
     if loss.numel() == 0:
         return shares.sum() * 0.0
     return loss.mean() if reduction == "mean" else loss.sum()
+
+
+def _masked_mean(values: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the selected entries (0 when none is)."""
+    return (values * select).sum() / select.sum().clamp_min(1)
+
+
+def concentration_loss(shares: torch.Tensor, differs: torch.Tensor, part: float,
+                       valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``ReLU(part * sum_k p_k - sum_{k differs} p_k)``, the mean over the pairs with a differing attribute.
+
+    The attributes whose labels differ should carry at least ``part`` of what the attributes carry.
+
+    Args:
+        shares: ``(P,M)`` shares ``p_k`` (of the distance; they need not sum to 1).
+        differs: ``(P,M)`` bool, where the pair's labels differ (and are known).
+        part: The part asked, in ``[0, 1]``.
+        valid: Optional ``(P,)`` bool: the pairs that count.
+
+    Examples:
+        >>> import torch
+        >>> p = torch.tensor([[0.3, 0.3], [0.5, 0.5]])
+        >>> round(float(concentration_loss(p, torch.tensor([[True, False], [False, False]]), 0.6)), 4)  # 0.36 - 0.3
+        0.06
+    """
+    some = differs.any(dim=-1) if valid is None else differs.any(dim=-1) & valid
+    short = F.relu(part * shares.sum(dim=-1) - (shares * differs).sum(dim=-1))
+    return _masked_mean(short, some)
+
+
+def agreeing_pairs_cap_loss(shares: torch.Tensor, differs: torch.Tensor, cap: float,
+                            valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``ReLU(sum_k p_k - cap)``, the mean over the pairs whose labels all agree (two photos of one
+    person, mostly): there the attributes together may carry at most ``cap`` of the distance.
+
+    Examples:
+        >>> import torch
+        >>> p = torch.tensor([[0.3, 0.3], [0.5, 0.5]])
+        >>> round(float(agreeing_pairs_cap_loss(p, torch.tensor([[False, False], [True, False]]), 0.25)), 4)
+        0.35
+    """
+    agree = ~differs.any(dim=-1) if valid is None else ~differs.any(dim=-1) & valid
+    return _masked_mean(F.relu(shares.sum(dim=-1) - cap), agree)

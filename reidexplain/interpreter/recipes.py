@@ -37,7 +37,12 @@ from ..adapters import FeatureAdapter
 from ..attributes import AttributeSchema
 from ..distance import pair_distance
 from ..registry import Registry
-from .losses import attribute_prior_loss, metric_distillation_loss
+from .losses import (
+    agreeing_pairs_cap_loss,
+    attribute_prior_loss,
+    concentration_loss,
+    metric_distillation_loss,
+)
 from .model_aware import (
     AttributeProbes,
     attribute_usage,
@@ -520,9 +525,8 @@ class LinearAMD(LocatedByRecognition, Recipe):
                   "reconstructed": parts.reconstructed.detach()}
         if self.rest_weight > 0:
             rest_share = parts.rest / d.clamp_min(1e-12)
-            agree = ~exclusive.any(dim=-1)
-            over = torch.relu(shares.sum(dim=-1) - self.same_person_cap)
-            term = torch.relu(-rest_share).mean() + (over * agree).sum() / agree.sum().clamp_min(1)
+            term = (torch.relu(-rest_share).mean()
+                    + agreeing_pairs_cap_loss(shares, exclusive, self.same_person_cap))
             loss = loss + self.rest_weight * term
             logged["rest"] = term.detach()
         if self.absent_weight > 0:
@@ -535,9 +539,7 @@ class LinearAMD(LocatedByRecognition, Recipe):
             logged["absent"] = term.detach()
         if self.concentration_weight > 0:
             differs = exclusive if known is None else exclusive & known[i] & known[j]
-            some = differs.any(dim=-1)
-            short = torch.relu(self.concentration * shares.sum(dim=-1) - (shares * differs).sum(dim=-1))
-            term = (short * some).sum() / some.sum().clamp_min(1)
+            term = concentration_loss(shares, differs, self.concentration)
             loss = loss + self.concentration_weight * term
             logged["concentration"] = term.detach()
         losses = {"loss": loss, **logged}

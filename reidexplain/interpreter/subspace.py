@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._progress import progress_bar
-from .losses import attribute_prior_loss
+from .losses import agreeing_pairs_cap_loss, attribute_prior_loss, concentration_loss
 from .model_aware import model_aware_prior_loss
 
 __all__ = ["AttributeSubspaces", "fit_subspaces", "DEFAULT_RANK"]
@@ -202,12 +202,8 @@ def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attribut
                                                known=None if pair_known is None else
                                                (pair_known[0][keep], pair_known[1][keep]))
             counted = differs if known_cpu is None else differs & pair_known[0] & pair_known[1]
-            some = counted.any(dim=-1) & keep
-            attributes_part = p.sum(dim=-1)
-            short = F.relu(concentration * attributes_part - (p * counted).sum(dim=-1))
-            conc = (short * some).sum() / some.sum().clamp_min(1)
-            agree = ~differs.any(dim=-1) & keep
-            same = (F.relu(attributes_part - same_cap) * agree).sum() / agree.sum().clamp_min(1)
+            conc = concentration_loss(p, counted, concentration, valid=keep)
+            same = agreeing_pairs_cap_loss(p, differs, same_cap, valid=keep)
             loss = prior_weight * prior + concentration_weight * conc + same_weight * same
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
