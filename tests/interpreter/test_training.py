@@ -222,8 +222,9 @@ def test_mixed_precision_and_channels_last_options() -> None:
     got = fit(last, amd_batches(), TrainingConfig(epochs=2, lr=1e-3, channels_last=True), progress=False)
     # Other convolution kernels: the same up to rounding. Adam then turns the rounding noise of
     # gradients that are zero in exact arithmetic (a conv bias before BatchNorm) into steps of size lr,
-    # so the trajectories drift apart slowly: the first epoch agrees closely, the second loosely.
-    assert got[0]["loss"] == pytest.approx(expected[0]["loss"], rel=1e-3)
+    # so the trajectories drift apart slowly: the first epoch agrees closely (1.1e-3 apart on an AMD
+    # EPYC), the second loosely.
+    assert got[0]["loss"] == pytest.approx(expected[0]["loss"], rel=5e-3)
     assert got[1]["loss"] == pytest.approx(expected[1]["loss"], rel=0.2)
     half, _ = _setup()  # bfloat16 autocast runs on the CPU too; its losses stay close to float32's
     low = fit(half, amd_batches(), TrainingConfig(epochs=2, lr=1e-3, precision="bfloat16"), progress=False)
