@@ -1,7 +1,7 @@
 """Explanation quality after the default fit on practitioner layouts trained on synthetic persons.
 
 For each architecture: train it with the zoo's trainer on the synthetic Market split (128x64), fit the
-default explainer (the paper's recipe, default steps) and evaluate on all query x gallery pairs: ADRE,
+default explainer (the default recipe, default steps) and evaluate on all query x gallery pairs: ADRE,
 X-mAP_e, X-mAP_c and Rank-1/mAP with the target's distance and with ``d_hat``.
 
 Usage::
@@ -54,7 +54,7 @@ def run(name: str, splits: dict[str, list], epochs: int | None, steps: int | Non
     fit_seconds = time.perf_counter() - start
     scores = explainer.evaluate(DataLoader(query, batch_size=64), DataLoader(gallery, batch_size=64),
                                 progress=False)
-    return {"architecture": name, "adapter": explainer.adapter.kind, "layer": explainer.adapter.layer,
+    return {"architecture": name, "recipe": explainer.recipe.name, "adapter": explainer.adapter.kind, "layer": explainer.adapter.layer,
             "train_epochs": epochs, "train_seconds": round(train_seconds, 1),
             "fit_steps": int(explainer.history[-1]["steps"]), "fit_seconds": round(fit_seconds, 1),
             **{k: round(float(v), 2) for k, v in scores.items()}}

@@ -171,13 +171,13 @@ def _subspace_section(data: dict[str, Any]) -> list[str]:
 
 
 def _arch_quality_section(data: dict[str, Any]) -> list[str]:
-    cols = [("architecture", "architecture"), ("adapter", "adapter"), ("train_epochs", "target epochs"),
-            ("rank1_target", "R1 target"), ("map_target", "mAP target"), ("fit_steps", "AMD steps"),
+    cols = [("architecture", "architecture"), ("recipe", "recipe"), ("adapter", "adapter"),
+            ("train_epochs", "target epochs"), ("rank1_target", "R1 target"), ("map_target", "mAP target"), ("fit_steps", "AMD steps"),
             ("adre", "ADRE %"), ("x_map_e", "X-mAP_e"), ("x_map_c", "X-mAP_c"), ("rank1_interpreter", "R1 d_hat")]
     sizes = data.get("sizes", {})
     return [f"Targets trained by the zoo's trainer on {sizes.get('num_train_ids', '?')} synthetic identities "
-            f"({sizes.get('images_per_id', '?')} images each, 128x64), then the default explainer fit (paper "
-            f"recipe); all query x gallery pairs of {sizes.get('num_test_ids', '?')} test identities.", "",
+            f"({sizes.get('images_per_id', '?')} images each, 128x64), then the default explainer fit (the "
+            f"recipe column); all query x gallery pairs of {sizes.get('num_test_ids', '?')} test identities.", "",
             _records_table(data.get("results", []), cols), ""]
 
 

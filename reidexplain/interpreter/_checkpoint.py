@@ -22,7 +22,7 @@ from torch import nn
 from ..adapters import adapt_model
 from ..attributes import AttributeSchema, get_schema
 from .model import AMDModel
-from .recipes import create_recipe
+from .recipes import saved_recipe
 from .training import TrainingConfig
 
 __all__ = ["checkpoint_dict", "restore", "architecture_signature", "weights_checksum", "SUPPORTED_VERSIONS"]
@@ -188,7 +188,7 @@ def restore(cls: type, path: Path, model: nn.Module, attributes: Any, device: An
                              "is not saved; pass it again: Explainer.load(path, model, output=...)")
     try:
         schema = AttributeSchema.from_dict(ckpt["schema"])
-        recipe = create_recipe(ckpt["recipe"]["name"], **ckpt["recipe"].get("options", {}))
+        recipe = saved_recipe(ckpt["recipe"]["name"], ckpt["recipe"].get("options", {}))
         h, w = (int(v) for v in ckpt["input_size"])
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"path: {str(path)!r} holds an interpreter this reidexplain cannot rebuild "

@@ -52,6 +52,8 @@ SHARPNESS_INIT = 0.05
 """Initial sharpness ``beta_k`` of shared maps (see :class:`AttributeDecomposition`)."""
 GATE_FLOOR = -15.0
 """Soft lower bound of the gates and of the spatial logits of shared maps (see :func:`_soft_floor`)."""
+CELL_NORM_EPS = 1e-6
+"""Added to each cell's mean square before its hidden features are scaled to unit RMS (``cell_norm``)."""
 
 
 def _soft_floor(x: torch.Tensor, floor: float) -> torch.Tensor:
@@ -114,6 +116,18 @@ class AttributeDecomposition(nn.Module):
             :class:`~reidexplain.interpreter.recipes.LinearAMD` (AMD-SPEC section 11). With ``slots``
             the attributes' logits are the shared maps' ``z_k`` and the rest has a spatial logit map of
             its own.
+        logit_cap: With ``slots``: bound the regions' spatial logits softly to ``(-cap, cap)``
+            (``cap * tanh(s / cap)``), so that a region's softmax over positions cannot saturate on one
+            cell early in a fit and stop learning there. ``None``: unbounded (AMD+, ``amd-linear``).
+        fixed_pooling: With ``slots``: pool the features that the gates and the read-out read with the
+            regions' attention held fixed (no gradient into *where* a region looks). Then only the
+            per-cell evidence moves the maps. Without ``cell_norm``, a trunk trained from scratch (black
+            box) otherwise learns to gather what the read-out needs in one border cell, and every map
+            points there; with it, this lever is not needed.
+        cell_norm: With ``slots``: scale each cell's hidden features to unit root mean square before the
+            regions' logits and pooling read them, so that where a region looks depends on what a cell
+            holds, not on how large its activations are. A CNN's border cells (zero padding) have the
+            largest activations; without it, every region of a BoT ResNet-18 looked at the corner.
 
     Examples:
         >>> import torch
@@ -133,9 +147,18 @@ class AttributeDecomposition(nn.Module):
     """
 
     def __init__(self, in_channels: int, num_attributes: int, hidden: int = 256,
-                 slots: Sequence[int] | None = None, partition: bool = False) -> None:
+                 slots: Sequence[int] | None = None, partition: bool = False, logit_cap: float | None = None,
+                 fixed_pooling: bool = False, cell_norm: bool = False) -> None:
         super().__init__()
         self.partition = bool(partition)
+        if logit_cap is not None and not float(logit_cap) > 0:
+            raise ValueError(f"logit_cap: expected a positive bound or None, got {logit_cap}")
+        if slots is None and (logit_cap is not None or fixed_pooling or cell_norm):
+            raise ValueError("logit_cap/fixed_pooling/cell_norm: only shared maps (slots) have regions to "
+                             "bound, pool or normalise for")
+        self.logit_cap = None if logit_cap is None else float(logit_cap)
+        self.fixed_pooling = bool(fixed_pooling)
+        self.cell_norm = bool(cell_norm)
         self.conv = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="linear")
         if slots is None:
@@ -187,6 +210,8 @@ class AttributeDecomposition(nn.Module):
             ValueError: shared maps without ``images`` (their maps depend on each cell's pixels).
         """
         hidden = self.conv(features)
+        if self.cell_norm:
+            hidden = hidden * torch.rsqrt(hidden.pow(2).mean(1, keepdim=True) + CELL_NORM_EPS)
         z = self.classifier(hidden)
         if self.slots is None:
             return z, None
@@ -194,13 +219,16 @@ class AttributeDecomposition(nn.Module):
             raise ValueError("images: shared maps read each cell's pixels; pass the images with the features")
         local = self.local_features(images, z.shape[-2:])
         z = z + self.local_where(local)
+        if self.logit_cap is not None:
+            z = self.logit_cap * torch.tanh(z / self.logit_cap)
         rest = None
         if self.partition:  # the rest's logit map stays as it is: the softmax of activate() sets its part
             z, rest = z[:, :-1], z[:, -1:]
         flat = z.flatten(2)
         weights = flat.softmax(dim=2)
         attention = weights[:, self.slots]  # (B,M,hw)
-        pooled = torch.einsum("brn,bcn->brc", weights, hidden.flatten(2))[:, self.slots]
+        pooling = weights.detach() if self.fixed_pooling else weights
+        pooled = torch.einsum("brn,bcn->brc", pooling, hidden.flatten(2))[:, self.slots]
         # Softly floored: a map far below 1 is still a map (exp(-30) is representable in float32), so
         # the map of an absent attribute keeps the shape of its region instead of underflowing to 0.
         gates = _soft_floor((pooled * self.gate_weight).sum(-1) + self.gate_bias, GATE_FLOOR)
@@ -318,6 +346,9 @@ class AMDInterpreter(nn.Module):
         embedding_head: The black-box head (``None`` in gray-box mode).
         slots: Region of each attribute for gated, shared maps (AMD+); ``None``: the paper's head.
         partition: ``M + 1`` maps summing to 1 (see :class:`AttributeDecomposition`).
+        logit_cap: Soft bound of shared maps' spatial logits (see :class:`AttributeDecomposition`).
+        fixed_pooling: Shared maps' pooling without gradient into where they look (same).
+        cell_norm: Shared maps read each cell's hidden features at unit RMS (same).
 
     Examples:
         >>> import torch
@@ -329,10 +360,12 @@ class AMDInterpreter(nn.Module):
 
     def __init__(self, trunk: nn.Module | None, in_channels: int, num_attributes: int, hidden: int = 256,
                  embedding_head: EmbeddingHead | None = None, slots: Sequence[int] | None = None,
-                 partition: bool = False) -> None:
+                 partition: bool = False, logit_cap: float | None = None, fixed_pooling: bool = False,
+                 cell_norm: bool = False) -> None:
         super().__init__()
         self.trunk = trunk
-        self.decomposition = AttributeDecomposition(in_channels, num_attributes, hidden, slots, partition)
+        self.decomposition = AttributeDecomposition(in_channels, num_attributes, hidden, slots, partition,
+                                                    logit_cap, fixed_pooling, cell_norm)
         self.embedding_head = embedding_head
         self.num_attributes = num_attributes
 

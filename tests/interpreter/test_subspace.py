@@ -143,3 +143,19 @@ def test_an_interrupted_default_fit_resumes_where_it_stopped(tmp_path: Path) -> 
     assert [h["steps"] for h in resumed.history] == [h["steps"] for h in whole.history]
     for key, value in whole.network.state_dict().items():
         torch.testing.assert_close(resumed.network.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_file_saved_before_the_maps_options_loads_as_it_was_fitted(tmp_path: Path) -> None:
+    explainer = Explainer(AMDLinearHeadNet().eval(), recipe=SubspaceAMD(subspace_steps=10, recognition_warmup=0))
+    explainer.fit(amd_batches(), epochs=1, progress=False)
+    assert explainer.network.decomposition.cell_norm
+    explainer.save(tmp_path / "now.pt")
+    ckpt = torch.load(tmp_path / "now.pt", weights_only=False)
+    for name in SubspaceAMD.saved_before:  # as the file was written before these options existed
+        del ckpt["recipe"]["options"][name]
+    torch.save(ckpt, tmp_path / "before.pt")
+    loaded = Explainer.load(tmp_path / "before.pt", explainer.model)
+    assert (loaded.recipe.map_logit_cap, loaded.recipe.fixed_pooling, loaded.recipe.cell_norm) == (None, False, False)
+    head = loaded.network.decomposition
+    assert head.logit_cap is None and not head.cell_norm and not head.fixed_pooling
+    assert Explainer.load(tmp_path / "now.pt", explainer.model).network.decomposition.cell_norm

@@ -291,3 +291,91 @@ def test_attribute_usage_leaves_unknown_labels_out() -> None:
     scrambled[:10, 0] = 1 - scrambled[:10, 0]  # unknown labels are wrong: they must not matter much
     usage = attribute_usage(emb, scrambled, known=known)
     assert float(usage[0]) == pytest.approx(1.0, abs=0.05) and float(usage[2]) < 0.1
+
+
+
+def _spread_over_sharpness(head, feats, images) -> torch.Tensor:
+    """Per image and attribute: the range of a map's logits over positions, divided by its sharpness."""
+    with torch.no_grad():
+        z, _ = head.decompose(feats, images)
+        spread = z.flatten(2).amax(2) - z.flatten(2).amin(2)
+        return spread / torch.nn.functional.softplus(head.sharpness)
+
+
+def test_logit_cap_bounds_how_sharply_a_region_can_look() -> None:
+    from reidexplain.interpreter import AttributeDecomposition
+
+    feats, images = torch.rand(2, 4, 6, 3), torch.rand(2, 3, 24, 12)
+    spreads = {}
+    for cap in (None, 2.0):
+        torch.manual_seed(0)
+        head = AttributeDecomposition(4, 3, hidden=8, slots=[0, 0, 1], logit_cap=cap)
+        with torch.no_grad():
+            nn.init.normal_(head.classifier.weight, std=50.0)  # spatial logits far beyond the cap
+        spreads[cap] = _spread_over_sharpness(head, feats, images)
+    assert float(spreads[2.0].amax()) <= 4.0 + 1e-4  # a region's logits lie within (-cap, cap)
+    assert float(spreads[None].amin()) > 4.0
+    with pytest.raises(ValueError, match="logit_cap"):
+        AttributeDecomposition(4, 3, slots=[0, 0, 1], logit_cap=0.0)
+    with pytest.raises(ValueError, match="slots"):
+        AttributeDecomposition(4, 3, logit_cap=5.0)
+    with pytest.raises(ValueError, match="slots"):
+        AttributeDecomposition(4, 3, fixed_pooling=True)
+    with pytest.raises(ValueError, match="slots"):
+        AttributeDecomposition(4, 3, cell_norm=True)
+
+
+def test_cell_norm_makes_where_a_region_looks_blind_to_the_size_of_activations() -> None:
+    from reidexplain.interpreter import AttributeDecomposition
+
+    torch.manual_seed(0)
+    feats, images = torch.rand(2, 4, 6, 3), torch.rand(2, 3, 24, 12)
+    louder = feats * 50.0  # the same features, 50 times larger (the hidden convolution has no bias)
+    for cell_norm in (False, True):
+        torch.manual_seed(0)
+        head = AttributeDecomposition(4, 3, hidden=8, slots=[0, 0, 1], cell_norm=cell_norm)
+        with torch.no_grad():
+            nn.init.normal_(head.classifier.weight)
+            z, _ = head.decompose(feats, images)
+            z_loud, _ = head.decompose(louder, images)
+        if cell_norm:  # every cell's direction is unchanged, so is every logit
+            torch.testing.assert_close(z_loud, z, rtol=1e-4, atol=1e-4)
+        else:
+            assert float((z_loud - z).abs().amax()) > 0.1  # 0.1 is two logits apart at sharpness 0.05
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_fixed_pooling_keeps_the_read_out_from_moving_the_maps(fixed: bool) -> None:
+    from reidexplain.interpreter import AttributeDecomposition
+
+    torch.manual_seed(0)
+    head = AttributeDecomposition(4, 3, hidden=8, slots=[0, 0, 1], fixed_pooling=fixed)
+    with torch.no_grad():
+        for p in head.parameters():
+            nn.init.normal_(p, std=0.5)
+    _, recognised = head.decompose(torch.rand(2, 4, 6, 3), torch.rand(2, 3, 24, 12))
+    evidence, read_out = (torch.autograd.grad(recognised[:, i].sum(), head.classifier.weight, retain_graph=True)[0]
+                          for i in (0, 1))
+    assert float(evidence.abs().sum()) > 1e-4  # the per-cell evidence moves where a region looks
+    if fixed:
+        assert float(read_out.abs().sum()) == pytest.approx(0.0, abs=1e-12)
+    else:
+        assert float(read_out.abs().sum()) > 1e-4
+
+
+def test_the_defaults_map_options_are_those_of_both_modes() -> None:
+    from helpers import AMDLinearHeadNet
+
+    from reidexplain.adapters import adapt_model
+    from reidexplain.interpreter import SubspaceAMD
+
+    net = AMDLinearHeadNet().eval()
+    probe = torch.rand(2, 3, 32, 16)
+    gray, black = adapt_model(net, probe), adapt_model(net, probe, feature_layer=None)
+    assert gray.gray_box and not black.gray_box
+    assert SubspaceAMD().map_options(gray) == {"logit_cap": 5.0, "fixed_pooling": False, "cell_norm": True}
+    assert SubspaceAMD().map_options(black) == SubspaceAMD().map_options(gray)
+    assert SubspaceAMD(fixed_pooling=True, map_logit_cap=None, cell_norm=False).map_options(gray) == {
+        "logit_cap": None, "fixed_pooling": True, "cell_norm": False}
+    with pytest.raises(ValueError, match="map_logit_cap"):
+        SubspaceAMD(map_logit_cap=-1.0)
