@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,25 @@ VARIANTS = {
     "paper prior + shared maps": ("amd+", {"model_aware_prior": False, "probe_weight": 0.0}),
     "linear decomposition (amd-linear)": ("amd-linear", {}),
     "amd-linear + rest terms": ("amd-linear", {"rest_weight": 10.0}),
+    "attribute subspaces (amd-subspace)": ("amd-subspace", {}),
+    "subspaces, paper prior only": ("amd-subspace", {"prior_weights": [2, 10, 10], "concentration_weight": 0,
+                                                     "same_person_weight": 0}),
+    "subspaces + concentration, same-person terms": ("amd-subspace", {"prior_weights": [2, 10, 10]}),
+    "amd-subspace, model-aware prior": ("amd-subspace", {"model_aware_prior": True}),
 }
+BUILT_IN = tuple(VARIANTS)
+
+
+def _variant_arguments(args: argparse.Namespace) -> str:
+    """The ``--variants``/``--custom`` part of the command line that reproduces this run."""
+    custom = {name for name, _, _ in args.custom}
+    named = [name for name in args.variants if name not in custom]
+    out = ""
+    if named != list(BUILT_IN):
+        out += " --variants " + " ".join(shlex.quote(name) for name in named)
+    for name, method, options in args.custom:
+        out += " --custom " + " ".join(shlex.quote(v) for v in (name, method, options))
+    return out
 
 
 def _mean(values: list[float]) -> float:
@@ -265,7 +284,8 @@ def main() -> None:
         "benchmark": "AMD+ ablation: explanations true to the model (issue 8)",
         "command": "python benchmarks/bench_truthful.py "
                    + f"--seconds {args.seconds:g} --pairs {args.pairs} --seed {args.seed}"
-                   + (f" --architecture {args.architecture}" if args.architecture else ""),
+                   + (f" --architecture {args.architecture}" if args.architecture else "")
+                   + _variant_arguments(args),
         "seeds": [args.seed], "target": target,
         "size": size.name, "threads": 1, "fit_budget_seconds": args.seconds, "pairs": len(pairs),
         "attributes": list(data.schema.names), "model_uses": used.tolist(),
