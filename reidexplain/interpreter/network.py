@@ -124,6 +124,9 @@ class AttributeDecomposition(nn.Module):
             per-cell evidence moves the maps. Without ``cell_norm``, a trunk trained from scratch (black
             box) otherwise learns to gather what the read-out needs in one border cell, and every map
             points there; with it, this lever is not needed.
+        sharpness: With ``slots``: the initial sharpness ``beta_k`` of every map. At 1 a map is its
+            region's attention itself (divided by its maximum, times the gate); the default, 0.05, starts
+            AMD+'s maps nearly flat, so that its ``d_hat`` starts close to ``d``.
         cell_norm: With ``slots``: scale each cell's hidden features to unit root mean square before the
             regions' logits and pooling read them, so that where a region looks depends on what a cell
             holds, not on how large its activations are. A CNN's border cells (zero padding) have the
@@ -148,14 +151,16 @@ class AttributeDecomposition(nn.Module):
 
     def __init__(self, in_channels: int, num_attributes: int, hidden: int = 256,
                  slots: Sequence[int] | None = None, partition: bool = False, logit_cap: float | None = None,
-                 fixed_pooling: bool = False, cell_norm: bool = False) -> None:
+                 fixed_pooling: bool = False, cell_norm: bool = False, sharpness: float = SHARPNESS_INIT) -> None:
         super().__init__()
         self.partition = bool(partition)
         if logit_cap is not None and not float(logit_cap) > 0:
             raise ValueError(f"logit_cap: expected a positive bound or None, got {logit_cap}")
-        if slots is None and (logit_cap is not None or fixed_pooling or cell_norm):
-            raise ValueError("logit_cap/fixed_pooling/cell_norm: only shared maps (slots) have regions to "
-                             "bound, pool or normalise for")
+        if not float(sharpness) > 0:
+            raise ValueError(f"sharpness: expected a positive initial sharpness, got {sharpness}")
+        if slots is None and (logit_cap is not None or fixed_pooling or cell_norm or sharpness != SHARPNESS_INIT):
+            raise ValueError("logit_cap/fixed_pooling/cell_norm/sharpness: only shared maps (slots) have regions "
+                             "to bound, pool, normalise for or sharpen")
         self.logit_cap = None if logit_cap is None else float(logit_cap)
         self.fixed_pooling = bool(fixed_pooling)
         self.cell_norm = bool(cell_norm)
@@ -185,7 +190,7 @@ class AttributeDecomposition(nn.Module):
             # Per-attribute sharpness beta_k = softplus(.) of its region's map, small at the start: the
             # maps then start nearly flat (d_hat close to d, as with the paper's head) with their peak
             # where the region looks, and sharpen only as far as the losses ask.
-            self.sharpness = nn.Parameter(torch.full((num_attributes,), math.log(math.expm1(SHARPNESS_INIT))))
+            self.sharpness = nn.Parameter(torch.full((num_attributes,), math.log(math.expm1(float(sharpness)))))
             self.recognition_weight = nn.Parameter(torch.randn(num_attributes, hidden) * hidden ** -0.5)
             self.recognition_bias = nn.Parameter(torch.zeros(num_attributes))
         self.classifier = nn.Conv2d(hidden, outputs, 1, bias=False)
@@ -349,6 +354,7 @@ class AMDInterpreter(nn.Module):
         logit_cap: Soft bound of shared maps' spatial logits (see :class:`AttributeDecomposition`).
         fixed_pooling: Shared maps' pooling without gradient into where they look (same).
         cell_norm: Shared maps read each cell's hidden features at unit RMS (same).
+        sharpness: Initial sharpness of shared maps (same).
 
     Examples:
         >>> import torch
@@ -361,11 +367,11 @@ class AMDInterpreter(nn.Module):
     def __init__(self, trunk: nn.Module | None, in_channels: int, num_attributes: int, hidden: int = 256,
                  embedding_head: EmbeddingHead | None = None, slots: Sequence[int] | None = None,
                  partition: bool = False, logit_cap: float | None = None, fixed_pooling: bool = False,
-                 cell_norm: bool = False) -> None:
+                 cell_norm: bool = False, sharpness: float = SHARPNESS_INIT) -> None:
         super().__init__()
         self.trunk = trunk
         self.decomposition = AttributeDecomposition(in_channels, num_attributes, hidden, slots, partition,
-                                                    logit_cap, fixed_pooling, cell_norm)
+                                                    logit_cap, fixed_pooling, cell_norm, sharpness)
         self.embedding_head = embedding_head
         self.num_attributes = num_attributes
 

@@ -112,6 +112,9 @@ def test_the_recipe_explains_exactly_gray_or_black_box(feature_layer: str | None
 def test_the_maps_learn_from_recognition() -> None:
     explainer = Explainer(AMDLinearHeadNet().eval(), recipe=SubspaceAMD(subspace_steps=10, recognition_warmup=0))
     explainer.fit(amd_batches(), epochs=8, lr=1e-3, progress=False)
+    # The maps carry no part of the distance: no loss reaches their sharpness, which stays as set.
+    sharpness = torch.nn.functional.softplus(explainer.network.decomposition.sharpness.detach())
+    torch.testing.assert_close(sharpness, torch.ones_like(sharpness))
     # The loss is the recognition loss alone (the split has nothing to learn in the main loop).
     assert explainer.history[-1]["loss"] < 0.9 * explainer.history[0]["loss"]
     assert abs(explainer.history[-1]["prior"]) < 1e-12
@@ -155,7 +158,9 @@ def test_a_file_saved_before_the_maps_options_loads_as_it_was_fitted(tmp_path: P
         del ckpt["recipe"]["options"][name]
     torch.save(ckpt, tmp_path / "before.pt")
     loaded = Explainer.load(tmp_path / "before.pt", explainer.model)
-    assert (loaded.recipe.map_logit_cap, loaded.recipe.fixed_pooling, loaded.recipe.cell_norm) == (None, False, False)
+    recipe = loaded.recipe
+    assert (recipe.map_logit_cap, recipe.fixed_pooling, recipe.cell_norm, recipe.map_sharpness) == (
+        None, False, False, 0.05)
     head = loaded.network.decomposition
     assert head.logit_cap is None and not head.cell_norm and not head.fixed_pooling
     assert Explainer.load(tmp_path / "now.pt", explainer.model).network.decomposition.cell_norm

@@ -323,6 +323,10 @@ def test_logit_cap_bounds_how_sharply_a_region_can_look() -> None:
         AttributeDecomposition(4, 3, fixed_pooling=True)
     with pytest.raises(ValueError, match="slots"):
         AttributeDecomposition(4, 3, cell_norm=True)
+    with pytest.raises(ValueError, match="slots"):
+        AttributeDecomposition(4, 3, sharpness=1.0)
+    with pytest.raises(ValueError, match="sharpness"):
+        AttributeDecomposition(4, 3, slots=[0, 0, 1], sharpness=-1.0)
 
 
 def test_cell_norm_makes_where_a_region_looks_blind_to_the_size_of_activations() -> None:
@@ -373,9 +377,13 @@ def test_the_defaults_map_options_are_those_of_both_modes() -> None:
     probe = torch.rand(2, 3, 32, 16)
     gray, black = adapt_model(net, probe), adapt_model(net, probe, feature_layer=None)
     assert gray.gray_box and not black.gray_box
-    assert SubspaceAMD().map_options(gray) == {"logit_cap": 5.0, "fixed_pooling": False, "cell_norm": True}
+    assert SubspaceAMD().map_options(gray) == {"logit_cap": 5.0, "fixed_pooling": False, "cell_norm": True,
+                                               "sharpness": 1.0}
     assert SubspaceAMD().map_options(black) == SubspaceAMD().map_options(gray)
-    assert SubspaceAMD(fixed_pooling=True, map_logit_cap=None, cell_norm=False).map_options(gray) == {
-        "logit_cap": None, "fixed_pooling": True, "cell_norm": False}
+    assert SubspaceAMD(fixed_pooling=True, map_logit_cap=None, cell_norm=False,
+                       map_sharpness=0.05).map_options(gray) == {
+        "logit_cap": None, "fixed_pooling": True, "cell_norm": False, "sharpness": 0.05}
     with pytest.raises(ValueError, match="map_logit_cap"):
         SubspaceAMD(map_logit_cap=-1.0)
+    with pytest.raises(ValueError, match="map_sharpness"):
+        SubspaceAMD(map_sharpness=0.0)
