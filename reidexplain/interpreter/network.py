@@ -124,13 +124,13 @@ class AttributeDecomposition(nn.Module):
             per-cell evidence moves the maps. Without ``cell_norm``, a trunk trained from scratch (black
             box) otherwise learns to gather what the read-out needs in one border cell, and every map
             points there; with it, this lever is not needed.
-        sharpness: With ``slots``: the initial sharpness ``beta_k`` of every map. At 1 a map is its
-            region's attention itself (divided by its maximum, times the gate); the default, 0.05, starts
-            AMD+'s maps nearly flat, so that its ``d_hat`` starts close to ``d``.
         cell_norm: With ``slots``: scale each cell's hidden features to unit root mean square before the
             regions' logits and pooling read them, so that where a region looks depends on what a cell
             holds, not on how large its activations are. A CNN's border cells (zero padding) have the
             largest activations; without it, every region of a BoT ResNet-18 looked at the corner.
+        sharpness: With ``slots``: the initial sharpness ``beta_k`` of every map. At 1 a map is its
+            region's attention itself (divided by its maximum, times the gate); the default, 0.05, starts
+            AMD+'s maps nearly flat, so that its ``d_hat`` starts close to ``d``.
 
     Examples:
         >>> import torch
@@ -187,9 +187,9 @@ class AttributeDecomposition(nn.Module):
             self.local_logits = nn.Conv2d(LOCAL_WIDTH, num_attributes, 1)
             self.local_where = nn.Conv2d(LOCAL_WIDTH, outputs, 1, bias=False)
             nn.init.zeros_(self.local_where.weight)
-            # Per-attribute sharpness beta_k = softplus(.) of its region's map, small at the start: the
-            # maps then start nearly flat (d_hat close to d, as with the paper's head) with their peak
-            # where the region looks, and sharpen only as far as the losses ask.
+            # Per-attribute sharpness beta_k = softplus(.) of its region's map, by default small at the
+            # start: the maps then start nearly flat (d_hat close to d, as with the paper's head) with
+            # their peak where the region looks, and sharpen only as far as the losses ask.
             self.sharpness = nn.Parameter(torch.full((num_attributes,), math.log(math.expm1(float(sharpness)))))
             self.recognition_weight = nn.Parameter(torch.randn(num_attributes, hidden) * hidden ** -0.5)
             self.recognition_bias = nn.Parameter(torch.zeros(num_attributes))
