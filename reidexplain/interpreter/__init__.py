@@ -42,7 +42,7 @@ from .recipes import (
     create_recipe,
     pair_losses,
 )
-from .subspace import AttributeSubspaces, fit_subspaces
+from .subspace import AttributeSubspaces, attribute_directions, fit_subspaces
 from .training import TrainingConfig, default_epochs, fit, target_pass
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "SubspaceAMD",
     "AttributeSubspaces",
     "fit_subspaces",
+    "attribute_directions",
     "RECIPES",
     "create_recipe",
     "TargetPass",

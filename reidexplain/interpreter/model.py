@@ -198,8 +198,10 @@ class AMDModel(nn.Module):
         """:class:`Components` of ``images`` in batches, in eval mode, under ``torch.inference_mode``
         (no autograd bookkeeping at all: the outputs cannot be differentiated); ``side``: their side
         inputs (see :meth:`forward`)."""
-        was_training = self.training
-        self.train(False)
+        # Switching modes walks every module (1.5 ms a call on the reference model's copy): only when needed.
+        was_training = self.training or self.network.training
+        if was_training:
+            self.train(False)
         side = tuple(torch.as_tensor(t).to(self.device) for t in side)
         try:
             with torch.inference_mode():
@@ -207,7 +209,8 @@ class AMDModel(nn.Module):
                          for i, chunk in zip(range(0, len(images), batch_size), images.split(batch_size),
                                              strict=True)]
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         return Components.cat(parts)
 
     def decompose_pairs(self, a: Components, b: Components) -> Decomposition:

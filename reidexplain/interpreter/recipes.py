@@ -52,7 +52,7 @@ from .model_aware import (
     recognition_loss,
 )
 from .network import SHARPNESS_INIT, AMDInterpreter, EmbeddingHead, SmallTrunk, region_slots
-from .subspace import AttributeSubspaces, fit_subspaces
+from .subspace import SUBSPACE_INITS, AttributeSubspaces, fit_subspaces
 
 if TYPE_CHECKING:
     from .._batch import Batch
@@ -576,6 +576,11 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         subspace_steps: Optimiser steps of the subspace fit, at most; a small training set takes fewer
             (2 per training image, at least 100).
         subspace_lr: Its learning rate.
+        subspace_init: Where that fit starts, one of
+            :data:`~reidexplain.interpreter.subspace.SUBSPACE_INITS`: ``"regression"``, each attribute on
+            the direction its label moves the embedding along (see
+            :func:`~reidexplain.interpreter.subspace.fit_subspaces` for what it changed); ``"principal"``,
+            the leading principal directions, shared equally.
         prior_weights: Weights of the prior's group, floor and cap terms in that fit (the paper's:
             ``(2, 10, 10)``; see :func:`~reidexplain.interpreter.subspace.fit_subspaces`).
         concentration: The part of the attributes' contributions that the differing attributes should
@@ -619,6 +624,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
     rank: int | None = None
     subspace_steps: int = 1500
     subspace_lr: float = 1e-2
+    subspace_init: str = "regression"
     prior_weights: tuple[float, float, float] = (2.0, 1.0, 10.0)
     concentration: float = 0.6
     concentration_weight: float = 5.0
@@ -635,7 +641,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
     map_sharpness: float = 1.0
 
     saved_before: ClassVar[dict[str, Any]] = {"map_logit_cap": None, "fixed_pooling": False, "cell_norm": False,
-                                              "map_sharpness": SHARPNESS_INIT}
+                                              "map_sharpness": SHARPNESS_INIT, "subspace_init": "principal"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -655,6 +661,8 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         if float(self.recognition_weight) <= 0:
             raise ValueError("recognition_weight: the maps of 'amd-subspace' learn only from recognition; "
                              f"expected a positive weight, got {self.recognition_weight}")
+        if self.subspace_init not in SUBSPACE_INITS:
+            raise ValueError(f"subspace_init: expected one of {SUBSPACE_INITS}, got {self.subspace_init!r}")
         if int(self.subspace_steps) < 0 or (self.rank is not None and int(self.rank) < 1):
             raise ValueError(f"subspace_steps >= 0 and rank >= 1 expected, got {self.subspace_steps}, {self.rank}")
 
@@ -682,7 +690,8 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
                               prior_weight=self.prior_weight, prior_weights=tuple(self.prior_weights),
                               concentration=self.concentration,
                               concentration_weight=self.concentration_weight, same_cap=self.same_person_cap,
-                              same_weight=self.same_person_weight, progress=progress)
+                              same_weight=self.same_person_weight, init=self.subspace_init,
+                              progress=progress)
         spaces.load_state_dict(fitted.state_dict())
         prepared["subspace_fit"] = {key: round(value, 6) for key, value in stats.items()}
         return prepared

