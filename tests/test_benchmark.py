@@ -36,7 +36,7 @@ from reidexplain.explainer import MatrixExplanation
 from reidexplain.metrics import evaluate_retrieval
 from reidexplain.zoo import create_model
 
-METHODS = ["amd_gray_box", "amd_black_box", "integrated_gradients", "saliency", "occlusion", "grad_cam",
+METHODS = ["amd_gray_box", "amd_black_box", "amd_shared_trunk", "integrated_gradients", "saliency", "occlusion", "grad_cam",
            "feature_ablation", "random"]
 
 
@@ -79,7 +79,7 @@ def test_tiny_run_structure(tiny_runs):
     machine = results["machine"]
     assert machine["cores"] >= 1 and machine["torch"] == torch.__version__ and machine["cpu_model"]
     assert results["size"]["name"] == "tiny"
-    assert set(results["fits"]) == {"gray_box", "black_box", "cross_domain"}
+    assert set(results["fits"]) == {"gray_box", "black_box", "shared_trunk", "cross_domain"}
     assert results["fits"]["gray_box"]["mode"] == "gray-box"
     assert results["fits"]["black_box"]["mode"] == "black-box"
     assert results["fits"]["cross_domain"]["attributes"] == 18
@@ -155,7 +155,7 @@ def test_tiny_markdown_has_every_row(tiny_runs):
     for r in results["attributes"]["rows"]:
         assert f"| {r['attribute']} |" in markdown
     targets = evaluate_targets(results)
-    assert len(targets) == 9
+    assert len(targets) == 10
     for t in targets:
         status = "not measured" if t["met"] is None else ("met" if t["met"] else "**missed**")
         assert f"| {t['target']} |" in markdown and status in markdown
@@ -330,7 +330,8 @@ def test_sizes_and_errors(tmp_path):
 def test_methods_take_labels_and_settings_from_the_baseline_registry():
     import reidbench
 
-    assert list(reidbench.METHODS) == METHODS == ["amd_gray_box", "amd_black_box", *BASELINE_METHODS, "random"]
+    assert list(reidbench.METHODS) == METHODS == ["amd_gray_box", "amd_black_box", "amd_shared_trunk", *BASELINE_METHODS,
+                                                  "random"]
     for name in BASELINE_METHODS:
         entry = BASELINES.entry(name)
         assert method_label(name) == entry.metadata["label"]

@@ -43,10 +43,11 @@ __all__ = ["BASELINE_METHODS", "METHODS", "OWN_LABELS", "method_label", "MethodR
 BASELINE_METHODS = ("integrated_gradients", "saliency", "occlusion", "grad_cam", "feature_ablation")
 
 #: Labels of the benchmark's own rows: AMD's two interpreters and the chance level.
-OWN_LABELS = {"amd_gray_box": "AMD gray-box", "amd_black_box": "AMD black-box", "random": "random maps (chance)"}
+OWN_LABELS = {"amd_gray_box": "AMD gray-box", "amd_black_box": "AMD black-box",
+              "amd_shared_trunk": "AMD gray-box, shared trunk", "random": "random maps (chance)"}
 
 #: Every row of the method table, in order.
-METHODS = ("amd_gray_box", "amd_black_box", *BASELINE_METHODS, "random")
+METHODS = ("amd_gray_box", "amd_black_box", "amd_shared_trunk", *BASELINE_METHODS, "random")
 
 
 def method_label(name: str) -> str:
