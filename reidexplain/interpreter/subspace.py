@@ -2,9 +2,9 @@
 
 An orthonormal basis ``q_1 .. q_r`` of the embedding space (by default one direction per attribute,
 along which the embedding moves when that attribute changes, completed by the leading principal
-directions of the training embeddings, then rotated by a learned orthogonal matrix) and a soft assignment ``s_jk >= 0``,
-``sum_k s_jk = 1`` of each direction ``j`` to the ``M`` attributes and the rest give one symmetric,
-positive semi-definite operator per attribute, ``P_k = sum_j s_jk q_j q_j^T``, and
+directions of the training embeddings, then rotated by a learned orthogonal matrix) and a soft
+assignment ``s_jk >= 0``, ``sum_k s_jk = 1`` of each direction ``j`` to the ``M`` attributes and the rest
+give one symmetric, positive semi-definite operator per attribute, ``P_k = sum_j s_jk q_j q_j^T``, and
 ``sum_k P_k + P_rest = I`` (the rest also takes the ``D - r`` directions outside the basis). For a pair
 with ``delta = e_a - e_b`` and ``d = |delta|``,
 
@@ -142,9 +142,10 @@ def attribute_directions(embeddings: torch.Tensor, attributes: torch.Tensor, pid
         labels = labels.where(mask, mean.expand_as(labels))
     if pids is not None:
         _, inverse = torch.unique(pids.detach().cpu(), return_inverse=True)
-        count = torch.zeros(int(inverse.max()) + 1, dtype=torch.float64).index_add_(0, inverse, torch.ones(len(inverse), dtype=torch.float64))
-        emb = torch.zeros(len(count), dim, dtype=torch.float64).index_add_(0, inverse, emb) / count[:, None]
-        labels = torch.zeros(len(count), m, dtype=torch.float64).index_add_(0, inverse, labels) / count[:, None]
+        people = int(inverse.max()) + 1
+        count = torch.zeros(people, dtype=torch.float64).index_add_(0, inverse, torch.ones_like(emb[:, 0]))
+        emb = torch.zeros(people, dim, dtype=torch.float64).index_add_(0, inverse, emb) / count[:, None]
+        labels = torch.zeros(people, m, dtype=torch.float64).index_add_(0, inverse, labels) / count[:, None]
     x = labels - labels.mean(0)
     y = emb - emb.mean(0)
     gram = x.T @ x
