@@ -152,7 +152,7 @@ def _merge(runs: list[dict], out: Path, sources: list[str] | None = None) -> Non
                 # None: a NaN in the JSON (an attribute never exclusive in that run).
                 row[key] = [_mean([float(g[key][k]) for g in group if g[key][k] is not None])
                             for k in range(len(value))]
-        for key in ("x_map_e", "x_map_e_used", "adre", "causal_agreement", "causal_agreement_aligned", "pointing_used",
+        for key in ("x_map_e", "x_map_e_used", "x_map_c", "adre", "causal_agreement", "causal_agreement_aligned", "pointing_used",
                     "share_exclusive_unused_percent", "attribute_agreement", "differing_share_percent",
                     "top_share_percent", "unexplained_different_percent", "unexplained_same_percent"):
             values = [g[key] for g in group if isinstance(g.get(key), (int, float))]

@@ -145,7 +145,7 @@ def _seeds_section(data: dict[str, Any]) -> list[str]:
 
 
 def _subspace_section(data: dict[str, Any]) -> list[str]:
-    figures = [("x_map_e", "X-mAP_e"), ("adre", "ADRE %"), ("pointing_used", "pointing used %"),
+    figures = [("x_map_e", "X-mAP_e"), ("x_map_c", "X-mAP_c"), ("adre", "ADRE %"), ("pointing_used", "pointing used %"),
                ("differing_share_percent", "differing attributes' part %"), ("top_share_percent", "top attribute %"),
                ("attribute_agreement", "attribute agr."), ("share_exclusive_unused_percent", "share ignored %"),
                ("unexplained_different_percent", "unexplained, different %"),

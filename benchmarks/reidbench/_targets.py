@@ -134,14 +134,11 @@ def diagnostics(results: dict[str, Any]) -> list[str]:
     chance = results.get("amd", {}).get("chance", {})
     if excl and common:
         notes.append(
-            f"AMD gray-box shares, averaged over attributes: {_f(sum(excl) / len(excl), 2)} % of d_hat when the "
-            f"attribute is exclusive vs {_f(sum(common) / len(common), 2)} % when common (uniform: "
-            f"{_f(100 / len(rows), 2)} %); X-mAP_e {_f(results.get('amd', {}).get('gray_box', {}).get('x_map_e'), 1)} "
-            f"against {_f(chance.get('x_map_e'), 1)} for random shares: shares this close to uniform still rank "
-            f"the exclusive attributes above chance, by {_f(sum(excl) / len(excl) - sum(common) / len(common), 2)} "
-            "percentage points on average, but the interpreter has not learnt the attribute prior's floor and cap. ADRE is then low for a trivial "
-            "reason: with equal maps every component distance d_k equals d. The share-weighted heat map is "
-            "then close to the mean of the attribute maps, which explains a relevance mass near chance.")
+            f"AMD gray-box shares, averaged over attributes: {_f(sum(excl) / len(excl), 2)} % when the attribute "
+            f"is exclusive vs {_f(sum(common) / len(common), 2)} % when common (uniform: {_f(100 / len(rows), 2)} %; "
+            "of d_hat for the paper's recipe, of d with an unexplained part); X-mAP_e "
+            f"{_f(results.get('amd', {}).get('gray_box', {}).get('x_map_e'), 1)} against "
+            f"{_f(chance.get('x_map_e'), 1)} for random shares.")
     rw = results.get("reweighting", {})
     val = [r.get("rank1") for r in rw.get("validation", []) if _finite(r.get("rank1"))]
     before, after = rw.get("test_before", {}), rw.get("test_after", {})
