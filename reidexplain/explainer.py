@@ -127,7 +127,11 @@ class Explainer:
         hidden: The recipe's decomposition-head width (AMD: 256); ``None`` keeps the recipe's.
         trunk: The recipe's trunk, ``"copy"`` (AMD: the interpreter trains its own copy of the target's
             trunk) or ``"shared"`` (it reads the target's own feature map: one trunk pass less per image
-            in :meth:`fit` and :meth:`explain`, at some cost in X-mAP); ``None`` keeps the recipe's.
+            in :meth:`fit` and :meth:`explain`; with the default recipe only the maps change: on the
+            ground-truth benchmark the same pointing and relevance mass of the share-weighted map,
+            43 times faster per pair than Integrated Gradients against 27, but per-attribute pointing
+            83 % against 89 % in one full fit; with the paper's, at some cost in X-mAP); ``None``
+            keeps the recipe's.
         method: Deprecated name of ``recipe``.
         output: For a model that returns a tuple or a dict (SOLIDER's ``(feat, featmaps)``,
             fast-reid's dicts): which part is the embedding, as an index, a key, or a callable on the
