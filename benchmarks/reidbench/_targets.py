@@ -65,7 +65,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if mode not in methods and mode != "amd_gray_box":
             continue  # results written before that row existed
         amd_spp = methods.get(mode, {}).get(key)
-        for name, factor in ((n, SPEED_TARGETS[n]) for n in against):
+        for name in against:
+            factor = SPEED_TARGETS[name]
             spp = methods.get(name, {}).get(key)
             ok = _finite(amd_spp, spp) and amd_spp > 0
             ratio = spp / amd_spp if ok else float("nan")
