@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .._resize import upsample_maps
 
 __all__ = ["FeatureAdapter", "frozen_copy", "outputs_match", "InputCopy", "SelectOutput", "select_output",
            "SideInputs", "MAX_SIDE_INPUTS"]
@@ -356,7 +357,7 @@ class FeatureAdapter(nn.Module):
 
     def grid_to_image(self, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Maps on the feature grid ``(B,K,h,w)`` brought to image size ``(B,K,H,W)`` (bilinear, >= 0)."""
-        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False).clamp_min(0)
+        return upsample_maps(maps, size)
 
     def describe(self) -> str:
         """One line: which layer, why, and how to choose another."""

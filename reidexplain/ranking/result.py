@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from .._resize import upsample_maps
 from ..attribution import summary_text
 from ..decomposition import shares_of
 from .plot import plot_ranking
@@ -83,7 +83,7 @@ class RankComparison:
 
 
 def _default_upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False).clamp_min(0)
+    return upsample_maps(maps, size)
 
 
 @dataclass
