@@ -174,6 +174,9 @@ def _merge(runs: list[dict], out: Path, sources: list[str] | None = None) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=100.0, help="fit budget per variant")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimiser steps of every fit (default: each recipe's own), still within --seconds; "
+                             "a fixed number makes the fits independent of the machine's load")
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--out", default="benchmarks/results/truthful.json")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
@@ -246,7 +249,7 @@ def main() -> None:
         explainer = Explainer(model, attributes=data.schema, recipe=method)
         t0 = time.perf_counter()
         explainer.fit(pk_loader(data.amd_train, *size.pk, seed=args.seed), progress=False, seed=args.seed,
-                      max_seconds=args.seconds, **options)
+                      max_seconds=args.seconds, **({"target_steps": args.steps} if args.steps else {}), **options)
         fit_seconds = time.perf_counter() - t0
         scores = evaluate_explainer(explainer, data.query, data.gallery)
         att = explainer.explain((pair_set.images_a, pair_set.images_b))
@@ -288,11 +291,13 @@ def main() -> None:
     results = {
         "benchmark": "AMD+ ablation: explanations true to the model (issue 8)",
         "command": "python benchmarks/bench_truthful.py "
-                   + f"--seconds {args.seconds:g} --pairs {args.pairs} --seed {args.seed}"
+                   + f"--seconds {args.seconds:g}" + (f" --steps {args.steps}" if args.steps else "")
+                   + f" --pairs {args.pairs} --seed {args.seed}"
                    + (f" --architecture {args.architecture}" if args.architecture else "")
                    + _variant_arguments(args),
         "seeds": [args.seed], "target": target,
-        "size": size.name, "threads": 1, "fit_budget_seconds": args.seconds, "pairs": len(pairs),
+        "size": size.name, "threads": 1, "fit_budget_seconds": args.seconds, "fit_steps": args.steps,
+        "pairs": len(pairs),
         "attributes": list(data.schema.names), "model_uses": used.tolist(),
         "sensitivity_ratio": sens["ratio"], "noise_floor": sens["noise_floor"],
         "attributes_used": int(used.sum()), "flips_per_pair": float(flipped.sum(1).double().mean()),
