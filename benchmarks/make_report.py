@@ -172,8 +172,11 @@ def _subspace_section(data: dict[str, Any]) -> list[str]:
     cols = [("variant", "variant"), ("seeds", "fit seeds"), *figures]
     fair = data.get("variants", [{}])[0].get("fair_share_percent")
     note = (f"Target: {data.get('target', 'reference model (reidnet_small)')}; mean ± standard deviation over the fit "
-            f"seeds (a row without ± is one seed), the same data and {data.get('pairs', '?')} pairs; every fit has "
-            "its default number of steps. 'Differing attributes' part': over pairs of different people, the part "
+            f"seeds (a row without ± is one seed), the same data and {data.get('pairs', '?')} pairs; "
+            + (f"every fit runs {data['fit_steps']} optimiser steps" if data.get("fit_steps") else
+               "every fit has its default number of steps"
+               + (f", at most {fmt(data.get('fit_budget_seconds'), 0)} s" if data.get("fit_budget_seconds") else ""))
+            + ". 'Differing attributes' part': over pairs of different people, the part "
             "of the distance given to attributes that the attributes whose labels differ carry; 'share ignored': "
             "the mean share, when exclusive, of the attributes the model does not use "
             f"(1/M = {fmt(fair)} %); unexplained: d minus the attributes' contributions, over d.")
