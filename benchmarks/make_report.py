@@ -100,6 +100,34 @@ def _explainer_section(data: dict[str, Any]) -> list[str]:
     return [_records_table(data.get("results", []), cols), "", *_generic(data, skip=("results",))]
 
 
+def _two(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) and value == value else "-"
+
+
+def _subspace_fit_section(data: dict[str, Any]) -> list[str]:
+    figures = [("x_map_e", "X-mAP_e"), ("x_map_e_used", "X-mAP_e (used)"),
+               ("differing_share_percent", "differing attributes' part %"), ("attribute_agreement", "attribute agr."),
+               ("share_ignored_percent", "share ignored %"), ("unexplained_different_percent", "unexplained, different %"),
+               ("unexplained_same_percent", "unexplained, same person %")]
+    rows = []
+    for row in data.get("variants", []):
+        cells = {"variant": row.get("variant"), "seeds": row.get("seeds", 1)}
+        for key, _ in figures:
+            mean, std = row.get(key), row.get(f"{key}_std")
+            cells[key] = "-" if not isinstance(mean, (int, float)) or mean != mean else (
+                f"{mean:.2f}" + (f" ± {std:.2f}" if isinstance(std, (int, float)) and std == std else ""))
+        rows.append(cells)
+    note = (f"Target: {data.get('target', 'reference model')}; the split of the default recipe refitted on "
+            f"{data.get('training_embeddings', '?')} training embeddings ({data.get('steps', '?')} steps) and "
+            f"scored on every pair of {data.get('query', '?')} query x {data.get('gallery', '?')} gallery images, "
+            "without the maps (which do not change it); mean ± standard deviation over the fit seeds. 'usage "
+            "from directions': `model_aware_prior=True, usage_measure=\"directions\"`; the norms of the "
+            "attributes' regression directions rank them as the model's sensitivity does with Spearman "
+            f"{_two(data.get('direction_usage_spearman_sensitivity'))} (the contrast usage of the model-aware "
+            f"prior's default: {_two(data.get('contrast_usage_spearman_sensitivity'))}).")
+    return [note, "", _records_table(rows, [("variant", "variant"), ("seeds", "fit seeds"), *figures]), ""]
+
+
 def _architectures_section(data: dict[str, Any]) -> list[str]:
     cols = [("architecture", "architecture"), ("adapter", "adapter"), ("layer", "layer"), ("grid", "grid C x h x w"),
             ("parameters_m", "params M"), ("fit_step_s", "fit step s (16 images)"), ("explain_ms", "explain ms"),
@@ -299,6 +327,8 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
     ("ranking", "Ranked lists at gallery scale (issue 16)", "bench_ranking.py", _ranking_section),
     ("subspace_bot_resnet18", "The default recipe (amd-subspace) on a second architecture, BoT ResNet-18 "
      "(issue 15)", "bench_truthful.py", _subspace_section),
+    ("subspace_fit", "The subspace fit alone: truer to the model, or more concentrated (issue 15)",
+     "bench_subspace_fit.py", _subspace_fit_section),
     ("subspace", "The default recipe (amd-subspace) and its levers against the paper's recipe (issue 15)",
      "bench_truthful.py", _subspace_section),
 ]

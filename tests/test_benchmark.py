@@ -520,3 +520,36 @@ def test_bench_gpu_fit_tiny_on_the_cpu(tmp_path):
     (row,) = result["results"]
     assert row["fit_steps"] >= 2 and row["steps_per_second"] > 0 and row["peak_memory_gb"] is None
     assert row["seconds_to_adre_3"] is None or row["seconds_to_adre_3"] >= 0
+
+
+def test_bench_subspace_fit_scores_a_planted_split():
+    module = benchmark_script("bench_subspace_fit")
+    from reidexplain.interpreter import AttributeSubspaces
+
+    g = torch.Generator().manual_seed(0)
+    people = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=torch.float32)
+
+    def photos(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        labels = people.repeat(n, 1)
+        emb = torch.cat([labels * torch.tensor([3.0, 2.0, 1.0]), 0.1 * torch.randn(len(labels), 2, generator=g)], 1)
+        return emb, labels, torch.arange(len(people)).repeat(n)
+
+    q, qa, qpid = photos(1)
+    gal, ga, gpid = photos(2)
+    test = {"q": q, "g": gal, "qa": qa, "ga": ga, "qpid": qpid, "gpid": gpid}
+    spaces = AttributeSubspaces(5, 3, rank=3)  # direction k is attribute k's alone; the rest: the noise
+    assignment = torch.zeros(3, 4)
+    assignment[torch.arange(3), torch.arange(3)] = 1.0
+    spaces.assignment.copy_(assignment)
+    out = module.score(spaces, test, torch.tensor([3.0, 2.0, 1.0]), torch.tensor([True, True, False]))
+    assert out["x_map_e"] == pytest.approx(100.0)
+    assert out["differing_share_percent"] == pytest.approx(100.0)
+    assert out["attribute_agreement"] == pytest.approx(1.0)
+    assert out["unexplained_same_percent"] == pytest.approx(100.0)  # same person: only the noise differs
+    assert 0.0 < out["unexplained_different_percent"] < 5.0
+    assert 0.0 < out["share_ignored_percent"] < 100.0
+    # An assignment that gives the distance to the rest alone leaves nothing to the attributes.
+    spaces.assignment.copy_(torch.tensor([[0.0, 0.0, 0.0, 1.0]] * 3))
+    none = module.score(spaces, test, torch.tensor([3.0, 2.0, 1.0]), torch.tensor([True, True, False]))
+    assert none["unexplained_different_percent"] == pytest.approx(100.0)
+    assert math.isnan(none["attribute_agreement"])  # equal shares: no order to compare

@@ -42,7 +42,7 @@ from .recipes import (
     create_recipe,
     pair_losses,
 )
-from .subspace import AttributeSubspaces, attribute_directions, fit_subspaces
+from .subspace import AttributeSubspaces, attribute_directions, direction_usage, fit_subspaces
 from .training import TrainingConfig, default_epochs, fit, target_pass
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "AttributeSubspaces",
     "fit_subspaces",
     "attribute_directions",
+    "direction_usage",
     "RECIPES",
     "create_recipe",
     "TargetPass",

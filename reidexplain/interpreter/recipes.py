@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._progress import progress_bar
@@ -52,7 +53,13 @@ from .model_aware import (
     recognition_loss,
 )
 from .network import SHARPNESS_INIT, AMDInterpreter, EmbeddingHead, SmallTrunk, region_slots
-from .subspace import SUBSPACE_INITS, AttributeSubspaces, fit_subspaces
+from .subspace import (
+    SUBSPACE_INITS,
+    USAGE_MEASURES,
+    AttributeSubspaces,
+    direction_usage,
+    fit_subspaces,
+)
 
 if TYPE_CHECKING:
     from .._batch import Batch
@@ -590,6 +597,17 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         same_person_weight: Weight of that term (0: off).
         model_aware_prior: The prior counts attribute ``k`` as exclusive to the degree of its measured use.
         usage_weights: Given usage weights (else measured when ``model_aware_prior``).
+        usage_measure: How that use is measured, one of
+            :data:`~reidexplain.interpreter.subspace.USAGE_MEASURES`: ``"contrast"``
+            (:func:`~reidexplain.interpreter.model_aware.attribute_usage`) or ``"directions"``
+            (:func:`~reidexplain.interpreter.subspace.direction_usage`, how far the embedding moves
+            with the attribute). Measured on the reference model's embeddings (the subspace fit alone,
+            3 fit seeds, ``benchmarks/bench_subspace_fit.py``): ``model_aware_prior=True,
+            usage_measure="directions", concentration_weight=10`` raised attribute agreement from
+            0.56 to 0.69 and X-mAP_e on the attributes the model uses from 89.7 to 91.4, and halved
+            the share of ignored attributes (1.8 % to 0.8 %), at X-mAP_e 77.6 against 78.2, a
+            differing attributes' part of 58.4 % against 61.2 % and an unexplained part of 74 %
+            against 49 % of a different-person distance; so it is not the default.
         recognition_weight: Weight of the recognition loss that trains the maps (must be positive).
         recognition_warmup: Steps of recognition of the maps' head alone, at ``recognition_lr``, before
             the main loop (which goes on with it, trunk included); at most the main loop's steps.
@@ -632,6 +650,7 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
     same_person_weight: float = 2.0
     model_aware_prior: bool = False
     usage_weights: tuple[float, ...] | None = None
+    usage_measure: str = "contrast"
     recognition_weight: float = 1.0
     recognition_warmup: int = 300
     recognition_lr: float = 3e-3
@@ -661,6 +680,8 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         if float(self.recognition_weight) <= 0:
             raise ValueError("recognition_weight: the maps of 'amd-subspace' learn only from recognition; "
                              f"expected a positive weight, got {self.recognition_weight}")
+        if self.usage_measure not in USAGE_MEASURES:
+            raise ValueError(f"usage_measure: expected one of {USAGE_MEASURES}, got {self.usage_measure!r}")
         if self.subspace_init not in SUBSPACE_INITS:
             raise ValueError(f"subspace_init: expected one of {SUBSPACE_INITS}, got {self.subspace_init!r}")
         if int(self.subspace_steps) < 0 or (self.rank is not None and int(self.rank) < 1):
@@ -680,7 +701,12 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         prepared: dict[str, Any] = {"one_hot_groups": self.one_hot_groups(model.schema)}
         usage = None
         if self.model_aware_prior:
-            prepared["usage_weights"] = measured_usage(self.usage_weights, model, data)
+            if self.usage_weights is None and self.usage_measure == "directions":
+                emb = F.normalize(data.embeddings, dim=1) if model.metric == "cosine" else data.embeddings
+                weights = direction_usage(emb, data.attributes, data.pids, data.known)
+                prepared["usage_weights"] = [round(float(w), 4) for w in weights]
+            else:
+                prepared["usage_weights"] = measured_usage(self.usage_weights, model, data)
             usage = torch.as_tensor(prepared["usage_weights"])
         spaces = model.network.subspaces
         fitted = AttributeSubspaces(spaces.basis.shape[1], spaces.num_attributes, spaces.basis.shape[0])

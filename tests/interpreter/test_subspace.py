@@ -19,6 +19,7 @@ from reidexplain.interpreter import (  # noqa: E402
     AttributeSubspaces,
     SubspaceAMD,
     attribute_directions,
+    direction_usage,
     fit_subspaces,
 )
 
@@ -111,6 +112,31 @@ def test_attribute_directions_are_orthonormal_and_follow_the_labels() -> None:
         attribute_directions(torch.rand(10, 2), torch.ones(10, 3))
 
 
+def test_direction_usage_ranks_attributes_by_how_far_they_move_the_embedding() -> None:
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.rand(200, 3, generator=g) < 0.5).float().repeat_interleave(4, dim=0)
+    pids = torch.arange(200).repeat_interleave(4)
+    # Attribute 0 moves the embedding by 4, attribute 1 by 1, attribute 2 not at all.
+    emb = labels @ torch.tensor([[4.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]]) + 0.3 * torch.randn(800, 4, generator=g)
+    usage = direction_usage(emb, labels, pids)
+    assert usage.shape == (3,)
+    assert float(usage[0]) == pytest.approx(1.0)
+    assert float(usage[1]) == pytest.approx(0.25, abs=0.05)
+    assert float(usage[2]) < 0.05
+    # Scaling the embeddings changes nothing: the weights are relative to the largest.
+    torch.testing.assert_close(direction_usage(3 * emb, labels, pids), usage, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="dimensions"):
+        direction_usage(torch.rand(10, 2), torch.ones(10, 3))
+
+
+def test_the_recipe_measures_usage_from_the_directions() -> None:
+    recipe = SubspaceAMD(subspace_steps=20, model_aware_prior=True, usage_measure="directions")
+    explainer = Explainer(AMDLinearHeadNet().eval(), recipe=recipe)
+    explainer.fit(amd_batches(), epochs=1, progress=False)
+    usage = explainer.amd.prepared["usage_weights"]
+    assert len(usage) == 5 and max(usage) == pytest.approx(1.0, abs=1e-3) and min(usage) >= 0.0
+
+
 def test_the_regression_start_reaches_attributes_the_principal_start_misses() -> None:
     # Three attributes move the embedding along axes 0-2, less than pose and light move it along 3-6:
     # the leading principal directions are the noise's, but the regression on the labels finds the
@@ -192,6 +218,8 @@ def test_the_recipe_refuses_what_it_cannot_do() -> None:
         SubspaceAMD(distillation_weight=5.0)
     with pytest.raises(ValueError, match="subspace_init"):
         SubspaceAMD(subspace_init="random")
+    with pytest.raises(ValueError, match="usage_measure"):
+        SubspaceAMD(usage_measure="sensitivity")
 
 
 def test_an_interrupted_default_fit_resumes_where_it_stopped(tmp_path: Path) -> None:
