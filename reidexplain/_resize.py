@@ -46,6 +46,13 @@ def interpolation_matrix(size_in: int, size_out: int, dtype: torch.dtype = torch
 
 @lru_cache(maxsize=64)
 def _matrix(size_in: int, size_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # Cached and shared: built outside inference mode even when first asked for inside it, so that a
+    # later call under autograd can save it for the backward pass.
+    with torch.inference_mode(False):
+        return _weights(size_in, size_out).to(device=device, dtype=dtype)
+
+
+def _weights(size_in: int, size_out: int) -> torch.Tensor:
     source = ((torch.arange(size_out, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5).clamp_min(0)
     low = source.floor().long().clamp_max(size_in - 1)
     high = (low + 1).clamp_max(size_in - 1)
@@ -54,7 +61,7 @@ def _matrix(size_in: int, size_out: int, dtype: torch.dtype, device: torch.devic
     weights = torch.zeros(size_out, size_in, dtype=torch.float64)
     weights.index_put_((rows, low), 1 - frac, accumulate=True)
     weights.index_put_((rows, high), frac, accumulate=True)
-    return weights.to(device=device, dtype=dtype)
+    return weights
 
 
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -48,3 +48,12 @@ def test_matrix_is_a_copy_and_bad_sizes_raise() -> None:
     assert float(interpolation_matrix(2, 4).sum()) == pytest.approx(4.0)
     with pytest.raises(ValueError, match="sizes must be >= 1"):
         interpolation_matrix(0, 4)
+
+
+def test_a_matrix_first_built_in_inference_mode_serves_autograd_later() -> None:
+    size = (19, 11)  # a size no other test asks for: the cache is empty for it
+    with torch.inference_mode():
+        upsample_maps(torch.rand(1, 2, 5, 3), size)
+    maps = torch.rand(1, 2, 5, 3, requires_grad=True)
+    upsample_maps(maps, size).sum().backward()
+    assert maps.grad is not None and maps.grad.shape == maps.shape
