@@ -100,6 +100,19 @@ def _explainer_section(data: dict[str, Any]) -> list[str]:
     return [_records_table(data.get("results", []), cols), "", *_generic(data, skip=("results",))]
 
 
+def _seed_rows(data: dict[str, Any], figures: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """One row per variant: each figure as ``mean ± std`` over the fit seeds (``-`` when missing)."""
+    rows = []
+    for row in data.get("variants", []):
+        cells = {"variant": row.get("variant"), "seeds": row.get("seeds", 1)}
+        for key, _ in figures:
+            mean, std = row.get(key), row.get(f"{key}_std")
+            cells[key] = "-" if not isinstance(mean, (int, float)) or mean != mean else (
+                f"{mean:.2f}" + (f" ± {std:.2f}" if isinstance(std, (int, float)) and std == std else ""))
+        rows.append(cells)
+    return rows
+
+
 def _two(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) and value == value else "-"
 
@@ -109,14 +122,7 @@ def _subspace_fit_section(data: dict[str, Any]) -> list[str]:
                ("differing_share_percent", "differing attributes' part %"), ("attribute_agreement", "attribute agr."),
                ("share_ignored_percent", "share ignored %"), ("unexplained_different_percent", "unexplained, different %"),
                ("unexplained_same_percent", "unexplained, same person %")]
-    rows = []
-    for row in data.get("variants", []):
-        cells = {"variant": row.get("variant"), "seeds": row.get("seeds", 1)}
-        for key, _ in figures:
-            mean, std = row.get(key), row.get(f"{key}_std")
-            cells[key] = "-" if not isinstance(mean, (int, float)) or mean != mean else (
-                f"{mean:.2f}" + (f" ± {std:.2f}" if isinstance(std, (int, float)) and std == std else ""))
-        rows.append(cells)
+    rows = _seed_rows(data, figures)
     note = (f"Target: {data.get('target', 'reference model')}; the split of the default recipe refitted on "
             f"{data.get('training_embeddings', '?')} training embeddings ({data.get('steps', '?')} steps) and "
             f"scored on every pair of {data.get('query', '?')} query x {data.get('gallery', '?')} gallery images, "
@@ -189,14 +195,7 @@ def _subspace_section(data: dict[str, Any]) -> list[str]:
                ("unexplained_different_percent", "unexplained, different %"),
                ("unexplained_same_percent", "unexplained, same person %"),
                ("causal_agreement_aligned", "causal agr. aligned")]
-    rows = []
-    for row in data.get("variants", []):
-        cells = {"variant": row.get("variant"), "seeds": row.get("seeds", 1)}
-        for key, _ in figures:
-            mean, std = row.get(key), row.get(f"{key}_std")
-            cells[key] = "-" if not isinstance(mean, (int, float)) or mean != mean else (
-                f"{mean:.2f}" + (f" ± {std:.2f}" if isinstance(std, (int, float)) and std == std else ""))
-        rows.append(cells)
+    rows = _seed_rows(data, figures)
     cols = [("variant", "variant"), ("seeds", "fit seeds"), *figures]
     fair = data.get("variants", [{}])[0].get("fair_share_percent")
     note = (f"Target: {data.get('target', 'reference model (reidnet_small)')}; mean ± standard deviation over the fit "
