@@ -149,7 +149,11 @@ def direction_usage(embeddings: torch.Tensor, attributes: torch.Tensor, pids: to
     :func:`~reidexplain.interpreter.model_aware.attribute_usage`).
 
     Args:
-        embeddings, attributes, pids, known, ridge: As :func:`attribute_directions`.
+        embeddings: ``(N,D)`` embeddings.
+        attributes: ``(N,M)`` 0/1 labels, ``M <= D``.
+        pids: Optional ``(N,)`` identities (per-person means, as :func:`attribute_directions`).
+        known: Optional ``(N,M)`` bool, ``False`` where a label is unknown.
+        ridge: Ridge penalty, relative to the mean variance of the labels.
 
     Raises:
         ValueError: as :func:`attribute_directions`.
