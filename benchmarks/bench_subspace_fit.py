@@ -26,12 +26,11 @@ import torch
 from reidbench import get_size, to_json_ready
 from reidbench._attributes import model_sensitivity
 from reidbench._data import pk_loader, prepare_data, stack_images
-from scipy.stats import spearmanr
 
 from reidexplain.decomposition import linear_matrix_decomposition
-from reidexplain.interpreter import AttributeSubspaces, direction_usage, fit_subspaces
+from reidexplain.interpreter import AttributeSubspaces, SubspaceAMD, direction_usage, fit_subspaces
 from reidexplain.interpreter.model_aware import attribute_usage
-from reidexplain.metrics import x_map_exclusive
+from reidexplain.metrics import spearman_correlation, x_map_exclusive
 from reidexplain.zoo import load_reference_model
 
 RESULTS = Path(__file__).parent / "results" / "subspace_fit.json"
@@ -51,10 +50,8 @@ def _embed(model: torch.nn.Module, items: list[dict]) -> torch.Tensor:
 
 
 def _spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Spearman correlation; NaN when either side is constant (no order to compare)."""
-    if len(x) < 3 or float(x.std()) == 0.0 or float(y.std()) == 0.0:
-        return float("nan")
-    return float(spearmanr(x.numpy(), y.numpy()).statistic)
+    """Spearman correlation over attributes (NaN when either side is constant)."""
+    return float(spearman_correlation(x.float()[None], y.float()[None])[0])
 
 
 def score(spaces: AttributeSubspaces, test: dict[str, torch.Tensor], sensitivity: torch.Tensor,
@@ -111,7 +108,7 @@ def main() -> None:
     sens = model_sensitivity(model, "euclidean", data, persons=24, seed=0)
     sensitivity, uses = torch.tensor(sens["ratio"]), torch.tensor(sens["uses"], dtype=torch.bool)
     m = train[1].shape[1]
-    steps = args.steps or min(1500, max(100, 2 * train[0].shape[0]))
+    steps = args.steps or SubspaceAMD().fit_steps(train[0].shape[0])
     usage = direction_usage(*train)
     rows = []
     for name, options in VARIANTS.items():

@@ -113,10 +113,6 @@ def _seed_rows(data: dict[str, Any], figures: list[tuple[str, str]]) -> list[dic
     return rows
 
 
-def _two(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) and value == value else "-"
-
-
 def _subspace_fit_section(data: dict[str, Any]) -> list[str]:
     figures = [("x_map_e", "X-mAP_e"), ("x_map_e_used", "X-mAP_e (used)"),
                ("differing_share_percent", "differing attributes' part %"), ("attribute_agreement", "attribute agr."),
@@ -129,8 +125,8 @@ def _subspace_fit_section(data: dict[str, Any]) -> list[str]:
             "without the maps (which do not change it); mean ± standard deviation over the fit seeds. 'usage "
             "from directions': `model_aware_prior=True, usage_measure=\"directions\"`; the norms of the "
             "attributes' regression directions rank them as the model's sensitivity does with Spearman "
-            f"{_two(data.get('direction_usage_spearman_sensitivity'))} (the contrast usage of the model-aware "
-            f"prior's default: {_two(data.get('contrast_usage_spearman_sensitivity'))}).")
+            f"{fmt(data.get('direction_usage_spearman_sensitivity'), 2)} (the contrast usage of the model-aware "
+            f"prior's default: {fmt(data.get('contrast_usage_spearman_sensitivity'), 2)}).")
     return [note, "", _records_table(rows, [("variant", "variant"), ("seeds", "fit seeds"), *figures]), ""]
 
 

@@ -271,13 +271,20 @@ class PaperAMD(Recipe):
     label: ClassVar[str] = "AMD (paper)"
 
 
-def measured_usage(given: tuple[float, ...] | None, model: AMDModel, data: TargetPass | None) -> list[float]:
-    """Usage weights ``w_k``: ``given``, else measured on the target pass (see :func:`attribute_usage`)."""
+def measured_usage(given: tuple[float, ...] | None, model: AMDModel, data: TargetPass | None,
+                   measure: str = "contrast") -> list[float]:
+    """Usage weights ``w_k``: ``given``, else measured on the target pass, one of
+    :data:`~reidexplain.interpreter.subspace.USAGE_MEASURES` (:func:`attribute_usage` or
+    :func:`~reidexplain.interpreter.subspace.direction_usage`)."""
     if given is not None:
         usage = [float(w) for w in given]
     else:
         assert data is not None
-        weights = attribute_usage(data.embeddings, data.attributes, model.metric, data.pids, known=data.known)
+        if measure == "directions":  # along the directions of the space the metric compares
+            emb = F.normalize(data.embeddings, dim=1) if model.metric == "cosine" else data.embeddings
+            weights = direction_usage(emb, data.attributes, data.pids, data.known)
+        else:
+            weights = attribute_usage(data.embeddings, data.attributes, model.metric, data.pids, known=data.known)
         usage = [round(float(w), 4) for w in weights]
     if len(usage) != len(model.schema):
         raise ValueError(f"usage_weights: expected {len(model.schema)} weights, got {len(usage)}")
@@ -701,18 +708,13 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         prepared: dict[str, Any] = {"one_hot_groups": self.one_hot_groups(model.schema)}
         usage = None
         if self.model_aware_prior:
-            if self.usage_weights is None and self.usage_measure == "directions":
-                emb = F.normalize(data.embeddings, dim=1) if model.metric == "cosine" else data.embeddings
-                weights = direction_usage(emb, data.attributes, data.pids, data.known)
-                prepared["usage_weights"] = [round(float(w), 4) for w in weights]
-            else:
-                prepared["usage_weights"] = measured_usage(self.usage_weights, model, data)
+            prepared["usage_weights"] = measured_usage(self.usage_weights, model, data, self.usage_measure)
             usage = torch.as_tensor(prepared["usage_weights"])
         spaces = model.network.subspaces
         fitted = AttributeSubspaces(spaces.basis.shape[1], spaces.num_attributes, spaces.basis.shape[0])
         stats = fit_subspaces(fitted, data.embeddings, data.attributes, model.metric, pids=data.pids,
                               known=data.known, usage=usage, lr=self.subspace_lr,
-                              steps=min(int(self.subspace_steps), max(100, 2 * data.embeddings.shape[0])),
+                              steps=self.fit_steps(data.embeddings.shape[0]),
                               prior_weight=self.prior_weight, prior_weights=tuple(self.prior_weights),
                               concentration=self.concentration,
                               concentration_weight=self.concentration_weight, same_cap=self.same_person_cap,
@@ -721,6 +723,16 @@ class SubspaceAMD(LocatedByRecognition, Recipe):
         spaces.load_state_dict(fitted.state_dict())
         prepared["subspace_fit"] = {key: round(value, 6) for key, value in stats.items()}
         return prepared
+
+    def fit_steps(self, images: int) -> int:
+        """Optimiser steps of the subspace fit on ``images`` training embeddings: 2 per image, at least
+        100, at most :attr:`subspace_steps`.
+
+        Examples:
+            >>> SubspaceAMD().fit_steps(600), SubspaceAMD().fit_steps(10_000), SubspaceAMD().fit_steps(20)
+            (1200, 1500, 100)
+        """
+        return min(int(self.subspace_steps), max(100, 2 * int(images)))
 
     def not_distributable(self) -> str | None:
         return ("'amd-subspace' fits its subspaces on one process's target pass; fit it in one process "
