@@ -130,6 +130,24 @@ def _subspace_fit_section(data: dict[str, Any]) -> list[str]:
     return [note, "", _records_table(rows, [("variant", "variant"), ("seeds", "fit seeds"), *figures]), ""]
 
 
+def _maps_section(data: dict[str, Any]) -> list[str]:
+    figures = [("pointing_used", "pointing used %"), ("pointing_used_wide", "pointing used %, wide"),
+               ("relevance_mass_used", "relevance mass used %"), ("relevance_mass_used_wide", "relevance mass used %, wide"),
+               ("fit_seconds", "fit s"), ("explain_ms", "explain ms")]
+    rows = _seed_rows(data, figures)
+    for row, source in zip(rows, data.get("variants", []), strict=True):
+        row["seeds"] = ", ".join(str(s) for s in source.get("seed_ids", [])) or row["seeds"]
+    note = ("Target: reference model (reidnet_small); `amd-subspace` fitted with its default steps and the "
+            "variant's options, mean ± standard deviation over the fit seeds. The maps only locate (the split "
+            "of the distance does not depend on them), so they are scored on localisation alone: the pointing "
+            "game and relevance mass of each attribute's map inside that attribute's mask, in both images of "
+            f"every pair where the attribute differs, averaged over the attributes the model uses; on "
+            f"`bench_truthful.py`'s {data.get('pairs', '?')} pairs (its ablation tables' figure) and, 'wide', on "
+            f"{data.get('wide_pairs', '?')} further pairs drawn the same way. Fit and explain times are CPU "
+            "times of runs that shared the 2 cores two at a time.")
+    return [note, "", _records_table(rows, [("variant", "variant"), ("seeds", "fit seeds"), *figures]), ""]
+
+
 def _architectures_section(data: dict[str, Any]) -> list[str]:
     cols = [("architecture", "architecture"), ("adapter", "adapter"), ("layer", "layer"), ("grid", "grid C x h x w"),
             ("parameters_m", "params M"), ("fit_step_s", "fit step s (16 images)"), ("explain_ms", "explain ms"),
@@ -322,6 +340,8 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
     ("ranking", "Ranked lists at gallery scale (issue 16)", "bench_ranking.py", _ranking_section),
     ("subspace_bot_resnet18", "The default recipe (amd-subspace) on a second architecture, BoT ResNet-18 "
      "(issue 15)", "bench_truthful.py", _subspace_section),
+    ("maps", "The maps of the default recipe alone: localisation over fit seeds (issue 15)", "bench_maps.py",
+     _maps_section),
     ("subspace_fit", "The subspace fit alone: truer to the model, or more concentrated (issue 15)",
      "bench_subspace_fit.py", _subspace_fit_section),
     ("subspace", "The default recipe (amd-subspace) and its levers against the paper's recipe (issue 15)",

@@ -553,3 +553,34 @@ def test_bench_subspace_fit_scores_a_planted_split():
     none = module.score(spaces, test, torch.tensor([3.0, 2.0, 1.0]), torch.tensor([True, True, False]))
     assert none["unexplained_different_percent"] == pytest.approx(100.0)
     assert math.isnan(none["attribute_agreement"])  # equal shares: no order to compare
+
+
+def test_bench_maps_merges_each_variant_over_the_seeds_that_fitted_it(tmp_path):
+    module = benchmark_script("bench_maps")
+
+    def run(seed, variants):
+        rows = [{"variant": name, "options": {}, "pointing_used": value, "relevance_mass_used": 60.0,
+                 "pointing_used_wide": value - 1, "relevance_mass_used_wide": 61.0, "fit_seconds": 100.0,
+                 "explain_ms": 20.0} for name, value in variants]
+        return {"benchmark": "maps", "command": f"run {seed}", "seed": seed, "pairs": 4, "wide_pairs": 8,
+                "steps": None, "attributes": ["a", "b"], "model_uses": [True, False], "variants": rows}
+
+    files = []
+    for seed, variants in [(0, [("default", 80.0), ("prior", 90.0)]), (1, [("default", 84.0)])]:
+        files.append(str(tmp_path / f"seed{seed}.json"))
+        (tmp_path / f"seed{seed}.json").write_text(json.dumps(run(seed, variants)))
+    out = tmp_path / "maps.json"
+    module.merge(files, out)
+    merged = json.loads(out.read_text())
+    default, prior = merged["variants"]
+    assert (default["variant"], default["seeds"], prior["seeds"], default["seed_ids"]) == ("default", 2, 1, [0, 1])
+    assert default["pointing_used"] == pytest.approx(82.0) and default["pointing_used_std"] == pytest.approx(2.0)
+    assert default["pointing_used_wide"] == pytest.approx(81.0) and prior["pointing_used"] == pytest.approx(90.0)
+    assert merged["command"].startswith("run 0 && run 1 && python benchmarks/bench_maps.py --merge")
+    text = benchmark_script("make_report").build_report(tmp_path)
+    assert "localisation over fit seeds" in text and "82.00 ± 2.00" in text
+    other = run(2, [("default", 1.0)])
+    other["wide_pairs"] = 9
+    (tmp_path / "seed1.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="wide_pairs"):
+        module.merge(files, out)

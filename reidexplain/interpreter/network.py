@@ -128,6 +128,8 @@ class AttributeDecomposition(nn.Module):
             regions' logits and pooling read them, so that where a region looks depends on what a cell
             holds, not on how large its activations are. A CNN's border cells (zero padding) have the
             largest activations; without it, every region of a BoT ResNet-18 looked at the corner.
+        positions: With ``slots``: the grid's ``(h, w)``, to learn a prior logit map of where each region
+            lies (zero at the start, added to ``s_r``; resized for another grid). ``None``: no prior.
         sharpness: With ``slots``: the initial sharpness ``beta_k`` of every map. At 1 a map is its
             region's attention itself (divided by its maximum, times the gate); the default, 0.05, starts
             AMD+'s maps nearly flat, so that its ``d_hat`` starts close to ``d``.
@@ -151,16 +153,20 @@ class AttributeDecomposition(nn.Module):
 
     def __init__(self, in_channels: int, num_attributes: int, hidden: int = 256,
                  slots: Sequence[int] | None = None, partition: bool = False, logit_cap: float | None = None,
-                 fixed_pooling: bool = False, cell_norm: bool = False, sharpness: float = SHARPNESS_INIT) -> None:
+                 fixed_pooling: bool = False, cell_norm: bool = False, sharpness: float = SHARPNESS_INIT,
+                 positions: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.partition = bool(partition)
         if logit_cap is not None and not float(logit_cap) > 0:
             raise ValueError(f"logit_cap: expected a positive bound or None, got {logit_cap}")
         if not float(sharpness) > 0:
             raise ValueError(f"sharpness: expected a positive initial sharpness, got {sharpness}")
-        if slots is None and (logit_cap is not None or fixed_pooling or cell_norm or sharpness != SHARPNESS_INIT):
-            raise ValueError("logit_cap/fixed_pooling/cell_norm/sharpness: only shared maps (slots) have regions "
-                             "to bound, pool, normalise for or sharpen")
+        if slots is None and (logit_cap is not None or fixed_pooling or cell_norm or sharpness != SHARPNESS_INIT
+                              or positions is not None):
+            raise ValueError("logit_cap/fixed_pooling/cell_norm/sharpness/positions: only shared maps (slots) have "
+                             "regions to bound, pool, normalise for, sharpen or place")
+        if positions is not None and (len(positions) != 2 or min(int(n) for n in positions) < 1):
+            raise ValueError(f"positions: expected the grid's (h, w), got {positions}")
         self.logit_cap = None if logit_cap is None else float(logit_cap)
         self.fixed_pooling = bool(fixed_pooling)
         self.cell_norm = bool(cell_norm)
@@ -187,6 +193,9 @@ class AttributeDecomposition(nn.Module):
             self.local_logits = nn.Conv2d(LOCAL_WIDTH, num_attributes, 1)
             self.local_where = nn.Conv2d(LOCAL_WIDTH, outputs, 1, bias=False)
             nn.init.zeros_(self.local_where.weight)
+            # A learned prior of where each region lies on the grid (persons are upright in ReID crops),
+            # zero at the start; resized when an image gives another grid.
+            self.position = None if positions is None else nn.Parameter(torch.zeros(outputs, *map(int, positions)))
             # Per-attribute sharpness beta_k = softplus(.) of its region's map, by default small at the
             # start: the maps then start nearly flat (d_hat close to d, as with the paper's head) with
             # their peak where the region looks, and sharpen only as far as the losses ask.
@@ -224,6 +233,11 @@ class AttributeDecomposition(nn.Module):
             raise ValueError("images: shared maps read each cell's pixels; pass the images with the features")
         local = self.local_features(images, z.shape[-2:])
         z = z + self.local_where(local)
+        if getattr(self, "position", None) is not None:
+            prior = self.position[None]
+            if prior.shape[-2:] != z.shape[-2:]:
+                prior = F.interpolate(prior, size=z.shape[-2:], mode="bilinear", align_corners=False)
+            z = z + prior
         if self.logit_cap is not None:
             z = self.logit_cap * torch.tanh(z / self.logit_cap)
         rest = None
@@ -355,6 +369,7 @@ class AMDInterpreter(nn.Module):
         fixed_pooling: Shared maps' pooling without gradient into where they look (same).
         cell_norm: Shared maps read each cell's hidden features at unit RMS (same).
         sharpness: Initial sharpness of shared maps (same).
+        positions: Grid ``(h, w)`` of shared maps' learned region prior (same).
 
     Examples:
         >>> import torch
@@ -367,11 +382,12 @@ class AMDInterpreter(nn.Module):
     def __init__(self, trunk: nn.Module | None, in_channels: int, num_attributes: int, hidden: int = 256,
                  embedding_head: EmbeddingHead | None = None, slots: Sequence[int] | None = None,
                  partition: bool = False, logit_cap: float | None = None, fixed_pooling: bool = False,
-                 cell_norm: bool = False, sharpness: float = SHARPNESS_INIT) -> None:
+                 cell_norm: bool = False, sharpness: float = SHARPNESS_INIT,
+                 positions: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.trunk = trunk
         self.decomposition = AttributeDecomposition(in_channels, num_attributes, hidden, slots, partition,
-                                                    logit_cap, fixed_pooling, cell_norm, sharpness)
+                                                    logit_cap, fixed_pooling, cell_norm, sharpness, positions)
         self.embedding_head = embedding_head
         self.num_attributes = num_attributes
 

@@ -246,6 +246,7 @@ def test_a_file_saved_before_the_maps_options_loads_as_it_was_fitted(tmp_path: P
     ckpt = torch.load(tmp_path / "now.pt", weights_only=False)
     for name in SubspaceAMD.saved_before:  # as the file was written before these options existed
         del ckpt["recipe"]["options"][name]
+    del ckpt["network"]["decomposition.position"]  # nor had such a file the region prior's weights
     torch.save(ckpt, tmp_path / "before.pt")
     loaded = Explainer.load(tmp_path / "before.pt", explainer.model)
     recipe = loaded.recipe
@@ -253,5 +254,5 @@ def test_a_file_saved_before_the_maps_options_loads_as_it_was_fitted(tmp_path: P
         None, False, False, 0.05)
     assert recipe.subspace_init == "principal"
     head = loaded.network.decomposition
-    assert head.logit_cap is None and not head.cell_norm and not head.fixed_pooling
+    assert head.logit_cap is None and not head.cell_norm and not head.fixed_pooling and head.position is None
     assert Explainer.load(tmp_path / "now.pt", explainer.model).network.decomposition.cell_norm

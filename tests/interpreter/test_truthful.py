@@ -377,13 +377,49 @@ def test_the_defaults_map_options_are_those_of_both_modes() -> None:
     probe = torch.rand(2, 3, 32, 16)
     gray, black = adapt_model(net, probe), adapt_model(net, probe, feature_layer=None)
     assert gray.gray_box and not black.gray_box
+    _, h, w = gray.grid_shape
     assert SubspaceAMD().map_options(gray) == {"logit_cap": 5.0, "fixed_pooling": False, "cell_norm": True,
-                                               "sharpness": 1.0}
-    assert SubspaceAMD().map_options(black) == SubspaceAMD().map_options(gray)
+                                               "sharpness": 1.0, "positions": (h, w)}
+    # A black box's grid is its own trunk's: the same options, without the region prior.
+    assert SubspaceAMD().map_options(black) == {**SubspaceAMD().map_options(gray), "positions": None}
+    assert SubspaceAMD(map_position=False).map_options(gray)["positions"] is None
     assert SubspaceAMD(fixed_pooling=True, map_logit_cap=None, cell_norm=False,
-                       map_sharpness=0.05).map_options(gray) == {
-        "logit_cap": None, "fixed_pooling": True, "cell_norm": False, "sharpness": 0.05}
+                       map_sharpness=0.05, map_position=False).map_options(gray) == {
+        "logit_cap": None, "fixed_pooling": True, "cell_norm": False, "sharpness": 0.05, "positions": None}
     with pytest.raises(ValueError, match="map_logit_cap"):
         SubspaceAMD(map_logit_cap=-1.0)
     with pytest.raises(ValueError, match="map_sharpness"):
         SubspaceAMD(map_sharpness=0.0)
+
+
+def test_region_positions_start_neutral_move_where_a_region_looks_and_follow_the_grid() -> None:
+    from reidexplain.interpreter import AttributeDecomposition
+
+    torch.manual_seed(0)
+    feats, images = torch.rand(2, 4, 6, 3), torch.rand(2, 3, 24, 12)
+    torch.manual_seed(1)
+    plain = AttributeDecomposition(4, 3, hidden=8, slots=[0, 0, 1], cell_norm=True)
+    torch.manual_seed(1)
+    placed = AttributeDecomposition(4, 3, hidden=8, slots=[0, 0, 1], cell_norm=True, positions=(6, 3))
+    assert placed.position.shape == (2, 6, 3)
+    with torch.no_grad():
+        z0, _ = plain.decompose(feats, images)
+        z1, _ = placed.decompose(feats, images)
+        torch.testing.assert_close(z1, z0)  # zero at the start: the prior changes nothing yet
+        placed.position[0, -1, :] = 4.0  # region 0 is told to lie in the bottom row
+        z2, _ = placed.decompose(feats, images)
+    bottom = z2[:, 0].flatten(1).argmax(1) // 3
+    assert bottom.tolist() == [5, 5]
+    torch.testing.assert_close(z2[:, 2], z0[:, 2])
+    with torch.no_grad():  # another grid: the prior is resized, not refused
+        z3, _ = placed.decompose(torch.rand(2, 4, 12, 6), torch.rand(2, 3, 48, 24))
+    assert z3.shape == (2, 3, 12, 6)
+
+
+def test_region_positions_need_shared_maps_and_a_grid() -> None:
+    from reidexplain.interpreter import AttributeDecomposition
+
+    with pytest.raises(ValueError, match="positions"):
+        AttributeDecomposition(4, 3, hidden=8, positions=(6, 3))
+    with pytest.raises(ValueError, match="positions"):
+        AttributeDecomposition(4, 3, hidden=8, slots=[0, 0, 1], positions=(0, 3))
