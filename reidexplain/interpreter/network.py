@@ -172,6 +172,7 @@ class AttributeDecomposition(nn.Module):
         self.cell_norm = bool(cell_norm)
         self.conv = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="linear")
+        self.register_parameter("position", None)
         if slots is None:
             self.register_buffer("slots", None)
             outputs = num_attributes + int(self.partition)
@@ -195,7 +196,8 @@ class AttributeDecomposition(nn.Module):
             nn.init.zeros_(self.local_where.weight)
             # A learned prior of where each region lies on the grid (persons are upright in ReID crops),
             # zero at the start; resized when an image gives another grid.
-            self.position = None if positions is None else nn.Parameter(torch.zeros(outputs, *map(int, positions)))
+            if positions is not None:
+                self.position = nn.Parameter(torch.zeros(outputs, *(int(n) for n in positions)))
             # Per-attribute sharpness beta_k = softplus(.) of its region's map, by default small at the
             # start: the maps then start nearly flat (d_hat close to d, as with the paper's head) with
             # their peak where the region looks, and sharpen only as far as the losses ask.
@@ -233,7 +235,7 @@ class AttributeDecomposition(nn.Module):
             raise ValueError("images: shared maps read each cell's pixels; pass the images with the features")
         local = self.local_features(images, z.shape[-2:])
         z = z + self.local_where(local)
-        if getattr(self, "position", None) is not None:
+        if self.position is not None:
             prior = self.position[None]
             if prior.shape[-2:] != z.shape[-2:]:
                 prior = F.interpolate(prior, size=z.shape[-2:], mode="bilinear", align_corners=False)

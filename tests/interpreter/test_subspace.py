@@ -242,6 +242,8 @@ def test_a_file_saved_before_the_maps_options_loads_as_it_was_fitted(tmp_path: P
     explainer = Explainer(AMDLinearHeadNet().eval(), recipe=SubspaceAMD(subspace_steps=10, recognition_warmup=0))
     explainer.fit(amd_batches(), epochs=1, progress=False)
     assert explainer.network.decomposition.cell_norm
+    position = explainer.network.decomposition.position  # the default's region prior, learned in the fit
+    assert position is not None and float(position.abs().amax()) > 0
     explainer.save(tmp_path / "now.pt")
     ckpt = torch.load(tmp_path / "now.pt", weights_only=False)
     for name in SubspaceAMD.saved_before:  # as the file was written before these options existed
