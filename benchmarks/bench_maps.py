@@ -131,7 +131,7 @@ def merge(files: list[str], out: Path) -> None:
     merged = {key: runs[0][key] for key in ("benchmark", "pairs", "wide_pairs", "steps", "attributes", "model_uses")}
     merge_command = "python benchmarks/bench_maps.py --merge " + " ".join(files) + f" --out {out}"
     commands = [run["command"] for run in runs if run.get("command")]
-    merged.update({"seeds": [run["seed"] for run in runs], "sources": files, "variants": rows,
+    merged.update({"seeds": sorted({run["seed"] for run in runs}), "sources": files, "variants": rows,
                    "command": " && ".join([*commands, merge_command])})
     out.write_text(json.dumps(to_json_ready(merged), indent=1) + "\n")
 
@@ -155,6 +155,9 @@ def main() -> None:
     for name, options in args.custom:
         VARIANTS[name] = json.loads(options)
         args.variants.append(name)
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; built in: {sorted(VARIANTS)} (or add one with --custom)")
     result = run(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(to_json_ready(result), indent=1) + "\n")
