@@ -143,7 +143,7 @@ def _maps_section(data: dict[str, Any]) -> list[str]:
             "game and relevance mass of each attribute's map inside that attribute's mask, in both images of "
             f"every pair where the attribute differs, averaged over the attributes the model uses; on "
             f"`bench_truthful.py`'s {data.get('pairs', '?')} pairs (its ablation tables' figure) and, 'wide', on "
-            f"{data.get('wide_pairs', '?')} further pairs drawn the same way. Fit and explain times are CPU "
+            f"{data.get('wide_pairs', '?')} further pairs drawn the same way. Fit and explain times are wall-clock "
             "times of runs that shared the 2 cores two at a time.")
     return [note, "", _records_table(rows, [("variant", "variant"), ("seeds", "fit seeds"), *figures]), ""]
 
