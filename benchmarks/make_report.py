@@ -338,6 +338,8 @@ KNOWN: list[tuple[str, str, str, Callable[[dict[str, Any]], list[str]] | None]] 
     ("linear", "The linear decomposition against the paper's recipe (issue 15)", "bench_truthful.py",
      _linear_section),
     ("ranking", "Ranked lists at gallery scale (issue 16)", "bench_ranking.py", _ranking_section),
+    ("subspace_bot_resnet18_region_prior", "The regions' learned prior on a second architecture, BoT ResNet-18 "
+     "(issue 15)", "bench_truthful.py", _subspace_section),
     ("subspace_bot_resnet18", "The default recipe (amd-subspace) on a second architecture, BoT ResNet-18 "
      "(issue 15)", "bench_truthful.py", _subspace_section),
     ("maps", "The maps of the default recipe alone: localisation over fit seeds (issue 15)", "bench_maps.py",
